@@ -1,0 +1,229 @@
+/**
+ * The typed failures of effect-fsm.
+ *
+ * Every expected failure of a public operation is one of these classes, so a
+ * caller can `Effect.catchTag` exactly the cases it cares about. Each carries
+ * the fields that identify what failed (machine, instance id, sequence
+ * numbers, tags) and a readable `message`.
+ *
+ * @since 0.1.0
+ */
+import * as Schema from "effect/Schema"
+
+/**
+ * A machine definition is inconsistent in a way the types cannot express
+ * (a timeout event its state does not handle, two entries for the same
+ * state and event at the same level, a duplicate machine name in one runtime).
+ *
+ * @since 0.1.0
+ */
+export class MachineDefinitionError extends Schema.TaggedError<MachineDefinitionError>()(
+  "MachineDefinitionError",
+  { machine: Schema.String, reason: Schema.String }
+) {
+  override get message() {
+    return `machine "${this.machine}": ${this.reason}`
+  }
+}
+
+/**
+ * The runtime was asked to work with a machine that was not registered in
+ * its layer.
+ *
+ * @since 0.1.0
+ */
+export class MachineNotRegistered extends Schema.TaggedError<MachineNotRegistered>()(
+  "MachineNotRegistered",
+  { machine: Schema.String }
+) {
+  override get message() {
+    return `machine "${this.machine}" is not registered with this runtime`
+  }
+}
+
+/**
+ * The current state has no transition for the event.
+ *
+ * @since 0.1.0
+ */
+export class InvalidTransition extends Schema.TaggedError<InvalidTransition>()(
+  "InvalidTransition",
+  { machine: Schema.String, instanceId: Schema.String, state: Schema.String, event: Schema.String }
+) {
+  override get message() {
+    return `${this.machine}/${this.instanceId}: no transition for event "${this.event}" in state "${this.state}"`
+  }
+}
+
+/**
+ * Every guard of the matching transition entry rejected the event.
+ *
+ * @since 0.1.0
+ */
+export class GuardRejected extends Schema.TaggedError<GuardRejected>()(
+  "GuardRejected",
+  { machine: Schema.String, instanceId: Schema.String, state: Schema.String, event: Schema.String }
+) {
+  override get message() {
+    return `${this.machine}/${this.instanceId}: guard rejected event "${this.event}" in state "${this.state}"`
+  }
+}
+
+/**
+ * The instance has never been created.
+ *
+ * @since 0.1.0
+ */
+export class InstanceNotFound extends Schema.TaggedError<InstanceNotFound>()(
+  "InstanceNotFound",
+  { machine: Schema.String, instanceId: Schema.String }
+) {
+  override get message() {
+    return `${this.machine}/${this.instanceId}: instance not found`
+  }
+}
+
+/**
+ * `create` was called for an instance id that already has a log.
+ *
+ * @since 0.1.0
+ */
+export class InstanceAlreadyExists extends Schema.TaggedError<InstanceAlreadyExists>()(
+  "InstanceAlreadyExists",
+  { machine: Schema.String, instanceId: Schema.String }
+) {
+  override get message() {
+    return `${this.machine}/${this.instanceId}: instance already exists`
+  }
+}
+
+/**
+ * The instance has stopped (a `stop` transition or `FSMRuntime.stop` is in
+ * its log) and accepts no more events.
+ *
+ * @since 0.1.0
+ */
+export class InstanceStopped extends Schema.TaggedError<InstanceStopped>()(
+  "InstanceStopped",
+  { machine: Schema.String, instanceId: Schema.String, state: Schema.String, event: Schema.String }
+) {
+  override get message() {
+    return `${this.machine}/${this.instanceId}: instance is stopped in state "${this.state}", event "${this.event}" rejected`
+  }
+}
+
+/**
+ * An append expected the log to end at `expected` but it ends at `actual`:
+ * another writer got there first.
+ *
+ * @since 0.1.0
+ */
+export class SequenceConflict extends Schema.TaggedError<SequenceConflict>()(
+  "SequenceConflict",
+  { machine: Schema.String, instanceId: Schema.String, expected: Schema.Number, actual: Schema.Number }
+) {
+  override get message() {
+    return `${this.machine}/${this.instanceId}: expected sequence number ${this.expected}, log is at ${this.actual}`
+  }
+}
+
+/**
+ * Replaying the log did not reproduce the state tag stored with an event:
+ * the machine definition changed incompatibly, or the log was altered.
+ *
+ * @since 0.1.0
+ */
+export class EventReplayError extends Schema.TaggedError<EventReplayError>()(
+  "EventReplayError",
+  {
+    machine: Schema.String,
+    instanceId: Schema.String,
+    seqNr: Schema.Number,
+    expected: Schema.String,
+    actual: Schema.String
+  }
+) {
+  override get message() {
+    return `${this.machine}/${this.instanceId}: replay of event ${this.seqNr} produced state "${this.actual}", the log recorded "${this.expected}"`
+  }
+}
+
+/**
+ * A stored event or snapshot could not be decoded with the machine's schemas.
+ *
+ * @since 0.1.0
+ */
+export class EventDecodeError extends Schema.TaggedError<EventDecodeError>()(
+  "EventDecodeError",
+  { machine: Schema.String, instanceId: Schema.String, seqNr: Schema.Number, reason: Schema.String }
+) {
+  override get message() {
+    return `${this.machine}/${this.instanceId}: stored event ${this.seqNr} cannot be decoded: ${this.reason}`
+  }
+}
+
+/**
+ * An event or initial state given by the caller does not match the
+ * machine's schema.
+ *
+ * @since 0.1.0
+ */
+export class InvalidInput extends Schema.TaggedError<InvalidInput>()(
+  "InvalidInput",
+  { machine: Schema.String, instanceId: Schema.String, reason: Schema.String }
+) {
+  override get message() {
+    return `${this.machine}/${this.instanceId}: invalid input: ${this.reason}`
+  }
+}
+
+/**
+ * An instance id is not acceptable (empty, too long, or containing NUL).
+ *
+ * @since 0.1.0
+ */
+export class InvalidInstanceId extends Schema.TaggedError<InvalidInstanceId>()(
+  "InvalidInstanceId",
+  { machine: Schema.String, instanceId: Schema.String, reason: Schema.String }
+) {
+  override get message() {
+    return `${this.machine}: invalid instance id ${JSON.stringify(this.instanceId)}: ${this.reason}`
+  }
+}
+
+/**
+ * The storage backend failed (connection, I/O, constraint other than the
+ * sequence-number lock).
+ *
+ * @since 0.1.0
+ */
+export class PersistenceError extends Schema.TaggedError<PersistenceError>()(
+  "PersistenceError",
+  { operation: Schema.String, reason: Schema.String, cause: Schema.optional(Schema.Defect) }
+) {
+  override get message() {
+    return `persistence failure in ${this.operation}: ${this.reason}`
+  }
+}
+
+/**
+ * An entry or exit action failed. The event that triggered it is committed
+ * and stays committed: actions run after the commit.
+ *
+ * @since 0.1.0
+ */
+export class ActionFailed extends Schema.TaggedError<ActionFailed>()(
+  "ActionFailed",
+  {
+    machine: Schema.String,
+    instanceId: Schema.String,
+    seqNr: Schema.Number,
+    state: Schema.String,
+    action: Schema.Literal("entry", "exit"),
+    cause: Schema.Defect
+  }
+) {
+  override get message() {
+    return `${this.machine}/${this.instanceId}: ${this.action} action of state "${this.state}" failed after event ${this.seqNr} was committed`
+  }
+}

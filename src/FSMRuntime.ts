@@ -1,0 +1,898 @@
+/**
+ * The runtime that runs machines against an `EventStore`.
+ *
+ * Each `send` is serialized per instance inside one runtime, decided by
+ * `Machine.step` and written as one atomic commit with optimistic
+ * sequence-number locking; entry and exit actions run after the commit.
+ * Loaded instances live in a bounded LRU cache and are recovered from the
+ * latest snapshot plus a replay of the tail when needed.
+ *
+ * @since 0.1.0
+ */
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
+import {
+  ActionFailed,
+  EventDecodeError,
+  EventReplayError,
+  GuardRejected,
+  InstanceAlreadyExists,
+  InstanceNotFound,
+  InstanceStopped,
+  InvalidInput,
+  InvalidInstanceId,
+  InvalidTransition,
+  MachineDefinitionError,
+  MachineNotRegistered,
+  PersistenceError,
+  SequenceConflict
+} from "./Errors.js"
+import * as EventStore from "./EventStore.js"
+import { makeKeyedLock } from "./internal/keyedLock.js"
+import { Lru } from "./internal/lru.js"
+import * as Machine from "./Machine.js"
+
+// ---------------------------------------------------------------------------
+// Public types
+// ---------------------------------------------------------------------------
+
+/**
+ * What an accepted command did: `Goto` entered a (new) state, `Stay`
+ * remained in the same state (data may have changed), `Stop` stopped the
+ * instance. `seqNr` is the sequence number of the committed event.
+ *
+ * @since 0.1.0
+ */
+export interface Outcome<S> {
+  readonly _tag: "Goto" | "Stay" | "Stop"
+  readonly state: S
+  readonly seqNr: number
+}
+
+/**
+ * A loaded instance.
+ *
+ * @since 0.1.0
+ */
+export interface InstanceView<S> {
+  readonly state: S
+  readonly seqNr: number
+  readonly stopped: boolean
+}
+
+/**
+ * One entry of an instance's history, decoded.
+ *
+ * @since 0.1.0
+ */
+export type HistoryEntry<S, E> =
+  & { readonly seqNr: number; readonly stateTag: string; readonly schemaVersion: number; readonly metadata: EventStore.Metadata }
+  & (
+    | { readonly _tag: "Created"; readonly state: S }
+    | { readonly _tag: "Event"; readonly event: E }
+    | { readonly _tag: "Stopped" }
+  )
+
+/**
+ * Options of a single command.
+ *
+ * @since 0.1.0
+ */
+export interface SendOptions {
+  /** Stored in the event's metadata, for tracing a business process across instances. */
+  readonly correlationId?: string
+  /** Defaults to `"user"`; the timeout sweeper and outbox dispatcher set their own. */
+  readonly source?: EventStore.Source
+}
+
+/**
+ * Failures of loading an instance.
+ *
+ * @since 0.1.0
+ */
+export type LoadError =
+  | MachineNotRegistered
+  | InstanceNotFound
+  | InvalidInstanceId
+  | PersistenceError
+  | EventReplayError
+  | EventDecodeError
+
+/**
+ * Failures of `create`.
+ *
+ * @since 0.1.0
+ */
+export type CreateError =
+  | MachineNotRegistered
+  | InstanceAlreadyExists
+  | InvalidInstanceId
+  | InvalidInput
+  | PersistenceError
+  | ActionFailed
+
+/**
+ * Failures of `send`. `SequenceConflict` surfaces only when the retry
+ * schedule is exhausted; `ActionFailed` means the event was committed.
+ *
+ * @since 0.1.0
+ */
+export type SendError =
+  | LoadError
+  | InvalidTransition
+  | GuardRejected
+  | InstanceStopped
+  | InvalidInput
+  | SequenceConflict
+  | ActionFailed
+
+/**
+ * Failures of `stop`.
+ *
+ * @since 0.1.0
+ */
+export type StopError = LoadError | InstanceStopped | SequenceConflict
+
+/**
+ * The runtime service.
+ *
+ * @since 0.1.0
+ */
+export class FSMRuntime extends Context.Tag("effect-fsm/FSMRuntime")<FSMRuntime, {
+  /** Unique per runtime; stored in the metadata of every event it writes. */
+  readonly nodeId: string
+  /** Creates an instance in `initial` (or the machine's static initial state); its log starts at seqNr 1. */
+  readonly create: <S extends Machine.Tagged, E extends Machine.Tagged, R>(
+    machine: Machine.Machine<S, E, R>,
+    instanceId: string,
+    initial?: S,
+    options?: SendOptions
+  ) => Effect.Effect<Outcome<S>, CreateError>
+  /** Decides and commits one event. A rejected event writes nothing. */
+  readonly send: <S extends Machine.Tagged, E extends Machine.Tagged, R>(
+    machine: Machine.Machine<S, E, R>,
+    instanceId: string,
+    event: E,
+    options?: SendOptions
+  ) => Effect.Effect<Outcome<S>, SendError>
+  /** The instance's current state, sequence number and stopped flag, caught up with the log. */
+  readonly inspect: <S extends Machine.Tagged, E extends Machine.Tagged, R>(
+    machine: Machine.Machine<S, E, R>,
+    instanceId: string
+  ) => Effect.Effect<InstanceView<S>, LoadError>
+  /** Every event of the instance, decoded, from `fromSeqNr` (default 1). */
+  readonly history: <S extends Machine.Tagged, E extends Machine.Tagged, R>(
+    machine: Machine.Machine<S, E, R>,
+    instanceId: string,
+    fromSeqNr?: number
+  ) => Effect.Effect<ReadonlyArray<HistoryEntry<S, E>>, LoadError>
+  /** Writes a snapshot of the current state now; returns its seqNr. */
+  readonly saveSnapshot: <S extends Machine.Tagged, E extends Machine.Tagged, R>(
+    machine: Machine.Machine<S, E, R>,
+    instanceId: string
+  ) => Effect.Effect<number, LoadError | InvalidInput>
+  /** Stops the instance durably: a `@stopped` record is appended and every later event is rejected. */
+  readonly stop: <S extends Machine.Tagged, E extends Machine.Tagged, R>(
+    machine: Machine.Machine<S, E, R>,
+    instanceId: string,
+    options?: SendOptions
+  ) => Effect.Effect<Outcome<S>, StopError>
+  /** Ids of every instance of the machine in the store. */
+  readonly instances: (machine: Machine.Any) => Stream.Stream<string, PersistenceError | MachineNotRegistered>
+  /** Drops every cached instance (they reload from the store on next use). */
+  readonly evictAll: Effect.Effect<void>
+}>() {}
+
+/**
+ * Options of `FSMRuntime.layer`.
+ *
+ * @since 0.1.0
+ */
+export interface Options<Ms extends ReadonlyArray<Machine.Any>> {
+  readonly machines: Ms
+  /** Take a snapshot at least every N events; 0 disables. Default 100. */
+  readonly snapshotEvery?: number
+  /** Maximum number of instances kept loaded. Default 10,000. */
+  readonly cacheSize?: number
+  /**
+   * How `SequenceConflict`s (another writer got there first) are retried;
+   * each retry reloads the tail and decides again. Default: up to 8 retries,
+   * exponential from 2 ms, jittered.
+   */
+  readonly retry?: Schedule.Schedule<unknown, SequenceConflict>
+  /** Defaults to a random UUID. */
+  readonly nodeId?: string
+}
+
+/**
+ * The default conflict retry schedule.
+ *
+ * @since 0.1.0
+ */
+export const defaultRetry: Schedule.Schedule<unknown, SequenceConflict> = Schedule.exponential("2 millis").pipe(
+  Schedule.jittered,
+  Schedule.intersect(Schedule.recurs(8))
+)
+
+// ---------------------------------------------------------------------------
+// Implementation
+// ---------------------------------------------------------------------------
+
+interface Loaded {
+  readonly state: Machine.Tagged
+  readonly seqNr: number
+  readonly stopped: boolean
+  readonly snapshotSeqNr: number
+}
+
+interface Registration {
+  readonly machine: Machine.Any
+  readonly encodeState: (s: unknown) => Either.Either<unknown, ParseResult.ParseError>
+  readonly decodeState: (u: unknown) => Either.Either<Machine.Tagged, ParseResult.ParseError>
+  readonly encodeEvent: (e: unknown) => Either.Either<unknown, ParseResult.ParseError>
+  readonly decodeEvent: (u: unknown) => Either.Either<Machine.Tagged, ParseResult.ParseError>
+}
+
+const register = (machine: Machine.Any): Registration => ({
+  machine,
+  encodeState: Schema.encodeUnknownEither(machine.stateSchema as Schema.Schema<Machine.Tagged, unknown>),
+  decodeState: Schema.decodeUnknownEither(machine.stateSchema as Schema.Schema<Machine.Tagged, unknown>),
+  encodeEvent: Schema.encodeUnknownEither(machine.eventSchema as Schema.Schema<Machine.Tagged, unknown>),
+  decodeEvent: Schema.decodeUnknownEither(machine.eventSchema as Schema.Schema<Machine.Tagged, unknown>)
+})
+
+const cacheKey = (machine: string, instanceId: string) => `${machine}\u0000${instanceId}`
+
+const parseMessage = (error: ParseResult.ParseError) => ParseResult.TreeFormatter.formatErrorSync(error)
+
+/**
+ * Builds the runtime service. Fails with `MachineDefinitionError` when a
+ * machine's definition is inconsistent or two machines share a name.
+ *
+ * @since 0.1.0
+ */
+export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
+  options: Options<Ms>
+): Effect.Effect<FSMRuntime["Type"], MachineDefinitionError, EventStore.EventStore | Machine.Context<Ms[number]>> =>
+  Effect.gen(function*() {
+    const store = yield* EventStore.EventStore
+    const context = yield* Effect.context<Machine.Context<Ms[number]>>()
+    const registrations = new Map<string, Registration>()
+    for (const machine of options.machines) {
+      yield* Machine.validate(machine)
+      if (registrations.has(machine.name)) {
+        return yield* new MachineDefinitionError({
+          machine: machine.name,
+          reason: "two machines with this name are registered in one runtime"
+        })
+      }
+      registrations.set(machine.name, register(machine))
+      // Without a static initial state any state may be a creation state, so
+      // only machines with one get the warning.
+      const unreachable = Option.isSome(machine.initial) ? Machine.unreachableStates(machine) : []
+      if (unreachable.length > 0) {
+        yield* Effect.logWarning(`machine "${machine.name}": no transition reaches ${unreachable.join(", ")}`)
+      }
+    }
+    const nodeId = options.nodeId ?? crypto.randomUUID()
+    const snapshotEvery = options.snapshotEvery ?? 100
+    const retry = options.retry ?? defaultRetry
+    const cache = new Lru<string, Loaded>(Math.max(1, options.cacheSize ?? 10_000))
+    const locks = makeKeyedLock()
+
+    const registration = (machine: Machine.Any): Effect.Effect<Registration, MachineNotRegistered> => {
+      const reg = registrations.get(machine.name)
+      return reg !== undefined && reg.machine === machine
+        ? Effect.succeed(reg)
+        : Effect.fail(new MachineNotRegistered({ machine: machine.name }))
+    }
+
+    // -- replay -------------------------------------------------------------
+
+    const replayOne = (
+      reg: Registration,
+      instanceId: string,
+      acc: Loaded | undefined,
+      record: EventStore.EventRecord
+    ): Effect.Effect<Loaded, EventReplayError | EventDecodeError | PersistenceError> => {
+      const machine = reg.machine
+      const expectedSeqNr = (acc?.seqNr ?? 0) + 1
+      if (record.seqNr !== expectedSeqNr) {
+        return Effect.fail(
+          new PersistenceError({
+            operation: "replay",
+            reason: `${machine.name}/${instanceId}: expected event ${expectedSeqNr}, the store returned ${record.seqNr}`
+          })
+        )
+      }
+      const decodeFailure = (reason: string) =>
+        Effect.fail(new EventDecodeError({ machine: machine.name, instanceId, seqNr: record.seqNr, reason }))
+      let next: Loaded
+      if (record.tag === EventStore.CreatedTag) {
+        if (acc !== undefined) return decodeFailure("a second @created record")
+        const state = reg.decodeState(record.payload)
+        if (Either.isLeft(state)) return decodeFailure(parseMessage(state.left))
+        next = { state: state.right, seqNr: record.seqNr, stopped: false, snapshotSeqNr: 0 }
+      } else if (acc === undefined) {
+        return decodeFailure("the log does not start with a @created record")
+      } else if (record.tag === EventStore.StoppedTag) {
+        next = { ...acc, seqNr: record.seqNr, stopped: true }
+      } else {
+        const event = reg.decodeEvent(record.payload)
+        if (Either.isLeft(event)) return decodeFailure(parseMessage(event.left))
+        const decision = Machine.step(machine, acc.state, event.right, { stopped: acc.stopped })
+        if (decision._tag === "Rejected") {
+          return Effect.fail(
+            new EventReplayError({
+              machine: machine.name,
+              instanceId,
+              seqNr: record.seqNr,
+              expected: record.stateTag,
+              actual: `(rejected: ${decision.reason})`
+            })
+          )
+        }
+        next = { ...acc, state: decision.state, seqNr: record.seqNr, stopped: decision._tag === "Stop" }
+      }
+      if (next.state._tag !== record.stateTag) {
+        return Effect.fail(
+          new EventReplayError({
+            machine: machine.name,
+            instanceId,
+            seqNr: record.seqNr,
+            expected: record.stateTag,
+            actual: next.state._tag
+          })
+        )
+      }
+      return Effect.succeed(next)
+    }
+
+    const replayFrom = (reg: Registration, instanceId: string, start: Loaded | undefined) =>
+      Stream.runFoldEffect(
+        store.events(reg.machine.name, instanceId, (start?.seqNr ?? 0) + 1),
+        start,
+        (acc: Loaded | undefined, record) => replayOne(reg, instanceId, acc, record)
+      )
+
+    const fromSnapshot = (reg: Registration, instanceId: string) =>
+      Effect.flatMap(store.loadSnapshot(reg.machine.name, instanceId), (snapshot): Effect.Effect<Loaded | undefined> => {
+        if (Option.isNone(snapshot)) return Effect.succeed(undefined)
+        const s = snapshot.value
+        if (s.schemaVersion !== reg.machine.version) {
+          return Effect.as(
+            Effect.logInfo(
+              `${reg.machine.name}/${instanceId}: snapshot of schema version ${s.schemaVersion} discarded (machine is at ${reg.machine.version}), replaying the whole log`
+            ),
+            undefined
+          )
+        }
+        const state = reg.decodeState(s.state)
+        if (Either.isLeft(state)) {
+          return Effect.as(
+            Effect.logWarning(
+              `${reg.machine.name}/${instanceId}: snapshot at ${s.seqNr} does not decode, replaying the whole log: ${
+                parseMessage(state.left)
+              }`
+            ),
+            undefined
+          )
+        }
+        return Effect.succeed({ state: state.right, seqNr: s.seqNr, stopped: s.stopped, snapshotSeqNr: s.seqNr })
+      })
+
+    const notFound = (machine: string, instanceId: string) => Effect.fail(new InstanceNotFound({ machine, instanceId }))
+
+    /** Cache hit, or snapshot + tail replay. Call under the instance lock. */
+    const load = (reg: Registration, instanceId: string): Effect.Effect<Loaded, LoadError> =>
+      Effect.suspend(() => {
+        const key = cacheKey(reg.machine.name, instanceId)
+        const cached = cache.get(key)
+        if (cached !== undefined) return Effect.succeed(cached)
+        return fromSnapshot(reg, instanceId).pipe(
+          Effect.flatMap((start) => replayFrom(reg, instanceId, start)),
+          Effect.flatMap((loaded) => {
+            if (loaded === undefined) return notFound(reg.machine.name, instanceId)
+            cache.set(key, loaded)
+            return Effect.succeed(loaded)
+          })
+        )
+      })
+
+    /** Reads the events written after `loaded` (by other runtimes) and applies them. */
+    const catchUp = (reg: Registration, instanceId: string, loaded: Loaded) =>
+      Effect.map(replayFrom(reg, instanceId, loaded), (fresh) => {
+        const next = fresh ?? loaded
+        cache.set(cacheKey(reg.machine.name, instanceId), next)
+        return next
+      })
+
+    // -- commit -------------------------------------------------------------
+
+    const snapshotFor = (
+      reg: Registration,
+      instanceId: string,
+      next: Loaded,
+      timestamp: number
+    ): Effect.Effect<EventStore.SnapshotRecord | undefined> => {
+      if (snapshotEvery <= 0 || next.seqNr - next.snapshotSeqNr < snapshotEvery) return Effect.succeed(undefined)
+      const encoded = reg.encodeState(next.state)
+      if (Either.isLeft(encoded)) {
+        return Effect.as(
+          Effect.logWarning(
+            `${reg.machine.name}/${instanceId}: snapshot skipped, state does not encode: ${parseMessage(encoded.left)}`
+          ),
+          undefined
+        )
+      }
+      return Effect.succeed({
+        machine: reg.machine.name,
+        instanceId,
+        seqNr: next.seqNr,
+        state: encoded.right,
+        stopped: next.stopped,
+        schemaVersion: reg.machine.version,
+        timestamp
+      })
+    }
+
+    /**
+     * Appends one record moving `loaded` to `next`. A snapshot rides in the
+     * same commit when due; if that commit fails for any reason but a
+     * conflict, it is retried once without the snapshot, so a failed snapshot
+     * write never fails a command.
+     */
+    const commitOne = (
+      reg: Registration,
+      instanceId: string,
+      loaded: Loaded | undefined,
+      next: Loaded,
+      record: Omit<EventStore.NewEvent, "metadata" | "schemaVersion" | "stateTag">,
+      options: SendOptions | undefined
+    ): Effect.Effect<Loaded, SequenceConflict | PersistenceError | InvalidInstanceId> =>
+      Effect.flatMap(Clock.currentTimeMillis, (timestamp) =>
+        Effect.flatMap(snapshotFor(reg, instanceId, next, timestamp), (snapshot) => {
+          const commit: EventStore.Commit = {
+            machine: reg.machine.name,
+            instanceId,
+            expectedSeqNr: loaded?.seqNr ?? 0,
+            events: [{
+              tag: record.tag,
+              payload: record.payload,
+              stateTag: next.state._tag,
+              schemaVersion: reg.machine.version,
+              metadata: {
+                timestamp,
+                source: options?.source ?? "user",
+                correlationId: options?.correlationId ?? null,
+                node: nodeId
+              }
+            }],
+            snapshot
+          }
+          const appended = snapshot === undefined
+            ? Effect.as(store.append(commit), next)
+            : store.append(commit).pipe(
+              Effect.as<Loaded>({ ...next, snapshotSeqNr: next.seqNr }),
+              Effect.catchTag("PersistenceError", (error) =>
+                Effect.logWarning(`${reg.machine.name}/${instanceId}: commit with snapshot failed, retrying without it`, error)
+                  .pipe(Effect.zipRight(store.append({ ...commit, snapshot: undefined })), Effect.as(next)))
+            )
+          return Effect.tap(appended, (result) =>
+            Effect.sync(() => cache.set(cacheKey(reg.machine.name, instanceId), result)))
+        }))
+
+    /** Retries `effect` on `SequenceConflict` only, under the configured schedule. */
+    const retryConflicts = <A, E>(effect: Effect.Effect<A, E | SequenceConflict>): Effect.Effect<A, E | SequenceConflict> =>
+      effect.pipe(
+        Effect.map(Effect.succeed),
+        Effect.catchIf(
+          (error): error is E => !(error instanceof SequenceConflict),
+          (error) => Effect.succeed(Effect.fail(error))
+        ),
+        Effect.retry(retry),
+        Effect.flatten
+      )
+
+    /** On conflict: catch up with the log, then fail so that the retry schedule decides again. */
+    const onConflict = (reg: Registration, instanceId: string, loaded: Loaded) => (conflict: SequenceConflict) =>
+      Effect.zipRight(catchUp(reg, instanceId, loaded), Effect.fail(conflict))
+
+    // -- actions ------------------------------------------------------------
+
+    const runAction = (
+      reg: Registration,
+      kind: "entry" | "exit",
+      state: Machine.Tagged,
+      ctx: Machine.ActionContext<unknown, unknown>
+    ): Effect.Effect<void, ActionFailed> => {
+      const action = (kind === "entry" ? reg.machine.entry : reg.machine.exit).get(state._tag) as
+        | ((s: unknown, c: unknown) => Effect.Effect<unknown, unknown, unknown>)
+        | undefined
+      if (action === undefined) return Effect.void
+      return Effect.suspend(() => action(state, ctx)).pipe(
+        Effect.provide(context as Context.Context<unknown>),
+        Effect.asVoid,
+        Effect.catchAllCause((cause) =>
+          Cause.isInterruptedOnly(cause)
+            ? Effect.failCause(cause as Cause.Cause<never>)
+            : Effect.fail(
+              new ActionFailed({
+                machine: reg.machine.name,
+                instanceId: ctx.instanceId,
+                seqNr: ctx.seqNr,
+                state: state._tag,
+                action: kind,
+                cause: Cause.squash(cause)
+              })
+            )
+        ),
+        Effect.withSpan(`FSMRuntime.${kind}`, { attributes: { machine: reg.machine.name, state: state._tag } })
+      ) as Effect.Effect<void, ActionFailed>
+    }
+
+    const hasActions = (reg: Registration) => reg.machine.entry.size > 0 || reg.machine.exit.size > 0
+
+    const runTransitionActions = (
+      reg: Registration,
+      instanceId: string,
+      previous: Machine.Tagged,
+      outcome: Outcome<Machine.Tagged>,
+      entered: boolean,
+      event: unknown
+    ): Effect.Effect<void, ActionFailed> => {
+      if (!entered || !hasActions(reg)) return Effect.void
+      const base = { machine: reg.machine.name, instanceId, seqNr: outcome.seqNr, event }
+      return Effect.zipRight(
+        runAction(reg, "exit", previous, { ...base, other: outcome.state }),
+        runAction(reg, "entry", outcome.state, { ...base, other: previous })
+      )
+    }
+
+    // -- operations ---------------------------------------------------------
+
+    const withInstance = <A, E>(
+      machine: Machine.Any,
+      instanceId: string,
+      body: (reg: Registration) => Effect.Effect<A, E>
+    ): Effect.Effect<A, E | MachineNotRegistered | InvalidInstanceId> =>
+      Effect.flatMap(registration(machine), (reg) =>
+        Effect.zipRight(
+          EventStore.validateInstanceId(machine.name, instanceId),
+          locks.withLock(cacheKey(machine.name, instanceId))(body(reg))
+        ))
+
+    const create = (machine: Machine.Any, instanceId: string, initial?: Machine.Tagged, options?: SendOptions) =>
+      Effect.flatMap(
+        withInstance(machine, instanceId, (reg): Effect.Effect<
+          { reg: Registration; state: Machine.Tagged },
+          InvalidInput | InstanceAlreadyExists | InvalidInstanceId | PersistenceError
+        > => {
+          const state = initial ?? Option.getOrUndefined(machine.initial)
+          if (state === undefined) {
+            return Effect.fail(
+              new InvalidInput({
+                machine: machine.name,
+                instanceId,
+                reason: "no initial state was given and the machine has no static initial state"
+              })
+            )
+          }
+          const encoded = reg.encodeState(state)
+          if (Either.isLeft(encoded)) {
+            return Effect.fail(new InvalidInput({ machine: machine.name, instanceId, reason: parseMessage(encoded.left) }))
+          }
+          const cached = cache.get(cacheKey(machine.name, instanceId))
+          if (cached !== undefined) return Effect.fail(new InstanceAlreadyExists({ machine: machine.name, instanceId }))
+          const next: Loaded = { state, seqNr: 1, stopped: false, snapshotSeqNr: 0 }
+          return commitOne(reg, instanceId, undefined, next, { tag: EventStore.CreatedTag, payload: encoded.right }, options)
+            .pipe(
+              Effect.catchTag(
+                "SequenceConflict",
+                () => Effect.fail(new InstanceAlreadyExists({ machine: machine.name, instanceId }))
+              ),
+              Effect.as({ reg, state })
+            )
+        }),
+        ({ reg, state }) => {
+          const outcome: Outcome<typeof state> = { _tag: "Goto", state, seqNr: 1 }
+          const entry = reg.machine.entry.size === 0 ? Effect.void : runAction(reg, "entry", state, {
+            machine: machine.name,
+            instanceId,
+            seqNr: 1,
+            event: undefined,
+            other: undefined
+          })
+          return Effect.as(entry, outcome)
+        }
+      ).pipe(Effect.withSpan("FSMRuntime.create", { attributes: { machine: machine.name, instanceId } }))
+
+    const rejection = (
+      machine: string,
+      instanceId: string,
+      state: string,
+      event: string,
+      reason: "NoTransition" | "GuardRejected" | "Stopped"
+    ) => {
+      const fields = { machine, instanceId, state, event }
+      switch (reason) {
+        case "NoTransition":
+          return new InvalidTransition(fields)
+        case "GuardRejected":
+          return new GuardRejected(fields)
+        case "Stopped":
+          return new InstanceStopped(fields)
+      }
+    }
+
+    interface Accepted {
+      readonly previous: Machine.Tagged
+      readonly outcome: Outcome<Machine.Tagged>
+      readonly entered: boolean
+    }
+
+    /**
+     * One decide-and-commit attempt. A rejection is re-checked against the
+     * log once (the cached state may be behind another runtime's writes);
+     * a conflict catches up and fails so that the retry schedule runs it again.
+     */
+    const attemptSend = (
+      reg: Registration,
+      instanceId: string,
+      event: Machine.Tagged,
+      payload: unknown,
+      options: SendOptions | undefined
+    ): Effect.Effect<Accepted, SendError> => {
+      const decideOn = (loaded: Loaded, recheck: boolean): Effect.Effect<Accepted, SendError> => {
+        const decision = Machine.step(reg.machine, loaded.state, event, { stopped: loaded.stopped })
+        if (decision._tag === "Rejected") {
+          if (recheck) {
+            return Effect.flatMap(catchUp(reg, instanceId, loaded), (fresh) =>
+              fresh.seqNr === loaded.seqNr
+                ? Effect.fail(rejection(reg.machine.name, instanceId, loaded.state._tag, event._tag, decision.reason))
+                : decideOn(fresh, true))
+          }
+          return Effect.fail(rejection(reg.machine.name, instanceId, loaded.state._tag, event._tag, decision.reason))
+        }
+        const next: Loaded = {
+          state: decision.state,
+          seqNr: loaded.seqNr + 1,
+          stopped: decision._tag === "Stop",
+          snapshotSeqNr: loaded.snapshotSeqNr
+        }
+        return commitOne(reg, instanceId, loaded, next, { tag: event._tag, payload }, options).pipe(
+          Effect.catchTag("SequenceConflict", onConflict(reg, instanceId, loaded)),
+          Effect.as({
+            previous: loaded.state,
+            outcome: { _tag: decision._tag, state: decision.state, seqNr: next.seqNr },
+            entered: decision._tag === "Goto" || (decision._tag === "Stop" && decision.entered)
+          })
+        )
+      }
+      return Effect.flatMap(load(reg, instanceId), (loaded) => decideOn(loaded, true))
+    }
+
+    const send = (machine: Machine.Any, instanceId: string, event: Machine.Tagged, options?: SendOptions) =>
+      Effect.flatMap(
+        withInstance(machine, instanceId, (reg) => {
+          const payload = reg.encodeEvent(event)
+          if (Either.isLeft(payload)) {
+            return Effect.fail(new InvalidInput({ machine: machine.name, instanceId, reason: parseMessage(payload.left) }))
+          }
+          return Effect.map(
+            retryConflicts(attemptSend(reg, instanceId, event, payload.right, options)),
+            (accepted) => ({ reg, accepted })
+          )
+        }),
+        ({ accepted, reg }) =>
+          Effect.as(
+            runTransitionActions(reg, instanceId, accepted.previous, accepted.outcome, accepted.entered, event),
+            accepted.outcome
+          )
+      ).pipe(
+        Effect.withSpan("FSMRuntime.send", {
+          attributes: { machine: machine.name, instanceId, event: event._tag }
+        })
+      )
+
+    const inspect = (machine: Machine.Any, instanceId: string) =>
+      withInstance(machine, instanceId, (reg) =>
+        Effect.flatMap(load(reg, instanceId), (loaded) => catchUp(reg, instanceId, loaded))).pipe(
+          Effect.map((loaded) => ({ state: loaded.state, seqNr: loaded.seqNr, stopped: loaded.stopped })),
+          Effect.withSpan("FSMRuntime.inspect", { attributes: { machine: machine.name, instanceId } })
+        )
+
+    const history = (machine: Machine.Any, instanceId: string, fromSeqNr = 1) =>
+      Effect.flatMap(registration(machine), (reg) =>
+        store.events(machine.name, instanceId, fromSeqNr).pipe(
+          Stream.mapEffect((record) => {
+            const common = {
+              seqNr: record.seqNr,
+              stateTag: record.stateTag,
+              schemaVersion: record.schemaVersion,
+              metadata: record.metadata
+            }
+            const decoded: Either.Either<HistoryEntry<Machine.Tagged, Machine.Tagged>, ParseResult.ParseError> =
+              record.tag === EventStore.StoppedTag
+              ? Either.right({ ...common, _tag: "Stopped" as const })
+              : record.tag === EventStore.CreatedTag
+              ? Either.map(reg.decodeState(record.payload), (state) => ({ ...common, _tag: "Created" as const, state }))
+              : Either.map(reg.decodeEvent(record.payload), (event) => ({ ...common, _tag: "Event" as const, event }))
+            return Either.isRight(decoded) ? Effect.succeed(decoded.right) : Effect.fail(
+              new EventDecodeError({
+                machine: machine.name,
+                instanceId,
+                seqNr: record.seqNr,
+                reason: parseMessage(decoded.left)
+              })
+            )
+          }),
+          Stream.runCollect,
+          Effect.flatMap((chunk) =>
+            chunk.length === 0 && fromSeqNr <= 1 ? notFound(machine.name, instanceId) : Effect.succeed([...chunk])
+          )
+        )).pipe(
+          Effect.withSpan("FSMRuntime.history", { attributes: { machine: machine.name, instanceId } })
+        )
+
+    const saveSnapshot = (machine: Machine.Any, instanceId: string) =>
+      withInstance(machine, instanceId, (reg) =>
+        Effect.gen(function*() {
+          const loaded = yield* Effect.flatMap(load(reg, instanceId), (l) => catchUp(reg, instanceId, l))
+          const encoded = reg.encodeState(loaded.state)
+          if (Either.isLeft(encoded)) {
+            return yield* new InvalidInput({ machine: machine.name, instanceId, reason: parseMessage(encoded.left) })
+          }
+          yield* store.saveSnapshot({
+            machine: machine.name,
+            instanceId,
+            seqNr: loaded.seqNr,
+            state: encoded.right,
+            stopped: loaded.stopped,
+            schemaVersion: machine.version,
+            timestamp: yield* Clock.currentTimeMillis
+          })
+          cache.set(cacheKey(machine.name, instanceId), { ...loaded, snapshotSeqNr: loaded.seqNr })
+          return loaded.seqNr
+        })).pipe(Effect.withSpan("FSMRuntime.saveSnapshot", { attributes: { machine: machine.name, instanceId } }))
+
+    const stop = (machine: Machine.Any, instanceId: string, options?: SendOptions) =>
+      withInstance(machine, instanceId, (reg) => {
+        const attempt = Effect.flatMap(load(reg, instanceId), (loaded): Effect.Effect<Outcome<Machine.Tagged>, StopError> => {
+          if (loaded.stopped) {
+            return Effect.fail(
+              new InstanceStopped({ machine: machine.name, instanceId, state: loaded.state._tag, event: EventStore.StoppedTag })
+            )
+          }
+          const next: Loaded = { ...loaded, seqNr: loaded.seqNr + 1, stopped: true }
+          return commitOne(reg, instanceId, loaded, next, { tag: EventStore.StoppedTag, payload: null }, options).pipe(
+            Effect.catchTag("SequenceConflict", onConflict(reg, instanceId, loaded)),
+            Effect.as({ _tag: "Stop" as const, state: next.state, seqNr: next.seqNr })
+          )
+        })
+        return retryConflicts(attempt)
+      }).pipe(
+        Effect.withSpan("FSMRuntime.stop", { attributes: { machine: machine.name, instanceId } })
+      )
+
+    const instances = (machine: Machine.Any) =>
+      Stream.unwrap(Effect.map(registration(machine), () => store.instances(machine.name)))
+
+    // The operations are written against `Machine.Any`; the service's
+    // signatures restore the per-machine types at the boundary.
+    return FSMRuntime.of({
+      nodeId,
+      create: create as FSMRuntime["Type"]["create"],
+      send: send as FSMRuntime["Type"]["send"],
+      inspect: inspect as FSMRuntime["Type"]["inspect"],
+      history: history as FSMRuntime["Type"]["history"],
+      saveSnapshot,
+      stop: stop as FSMRuntime["Type"]["stop"],
+      instances,
+      evictAll: Effect.sync(() => cache.clear())
+    })
+  })
+
+/**
+ * The runtime as a layer. It needs an `EventStore` and whatever the
+ * registered machines' actions require; it fails to build with
+ * `MachineDefinitionError` when a machine is inconsistent.
+ *
+ * @example
+ * ```ts
+ * const program = Effect.gen(function*() {
+ *   const orders = yield* FSMRuntime.client(Order)
+ *   yield* orders.create("order-1", { _tag: "Pending", orderId: "order-1" })
+ *   yield* orders.send("order-1", { _tag: "Pay", amount: 42 })
+ * })
+ * program.pipe(Effect.provide(FSMRuntime.layer({ machines: [Order] })), Effect.provide(EventStore.layerMemory))
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const layer = <const Ms extends ReadonlyArray<Machine.Any>>(
+  options: Options<Ms>
+): Layer.Layer<FSMRuntime, MachineDefinitionError, EventStore.EventStore | Machine.Context<Ms[number]>> =>
+  Layer.effect(FSMRuntime, make(options))
+
+// ---------------------------------------------------------------------------
+// Accessors and the typed client
+// ---------------------------------------------------------------------------
+
+/**
+ * A runtime's operations bound to one machine.
+ *
+ * @since 0.1.0
+ */
+export interface Client<S extends Machine.Tagged, E extends Machine.Tagged> {
+  readonly create: (instanceId: string, initial?: S, options?: SendOptions) => Effect.Effect<Outcome<S>, CreateError>
+  readonly send: (instanceId: string, event: E, options?: SendOptions) => Effect.Effect<Outcome<S>, SendError>
+  readonly inspect: (instanceId: string) => Effect.Effect<InstanceView<S>, LoadError>
+  readonly state: (instanceId: string) => Effect.Effect<S, LoadError>
+  readonly lastSequenceNr: (instanceId: string) => Effect.Effect<number, LoadError>
+  readonly history: (instanceId: string, fromSeqNr?: number) => Effect.Effect<ReadonlyArray<HistoryEntry<S, E>>, LoadError>
+  readonly saveSnapshot: (instanceId: string) => Effect.Effect<number, LoadError | InvalidInput>
+  readonly stop: (instanceId: string, options?: SendOptions) => Effect.Effect<Outcome<S>, StopError>
+  readonly instances: Stream.Stream<string, PersistenceError | MachineNotRegistered>
+}
+
+/**
+ * A typed client for one machine.
+ *
+ * @example
+ * ```ts
+ * const orders = yield* FSMRuntime.client(Order)
+ * const outcome = yield* orders.send("order-1", { _tag: "Pay", amount: 42 }) // { _tag: "Goto", state: Paid, seqNr: 2 }
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const client = <S extends Machine.Tagged, E extends Machine.Tagged, R>(
+  machine: Machine.Machine<S, E, R>
+): Effect.Effect<Client<S, E>, never, FSMRuntime> =>
+  Effect.map(FSMRuntime, (runtime) => ({
+    create: (instanceId, initial, options) => runtime.create(machine, instanceId, initial, options),
+    send: (instanceId, event, options) => runtime.send(machine, instanceId, event, options),
+    inspect: (instanceId) => runtime.inspect(machine, instanceId),
+    state: (instanceId) => Effect.map(runtime.inspect(machine, instanceId), (view) => view.state),
+    lastSequenceNr: (instanceId) => Effect.map(runtime.inspect(machine, instanceId), (view) => view.seqNr),
+    history: (instanceId, fromSeqNr) => runtime.history(machine, instanceId, fromSeqNr),
+    saveSnapshot: (instanceId) => runtime.saveSnapshot(machine, instanceId),
+    stop: (instanceId, options) => runtime.stop(machine, instanceId, options),
+    instances: runtime.instances(machine)
+  }))
+
+/**
+ * `send` through the `FSMRuntime` in context.
+ *
+ * @since 0.1.0
+ */
+export const send = <S extends Machine.Tagged, E extends Machine.Tagged, R>(
+  machine: Machine.Machine<S, E, R>,
+  instanceId: string,
+  event: E,
+  options?: SendOptions
+): Effect.Effect<Outcome<S>, SendError, FSMRuntime> =>
+  Effect.flatMap(FSMRuntime, (runtime) => runtime.send(machine, instanceId, event, options))
+
+/**
+ * `create` through the `FSMRuntime` in context.
+ *
+ * @since 0.1.0
+ */
+export const create = <S extends Machine.Tagged, E extends Machine.Tagged, R>(
+  machine: Machine.Machine<S, E, R>,
+  instanceId: string,
+  initial?: S,
+  options?: SendOptions
+): Effect.Effect<Outcome<S>, CreateError, FSMRuntime> =>
+  Effect.flatMap(FSMRuntime, (runtime) => runtime.create(machine, instanceId, initial, options))
