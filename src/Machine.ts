@@ -206,7 +206,7 @@ export type Actions<S extends Tagged, E extends Tagged> = {
   readonly [K in S["_tag"]]?: AnyAction<Of<S, K>, S, E>
 }
 
-type ActionRequirements<A> = {
+type ActionRequirements<A, Constraint> = Constraint extends A ? never : {
   [K in keyof A]-?: A[K] extends (...args: ReadonlyArray<never>) => Effect.Effect<unknown, unknown, infer R> ? R : never
 }[keyof A]
 
@@ -378,11 +378,14 @@ export const make = <
   SI,
   E extends Tagged,
   EI,
-  const EN extends Actions<S, E> = {},
-  const EX extends Actions<S, E> = {}
+  // No defaults here: a default stops TypeScript from typing the actions'
+  // parameters from the constraint. An omitted option infers the constraint
+  // itself, which `ActionRequirements` maps to `never`.
+  EN extends Actions<S, E>,
+  EX extends Actions<S, E>
 >(
   definition: Definition<S, SI, E, EI, EN, EX>
-): Machine<S, E, ActionRequirements<EN> | ActionRequirements<EX>> => {
+): Machine<S, E, ActionRequirements<EN, Actions<S, E>> | ActionRequirements<EX, Actions<S, E>>> => {
   const problems: Array<string> = []
   const stateTags = tagsOfSchema(definition.state)
   const eventTags = tagsOfSchema(definition.event)
