@@ -154,14 +154,14 @@ export class FSMRuntime extends Context.Tag("effect-fsm/FSMRuntime")<FSMRuntime,
   readonly create: <S extends Machine.Tagged, E extends Machine.Tagged, R>(
     machine: Machine.Machine<S, E, R>,
     instanceId: string,
-    initial?: S,
+    initial?: NoInfer<S>,
     options?: SendOptions
   ) => Effect.Effect<Outcome<S>, CreateError>
   /** Decides and commits one event. A rejected event writes nothing. */
   readonly send: <S extends Machine.Tagged, E extends Machine.Tagged, R>(
     machine: Machine.Machine<S, E, R>,
     instanceId: string,
-    event: E,
+    event: NoInfer<E>,
     options?: SendOptions
   ) => Effect.Effect<Outcome<S>, SendError>
   /** The instance's current state, sequence number and stopped flag, caught up with the log. */
@@ -879,7 +879,7 @@ export const client = <S extends Machine.Tagged, E extends Machine.Tagged, R>(
 export const send = <S extends Machine.Tagged, E extends Machine.Tagged, R>(
   machine: Machine.Machine<S, E, R>,
   instanceId: string,
-  event: E,
+  event: NoInfer<E>,
   options?: SendOptions
 ): Effect.Effect<Outcome<S>, SendError, FSMRuntime> =>
   Effect.flatMap(FSMRuntime, (runtime) => runtime.send(machine, instanceId, event, options))
@@ -892,7 +892,7 @@ export const send = <S extends Machine.Tagged, E extends Machine.Tagged, R>(
 export const create = <S extends Machine.Tagged, E extends Machine.Tagged, R>(
   machine: Machine.Machine<S, E, R>,
   instanceId: string,
-  initial?: S,
+  initial?: NoInfer<S>,
   options?: SendOptions
 ): Effect.Effect<Outcome<S>, CreateError, FSMRuntime> =>
   Effect.flatMap(FSMRuntime, (runtime) => runtime.create(machine, instanceId, initial, options))

@@ -230,11 +230,11 @@ export interface Definition<
   readonly state: Schema.Schema<S, SI, never>
   readonly event: Schema.Schema<E, EI, never>
   /** A static initial state, used when `create` is given none. */
-  readonly initial?: S
-  readonly transitions: Transitions<S, E>
+  readonly initial?: NoInfer<S>
+  readonly transitions: NoInfer<Transitions<S, E>>
   /** Entries shared by several states and/or events; specific entries override them. */
   readonly groups?: (group: GroupBuilder<S, E>) => ReadonlyArray<Group>
-  readonly timeouts?: Timeouts<S, E>
+  readonly timeouts?: NoInfer<Timeouts<S, E>>
   readonly entry?: EN
   readonly exit?: EX
 }
@@ -627,8 +627,8 @@ export interface StepOptions {
  */
 export const step = <S extends Tagged, E extends Tagged, R>(
   machine: Machine<S, E, R>,
-  state: S,
-  event: E,
+  state: NoInfer<S>,
+  event: NoInfer<E>,
   options?: StepOptions
 ): Decision<S> => {
   if (options?.stopped === true) return rejectedStopped
