@@ -227,3 +227,18 @@ export class ActionFailed extends Schema.TaggedError<ActionFailed>()(
     return `${this.machine}/${this.instanceId}: ${this.action} action of state "${this.state}" failed after event ${this.seqNr} was committed`
   }
 }
+
+/**
+ * A timer was delivered after its instance left (and maybe re-entered) the
+ * state that armed it; the delivery wrote nothing.
+ *
+ * @since 0.1.0
+ */
+export class StaleTimer extends Schema.TaggedError<StaleTimer>()(
+  "StaleTimer",
+  { machine: Schema.String, instanceId: Schema.String, name: Schema.String, generation: Schema.Number }
+) {
+  override get message() {
+    return `${this.machine}/${this.instanceId}: timer "${this.name}" of generation ${this.generation} is no longer armed`
+  }
+}

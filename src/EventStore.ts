@@ -14,7 +14,8 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
-import { InvalidInstanceId, PersistenceError, SequenceConflict } from "./Errors.js"
+import { InvalidInstanceId, PersistenceError, SequenceConflict, StaleTimer } from "./Errors.js"
+import * as TimeoutStore from "./TimeoutStore.js"
 
 /**
  * Where an event came from.
@@ -110,6 +111,8 @@ export interface Commit {
   readonly expectedSeqNr: number
   readonly events: ReadonlyArray<NewEvent>
   readonly snapshot?: SnapshotRecord | undefined
+  /** Timer rows to cancel, schedule and deliver, for the durable timeout strategy. */
+  readonly timers?: TimeoutStore.TimerChanges | undefined
 }
 
 /**
@@ -119,7 +122,7 @@ export interface Commit {
  * @since 0.1.0
  */
 export interface Backend {
-  readonly append: (commit: Commit) => Effect.Effect<void, SequenceConflict | PersistenceError>
+  readonly append: (commit: Commit) => Effect.Effect<void, SequenceConflict | StaleTimer | PersistenceError>
   readonly events: (
     machine: string,
     instanceId: string,
@@ -140,8 +143,14 @@ export interface Backend {
  * @since 0.1.0
  */
 export class EventStore extends Context.Tag("effect-fsm/EventStore")<EventStore, {
-  /** Applies a commit atomically, or fails with `SequenceConflict` and writes nothing. */
-  readonly append: (commit: Commit) => Effect.Effect<void, SequenceConflict | PersistenceError | InvalidInstanceId>
+  /**
+   * Applies a commit atomically, or fails and writes nothing: with
+   * `SequenceConflict` when the log does not end at `expectedSeqNr`, with
+   * `StaleTimer` when the timer it delivers is no longer armed.
+   */
+  readonly append: (
+    commit: Commit
+  ) => Effect.Effect<void, SequenceConflict | StaleTimer | PersistenceError | InvalidInstanceId>
   /** The events of an instance with `seqNr >= fromSeqNr`, in order. */
   readonly events: (
     machine: string,
@@ -240,20 +249,71 @@ export const make = (backend: Backend): EventStore["Type"] => ({
 
 const keyOf = (machine: string, instanceId: string) => `${machine}\u0000${instanceId}`
 
+interface MemoryTimer extends TimeoutStore.TimerRecord {
+  readonly claimedUntil: number | null
+}
+
 /**
- * An in-memory backend. It honours `expectedSeqNr` exactly as a database
- * would, applies each commit in one synchronous step (so it is atomic even
- * under interruption) and never evicts anything.
+ * An in-memory database: the event log, snapshots and timers. Each commit is
+ * applied in one synchronous step, so it is atomic even under interruption;
+ * `expectedSeqNr` is honoured exactly as a database would; nothing is ever
+ * evicted.
  *
  * @since 0.1.0
  */
-export const makeMemoryBackend = (): Backend => {
+export const makeMemory = (): { readonly backend: Backend; readonly timeouts: TimeoutStore.TimeoutStore["Type"] } => {
   const logs = new Map<string, Array<EventRecord>>()
   const snapshots = new Map<string, SnapshotRecord>()
   const byMachine = new Map<string, Set<string>>()
-  return {
+  /** instance key -> timer name -> timer */
+  const timers = new Map<string, Map<string, MemoryTimer>>()
+  const deadLetters = new Map<string, Map<string, TimeoutStore.DeadLetter>>()
+
+  const putSnapshot = (snapshot: SnapshotRecord) => {
+    const key = keyOf(snapshot.machine, snapshot.instanceId)
+    const current = snapshots.get(key)
+    if (current === undefined || snapshot.seqNr > current.seqNr) snapshots.set(key, snapshot)
+  }
+
+  const timerOf = (timer: TimeoutStore.TimerKey) => {
+    const found = timers.get(keyOf(timer.machine, timer.instanceId))?.get(timer.name)
+    return found !== undefined && found.generation === timer.generation ? found : undefined
+  }
+
+  const putTimer = (timer: MemoryTimer) => {
+    const key = keyOf(timer.machine, timer.instanceId)
+    let named = timers.get(key)
+    if (named === undefined) timers.set(key, named = new Map())
+    named.set(timer.name, timer)
+  }
+
+  const deleteTimer = (machine: string, instanceId: string, name: string) => {
+    const key = keyOf(machine, instanceId)
+    const named = timers.get(key)
+    named?.delete(name)
+    if (named?.size === 0) timers.delete(key)
+  }
+
+  const applyTimers = (commit: Commit, changes: TimeoutStore.TimerChanges) => {
+    if (changes.fired !== undefined) deleteTimer(commit.machine, commit.instanceId, changes.fired.name)
+    if (changes.cancelAll) timers.delete(keyOf(commit.machine, commit.instanceId))
+    for (const timer of changes.schedule) {
+      putTimer({
+        ...timer,
+        machine: commit.machine,
+        instanceId: commit.instanceId,
+        attempts: 0,
+        lastError: null,
+        claimedUntil: null
+      })
+    }
+  }
+
+  const publicTimer = ({ claimedUntil: _, ...timer }: MemoryTimer): TimeoutStore.TimerRecord => timer
+
+  const backend: Backend = {
     append: (commit) =>
-      Effect.suspend(() => {
+      Effect.suspend((): Effect.Effect<void, SequenceConflict | StaleTimer> => {
         const key = keyOf(commit.machine, commit.instanceId)
         const log = logs.get(key)
         const actual = log === undefined ? 0 : log.length
@@ -265,6 +325,12 @@ export const makeMemoryBackend = (): Backend => {
               expected: commit.expectedSeqNr,
               actual
             })
+          )
+        }
+        const fired = commit.timers?.fired
+        if (fired !== undefined && timerOf({ ...fired, machine: commit.machine, instanceId: commit.instanceId }) === undefined) {
+          return Effect.fail(
+            new StaleTimer({ machine: commit.machine, instanceId: commit.instanceId, ...fired })
           )
         }
         const target = log ?? []
@@ -279,6 +345,7 @@ export const makeMemoryBackend = (): Backend => {
           ids.add(commit.instanceId)
         }
         if (commit.snapshot !== undefined) putSnapshot(commit.snapshot)
+        if (commit.timers !== undefined) applyTimers(commit, commit.timers)
         return Effect.void
       }),
     events: (machine, instanceId, fromSeqNr) =>
@@ -292,17 +359,88 @@ export const makeMemoryBackend = (): Backend => {
     instances: (machine) => Stream.suspend(() => Stream.fromIterable([...(byMachine.get(machine) ?? [])]))
   }
 
-  function putSnapshot(snapshot: SnapshotRecord) {
-    const key = keyOf(snapshot.machine, snapshot.instanceId)
-    const current = snapshots.get(key)
-    if (current === undefined || snapshot.seqNr > current.seqNr) snapshots.set(key, snapshot)
+  const allTimers = function*(machines: ReadonlyArray<string>) {
+    for (const named of timers.values()) {
+      for (const timer of named.values()) {
+        if (machines.includes(timer.machine)) yield timer
+      }
+    }
   }
+
+  const timeouts: TimeoutStore.TimeoutStore["Type"] = {
+    claimDue: (options) =>
+      Effect.sync(() => {
+        const due = [...allTimers(options.machines)]
+          .filter((t) => t.dueAt <= options.now && (t.claimedUntil === null || t.claimedUntil < options.now))
+          .sort((a, b) => a.dueAt - b.dueAt)
+          .slice(0, Math.max(0, options.limit))
+        for (const timer of due) putTimer({ ...timer, claimedUntil: options.claimUntil })
+        return due.map(publicTimer)
+      }),
+    complete: (timer) =>
+      Effect.sync(() => {
+        if (timerOf(timer) !== undefined) deleteTimer(timer.machine, timer.instanceId, timer.name)
+      }),
+    retryLater: (timer, options) =>
+      Effect.sync(() => {
+        const found = timerOf(timer)
+        if (found !== undefined) {
+          putTimer({
+            ...found,
+            dueAt: options.dueAt,
+            attempts: found.attempts + 1,
+            lastError: options.error,
+            claimedUntil: null
+          })
+        }
+      }),
+    deadLetter: (timer, options) =>
+      Effect.sync(() => {
+        const found = timerOf(timer)
+        if (found === undefined) return
+        deleteTimer(timer.machine, timer.instanceId, timer.name)
+        const key = keyOf(timer.machine, timer.instanceId)
+        let named = deadLetters.get(key)
+        if (named === undefined) deadLetters.set(key, named = new Map())
+        named.set(timer.name, {
+          ...publicTimer(found),
+          attempts: found.attempts + 1,
+          lastError: options.error,
+          failedAt: options.now
+        })
+      }),
+    nextDueAt: (machines) =>
+      Effect.sync(() => {
+        let next: number | undefined
+        for (const timer of allTimers(machines)) if (next === undefined || timer.dueAt < next) next = timer.dueAt
+        return Option.fromNullable(next)
+      }),
+    pending: (machine, instanceId) =>
+      Effect.sync(() => [...(timers.get(keyOf(machine, instanceId))?.values() ?? [])].map(publicTimer)),
+    deadLetters: (machine) =>
+      Effect.sync(() =>
+        [...deadLetters.values()].flatMap((named) => [...named.values()]).filter((d) => d.machine === machine)
+      ),
+    redrive: (timer, now) =>
+      Effect.sync(() => {
+        const key = keyOf(timer.machine, timer.instanceId)
+        const letter = deadLetters.get(key)?.get(timer.name)
+        if (letter === undefined || timers.get(key)?.has(timer.name)) return false
+        deadLetters.get(key)!.delete(timer.name)
+        const { failedAt: _, ...live } = letter
+        putTimer({ ...live, dueAt: now, attempts: 0, claimedUntil: null })
+        return true
+      })
+  }
+
+  return { backend, timeouts }
 }
 
 /**
- * An in-memory event store, for tests and single-process experiments. Each
- * build of the layer is a new, empty store; share one store between runtimes
- * by providing the same built layer to both.
+ * An in-memory event store and timer store over one in-memory database, for
+ * tests and single-process experiments. Each build of the layer is a new,
+ * empty database; share one between runtimes by providing the same built
+ * layer to both.
  *
  * @example
  * ```ts
@@ -311,4 +449,9 @@ export const makeMemoryBackend = (): Backend => {
  *
  * @since 0.1.0
  */
-export const layerMemory: Layer.Layer<EventStore> = Layer.sync(EventStore, () => make(makeMemoryBackend()))
+export const layerMemory: Layer.Layer<EventStore | TimeoutStore.TimeoutStore> = Layer.effectContext(
+  Effect.sync(() => {
+    const memory = makeMemory()
+    return Context.make(EventStore, make(memory.backend)).pipe(Context.add(TimeoutStore.TimeoutStore, memory.timeouts))
+  })
+)

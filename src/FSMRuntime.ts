@@ -19,6 +19,7 @@ import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import {
   ActionFailed,
@@ -34,12 +35,15 @@ import {
   MachineDefinitionError,
   MachineNotRegistered,
   PersistenceError,
-  SequenceConflict
+  SequenceConflict,
+  StaleTimer
 } from "./Errors.js"
 import * as EventStore from "./EventStore.js"
 import { makeKeyedLock } from "./internal/keyedLock.js"
 import { Lru } from "./internal/lru.js"
 import * as Machine from "./Machine.js"
+import * as TimeoutStore from "./TimeoutStore.js"
+import * as TimeoutStrategy from "./TimeoutStrategy.js"
 
 // ---------------------------------------------------------------------------
 // Public types
@@ -67,6 +71,8 @@ export interface InstanceView<S> {
   readonly state: S
   readonly seqNr: number
   readonly stopped: boolean
+  /** Timeouts armed by entering the current state that have not fired yet (epoch ms). */
+  readonly timeouts: ReadonlyArray<{ readonly name: string; readonly dueAt: number }>
 }
 
 /**
@@ -227,11 +233,17 @@ export const defaultRetry: Schedule.Schedule<unknown, SequenceConflict> = Schedu
 // Implementation
 // ---------------------------------------------------------------------------
 
+type Deadline = Machine.Deadline<Machine.Tagged>
+
 interface Loaded {
   readonly state: Machine.Tagged
   readonly seqNr: number
   readonly stopped: boolean
   readonly snapshotSeqNr: number
+  /** Sequence number of the event that entered the current state. */
+  readonly generation: number
+  /** Timeouts of the current state still to fire. */
+  readonly deadlines: ReadonlyArray<Deadline>
 }
 
 interface Registration {
@@ -240,32 +252,70 @@ interface Registration {
   readonly decodeState: (u: unknown) => Either.Either<Machine.Tagged, ParseResult.ParseError>
   readonly encodeEvent: (e: unknown) => Either.Either<unknown, ParseResult.ParseError>
   readonly decodeEvent: (u: unknown) => Either.Either<Machine.Tagged, ParseResult.ParseError>
+  readonly encodeSnapshot: (s: SnapshotEnvelope) => Either.Either<unknown, ParseResult.ParseError>
+  readonly decodeSnapshot: (u: unknown) => Either.Either<SnapshotEnvelope, ParseResult.ParseError>
 }
 
-const register = (machine: Machine.Any): Registration => ({
-  machine,
-  encodeState: Schema.encodeUnknownEither(machine.stateSchema as Schema.Schema<Machine.Tagged, unknown>),
-  decodeState: Schema.decodeUnknownEither(machine.stateSchema as Schema.Schema<Machine.Tagged, unknown>),
-  encodeEvent: Schema.encodeUnknownEither(machine.eventSchema as Schema.Schema<Machine.Tagged, unknown>),
-  decodeEvent: Schema.decodeUnknownEither(machine.eventSchema as Schema.Schema<Machine.Tagged, unknown>)
-})
+/** What the runtime keeps in a snapshot's `state`: the state and its armed timeouts. */
+interface SnapshotEnvelope {
+  readonly value: Machine.Tagged
+  readonly generation: number
+  readonly deadlines: ReadonlyArray<Deadline>
+}
+
+const register = (machine: Machine.Any): Registration => {
+  const state = machine.stateSchema as Schema.Schema<Machine.Tagged, unknown>
+  const event = machine.eventSchema as Schema.Schema<Machine.Tagged, unknown>
+  const envelope = Schema.Struct({
+    value: state,
+    generation: Schema.Number,
+    deadlines: Schema.Array(Schema.Struct({ name: Schema.String, dueAt: Schema.Number, event }))
+  }) as unknown as Schema.Schema<SnapshotEnvelope, unknown>
+  return {
+    machine,
+    encodeState: Schema.encodeUnknownEither(state),
+    decodeState: Schema.decodeUnknownEither(state),
+    encodeEvent: Schema.encodeUnknownEither(event),
+    decodeEvent: Schema.decodeUnknownEither(event),
+    encodeSnapshot: Schema.encodeUnknownEither(envelope),
+    decodeSnapshot: Schema.decodeUnknownEither(envelope)
+  }
+}
 
 const cacheKey = (machine: string, instanceId: string) => `${machine}\u0000${instanceId}`
 
 const parseMessage = (error: ParseResult.ParseError) => ParseResult.TreeFormatter.formatErrorSync(error)
 
+/** The deadlines left after the timeout `name` (or, in replay, the earliest one with this event tag) fired. */
+const withoutFired = (deadlines: ReadonlyArray<Deadline>, fired: (d: Deadline) => boolean) => {
+  const index = deadlines.findIndex(fired)
+  return index < 0 ? deadlines : deadlines.filter((_, i) => i !== index)
+}
+
+const byDueAt = (a: Deadline, b: Deadline) => a.dueAt - b.dueAt
+
 /**
  * Builds the runtime service. Fails with `MachineDefinitionError` when a
- * machine's definition is inconsistent or two machines share a name.
+ * machine's definition is inconsistent or two machines share a name. Its
+ * timeout strategy (the one in context, or in-process timers) runs in the
+ * scope.
  *
  * @since 0.1.0
  */
 export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
   options: Options<Ms>
-): Effect.Effect<FSMRuntime["Type"], MachineDefinitionError, EventStore.EventStore | Machine.Context<Ms[number]>> =>
+): Effect.Effect<
+  FSMRuntime["Type"],
+  MachineDefinitionError,
+  EventStore.EventStore | Scope.Scope | Machine.Context<Ms[number]>
+> =>
   Effect.gen(function*() {
     const store = yield* EventStore.EventStore
     const context = yield* Effect.context<Machine.Context<Ms[number]>>()
+    const strategy = Option.getOrElse(
+      yield* Effect.serviceOption(TimeoutStrategy.TimeoutStrategy),
+      () => TimeoutStrategy.makeInProcess()
+    )
     const registrations = new Map<string, Registration>()
     for (const machine of options.machines) {
       yield* Machine.validate(machine)
@@ -288,6 +338,9 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
     const retry = options.retry ?? defaultRetry
     const cache = new Lru<string, Loaded>(Math.max(1, options.cacheSize ?? 10_000))
     const locks = makeKeyedLock()
+    // Assigned once the strategy starts, at the end of construction; nothing
+    // can commit before then.
+    let timers: TimeoutStrategy.Running = { durable: false, armed: () => Effect.void }
 
     const registration = (machine: Machine.Any): Effect.Effect<Registration, MachineNotRegistered> => {
       const reg = registrations.get(machine.name)
@@ -295,6 +348,9 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
         ? Effect.succeed(reg)
         : Effect.fail(new MachineNotRegistered({ machine: machine.name }))
     }
+
+    const arm = (reg: Registration, instanceId: string, loaded: Loaded) =>
+      timers.armed(reg.machine.name, instanceId, loaded.generation, loaded.deadlines)
 
     // -- replay -------------------------------------------------------------
 
@@ -316,16 +372,24 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
       }
       const decodeFailure = (reason: string) =>
         Effect.fail(new EventDecodeError({ machine: machine.name, instanceId, seqNr: record.seqNr, reason }))
+      const timestamp = record.metadata.timestamp
       let next: Loaded
       if (record.tag === EventStore.CreatedTag) {
         if (acc !== undefined) return decodeFailure("a second @created record")
         const state = reg.decodeState(record.payload)
         if (Either.isLeft(state)) return decodeFailure(parseMessage(state.left))
-        next = { state: state.right, seqNr: record.seqNr, stopped: false, snapshotSeqNr: 0 }
+        next = {
+          state: state.right,
+          seqNr: record.seqNr,
+          stopped: false,
+          snapshotSeqNr: 0,
+          generation: record.seqNr,
+          deadlines: Machine.deadlines(machine, state.right, timestamp)
+        }
       } else if (acc === undefined) {
         return decodeFailure("the log does not start with a @created record")
       } else if (record.tag === EventStore.StoppedTag) {
-        next = { ...acc, seqNr: record.seqNr, stopped: true }
+        next = { ...acc, seqNr: record.seqNr, stopped: true, deadlines: [] }
       } else {
         const event = reg.decodeEvent(record.payload)
         if (Either.isLeft(event)) return decodeFailure(parseMessage(event.left))
@@ -341,7 +405,10 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
             })
           )
         }
-        next = { ...acc, state: decision.state, seqNr: record.seqNr, stopped: decision._tag === "Stop" }
+        next = advance(reg, acc, decision, record.seqNr, timestamp, (deadlines) =>
+          record.metadata.source === "timeout"
+            ? withoutFired([...deadlines].sort(byDueAt), (d) => d.event._tag === record.tag)
+            : deadlines)
       }
       if (next.state._tag !== record.stateTag) {
         return Effect.fail(
@@ -355,6 +422,35 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
         )
       }
       return Effect.succeed(next)
+    }
+
+    /**
+     * The instance after an accepted decision: entering a state arms its
+     * timeouts from `timestamp`; stopping disarms everything; staying keeps
+     * the deadlines (less a timeout that just fired, via `onStay`).
+     */
+    const advance = (
+      reg: Registration,
+      loaded: Loaded,
+      decision: Exclude<Machine.Decision<Machine.Tagged>, { _tag: "Rejected" }>,
+      seqNr: number,
+      timestamp: number,
+      onStay: (deadlines: ReadonlyArray<Deadline>) => ReadonlyArray<Deadline>
+    ): Loaded => {
+      const stopped = decision._tag === "Stop"
+      const entered = decision._tag === "Goto" || (decision._tag === "Stop" && decision.entered)
+      return {
+        state: decision.state,
+        seqNr,
+        stopped,
+        snapshotSeqNr: loaded.snapshotSeqNr,
+        generation: entered ? seqNr : loaded.generation,
+        deadlines: stopped
+          ? []
+          : entered
+          ? Machine.deadlines(reg.machine, decision.state, timestamp)
+          : onStay(loaded.deadlines)
+      }
     }
 
     const replayFrom = (reg: Registration, instanceId: string, start: Loaded | undefined) =>
@@ -376,23 +472,30 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
             undefined
           )
         }
-        const state = reg.decodeState(s.state)
-        if (Either.isLeft(state)) {
+        const envelope = reg.decodeSnapshot(s.state)
+        if (Either.isLeft(envelope)) {
           return Effect.as(
             Effect.logWarning(
               `${reg.machine.name}/${instanceId}: snapshot at ${s.seqNr} does not decode, replaying the whole log: ${
-                parseMessage(state.left)
+                parseMessage(envelope.left)
               }`
             ),
             undefined
           )
         }
-        return Effect.succeed({ state: state.right, seqNr: s.seqNr, stopped: s.stopped, snapshotSeqNr: s.seqNr })
+        return Effect.succeed({
+          state: envelope.right.value,
+          seqNr: s.seqNr,
+          stopped: s.stopped,
+          snapshotSeqNr: s.seqNr,
+          generation: envelope.right.generation,
+          deadlines: envelope.right.deadlines
+        })
       })
 
     const notFound = (machine: string, instanceId: string) => Effect.fail(new InstanceNotFound({ machine, instanceId }))
 
-    /** Cache hit, or snapshot + tail replay. Call under the instance lock. */
+    /** Cache hit, or snapshot + tail replay (which re-arms the instance's timeouts). Call under the instance lock. */
     const load = (reg: Registration, instanceId: string): Effect.Effect<Loaded, LoadError> =>
       Effect.suspend(() => {
         const key = cacheKey(reg.machine.name, instanceId)
@@ -403,18 +506,21 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
           Effect.flatMap((loaded) => {
             if (loaded === undefined) return notFound(reg.machine.name, instanceId)
             cache.set(key, loaded)
-            return Effect.succeed(loaded)
+            return Effect.as(arm(reg, instanceId, loaded), loaded)
           })
         )
       })
 
     /** Reads the events written after `loaded` (by other runtimes) and applies them. */
     const catchUp = (reg: Registration, instanceId: string, loaded: Loaded) =>
-      Effect.map(replayFrom(reg, instanceId, loaded), (fresh) => {
+      Effect.flatMap(replayFrom(reg, instanceId, loaded), (fresh) => {
         const next = fresh ?? loaded
         cache.set(cacheKey(reg.machine.name, instanceId), next)
-        return next
+        return next.seqNr === loaded.seqNr ? Effect.succeed(next) : Effect.as(arm(reg, instanceId, next), next)
       })
+
+    const loadFresh = (reg: Registration, instanceId: string) =>
+      Effect.flatMap(load(reg, instanceId), (loaded) => catchUp(reg, instanceId, loaded))
 
     // -- commit -------------------------------------------------------------
 
@@ -425,71 +531,130 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
       timestamp: number
     ): Effect.Effect<EventStore.SnapshotRecord | undefined> => {
       if (snapshotEvery <= 0 || next.seqNr - next.snapshotSeqNr < snapshotEvery) return Effect.succeed(undefined)
-      const encoded = reg.encodeState(next.state)
+      return Effect.map(encodeSnapshot(reg, instanceId, next, timestamp), Option.getOrUndefined)
+    }
+
+    const encodeSnapshot = (
+      reg: Registration,
+      instanceId: string,
+      loaded: Loaded,
+      timestamp: number
+    ): Effect.Effect<Option.Option<EventStore.SnapshotRecord>> => {
+      const encoded = reg.encodeSnapshot({
+        value: loaded.state,
+        generation: loaded.generation,
+        deadlines: loaded.deadlines
+      })
       if (Either.isLeft(encoded)) {
         return Effect.as(
           Effect.logWarning(
             `${reg.machine.name}/${instanceId}: snapshot skipped, state does not encode: ${parseMessage(encoded.left)}`
           ),
-          undefined
+          Option.none()
         )
       }
-      return Effect.succeed({
+      return Effect.succeed(Option.some({
         machine: reg.machine.name,
         instanceId,
-        seqNr: next.seqNr,
+        seqNr: loaded.seqNr,
         state: encoded.right,
-        stopped: next.stopped,
+        stopped: loaded.stopped,
         schemaVersion: reg.machine.version,
         timestamp
-      })
+      }))
+    }
+
+    /** The timer rows a commit moving `loaded` to `next` writes, for the durable strategy. */
+    const timerChanges = (
+      reg: Registration,
+      loaded: Loaded | undefined,
+      next: Loaded,
+      fired: TimeoutStrategy.Delivery | undefined
+    ): Either.Either<TimeoutStore.TimerChanges | undefined, ParseResult.ParseError> => {
+      if (!timers.durable) return Either.right(undefined)
+      const firedKey = fired === undefined ? undefined : { name: fired.name, generation: fired.generation }
+      const rearmed = loaded === undefined || next.generation !== loaded.generation
+      if (!rearmed && !next.stopped) {
+        return Either.right(firedKey === undefined ? undefined : { cancelAll: false, schedule: [], fired: firedKey })
+      }
+      const schedule: Array<TimeoutStore.ScheduledTimer> = []
+      if (!next.stopped) {
+        for (const deadline of next.deadlines) {
+          const payload = reg.encodeEvent(deadline.event)
+          if (Either.isLeft(payload)) return Either.left(payload.left)
+          schedule.push({
+            name: deadline.name,
+            stateTag: next.state._tag,
+            generation: next.generation,
+            dueAt: deadline.dueAt,
+            payload: payload.right
+          })
+        }
+      }
+      return Either.right({ cancelAll: loaded !== undefined, schedule, fired: firedKey })
     }
 
     /**
-     * Appends one record moving `loaded` to `next`. A snapshot rides in the
-     * same commit when due; if that commit fails for any reason but a
-     * conflict, it is retried once without the snapshot, so a failed snapshot
-     * write never fails a command.
+     * Appends one record moving `loaded` to `next`, with its timer changes.
+     * A snapshot rides in the same commit when due; if that commit fails for
+     * any reason but a conflict or a stale timer, it is retried once without
+     * the snapshot, so a failed snapshot write never fails a command.
      */
     const commitOne = (
       reg: Registration,
       instanceId: string,
       loaded: Loaded | undefined,
       next: Loaded,
-      record: Omit<EventStore.NewEvent, "metadata" | "schemaVersion" | "stateTag">,
-      options: SendOptions | undefined
-    ): Effect.Effect<Loaded, SequenceConflict | PersistenceError | InvalidInstanceId> =>
-      Effect.flatMap(Clock.currentTimeMillis, (timestamp) =>
-        Effect.flatMap(snapshotFor(reg, instanceId, next, timestamp), (snapshot) => {
-          const commit: EventStore.Commit = {
-            machine: reg.machine.name,
-            instanceId,
-            expectedSeqNr: loaded?.seqNr ?? 0,
-            events: [{
-              tag: record.tag,
-              payload: record.payload,
-              stateTag: next.state._tag,
-              schemaVersion: reg.machine.version,
-              metadata: {
-                timestamp,
-                source: options?.source ?? "user",
-                correlationId: options?.correlationId ?? null,
-                node: nodeId
-              }
-            }],
-            snapshot
-          }
-          const appended = snapshot === undefined
-            ? Effect.as(store.append(commit), next)
-            : store.append(commit).pipe(
-              Effect.as<Loaded>({ ...next, snapshotSeqNr: next.seqNr }),
-              Effect.catchTag("PersistenceError", (error) =>
-                Effect.logWarning(`${reg.machine.name}/${instanceId}: commit with snapshot failed, retrying without it`, error)
-                  .pipe(Effect.zipRight(store.append({ ...commit, snapshot: undefined })), Effect.as(next)))
-            )
-          return Effect.tap(appended, (result) =>
-            Effect.sync(() => cache.set(cacheKey(reg.machine.name, instanceId), result)))
-        }))
+      record: { readonly tag: string; readonly payload: unknown },
+      timestamp: number,
+      options: SendOptions | undefined,
+      fired?: TimeoutStrategy.Delivery
+    ): Effect.Effect<Loaded, SequenceConflict | StaleTimer | PersistenceError | InvalidInstanceId | InvalidInput> =>
+      Effect.flatMap(snapshotFor(reg, instanceId, next, timestamp), (snapshot): Effect.Effect<
+        Loaded,
+        SequenceConflict | StaleTimer | PersistenceError | InvalidInstanceId | InvalidInput
+      > => {
+        const changes = timerChanges(reg, loaded, next, fired)
+        if (Either.isLeft(changes)) {
+          return Effect.fail(
+            new InvalidInput({ machine: reg.machine.name, instanceId, reason: `timeout event: ${parseMessage(changes.left)}` })
+          )
+        }
+        const commit: EventStore.Commit = {
+          machine: reg.machine.name,
+          instanceId,
+          expectedSeqNr: loaded?.seqNr ?? 0,
+          events: [{
+            tag: record.tag,
+            payload: record.payload,
+            stateTag: next.state._tag,
+            schemaVersion: reg.machine.version,
+            metadata: {
+              timestamp,
+              source: options?.source ?? (fired === undefined ? "user" : "timeout"),
+              correlationId: options?.correlationId ?? null,
+              node: nodeId
+            }
+          }],
+          snapshot,
+          timers: changes.right
+        }
+        const appended = snapshot === undefined
+          ? Effect.as(store.append(commit), next)
+          : store.append(commit).pipe(
+            Effect.as<Loaded>({ ...next, snapshotSeqNr: next.seqNr }),
+            Effect.catchTag("PersistenceError", (error) =>
+              Effect.logWarning(`${reg.machine.name}/${instanceId}: commit with snapshot failed, retrying without it`, error)
+                .pipe(Effect.zipRight(store.append({ ...commit, snapshot: undefined })), Effect.as(next)))
+          )
+        return Effect.tap(appended, (result) =>
+          Effect.zipRight(
+            Effect.sync(() => cache.set(cacheKey(reg.machine.name, instanceId), result)),
+            result.generation !== loaded?.generation || result.deadlines !== loaded.deadlines
+              ? arm(reg, instanceId, result)
+              : Effect.void
+          ))
+      })
 
     /** Retries `effect` on `SequenceConflict` only, under the configured schedule. */
     const retryConflicts = <A, E>(effect: Effect.Effect<A, E | SequenceConflict>): Effect.Effect<A, E | SequenceConflict> =>
@@ -540,17 +705,14 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
       ) as Effect.Effect<void, ActionFailed>
     }
 
-    const hasActions = (reg: Registration) => reg.machine.entry.size > 0 || reg.machine.exit.size > 0
-
     const runTransitionActions = (
       reg: Registration,
       instanceId: string,
-      previous: Machine.Tagged,
-      outcome: Outcome<Machine.Tagged>,
-      entered: boolean,
+      accepted: Accepted,
       event: unknown
     ): Effect.Effect<void, ActionFailed> => {
-      if (!entered || !hasActions(reg)) return Effect.void
+      if (!accepted.entered || (reg.machine.entry.size === 0 && reg.machine.exit.size === 0)) return Effect.void
+      const { outcome, previous } = accepted
       const base = { machine: reg.machine.name, instanceId, seqNr: outcome.seqNr, event }
       return Effect.zipRight(
         runAction(reg, "exit", previous, { ...base, other: outcome.state }),
@@ -593,15 +755,23 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
           }
           const cached = cache.get(cacheKey(machine.name, instanceId))
           if (cached !== undefined) return Effect.fail(new InstanceAlreadyExists({ machine: machine.name, instanceId }))
-          const next: Loaded = { state, seqNr: 1, stopped: false, snapshotSeqNr: 0 }
-          return commitOne(reg, instanceId, undefined, next, { tag: EventStore.CreatedTag, payload: encoded.right }, options)
-            .pipe(
-              Effect.catchTag(
-                "SequenceConflict",
-                () => Effect.fail(new InstanceAlreadyExists({ machine: machine.name, instanceId }))
-              ),
-              Effect.as({ reg, state })
-            )
+          return Effect.flatMap(Clock.currentTimeMillis, (timestamp) => {
+            const next: Loaded = {
+              state,
+              seqNr: 1,
+              stopped: false,
+              snapshotSeqNr: 0,
+              generation: 1,
+              deadlines: Machine.deadlines(reg.machine, state, timestamp)
+            }
+            return commitOne(reg, instanceId, undefined, next, { tag: EventStore.CreatedTag, payload: encoded.right }, timestamp, options)
+          }).pipe(
+            Effect.catchTags({
+              SequenceConflict: () => Effect.fail(new InstanceAlreadyExists({ machine: machine.name, instanceId })),
+              StaleTimer: (error) => Effect.die(error)
+            }),
+            Effect.as({ reg, state })
+          )
         }),
         ({ reg, state }) => {
           const outcome: Outcome<typeof state> = { _tag: "Goto", state, seqNr: 1 }
@@ -650,9 +820,10 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
       instanceId: string,
       event: Machine.Tagged,
       payload: unknown,
-      options: SendOptions | undefined
-    ): Effect.Effect<Accepted, SendError> => {
-      const decideOn = (loaded: Loaded, recheck: boolean): Effect.Effect<Accepted, SendError> => {
+      options: SendOptions | undefined,
+      fired: TimeoutStrategy.Delivery | undefined
+    ): Effect.Effect<Accepted, SendError | StaleTimer> => {
+      const decideOn = (loaded: Loaded, recheck: boolean): Effect.Effect<Accepted, SendError | StaleTimer> => {
         const decision = Machine.step(reg.machine, loaded.state, event, { stopped: loaded.stopped })
         if (decision._tag === "Rejected") {
           if (recheck) {
@@ -663,20 +834,18 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
           }
           return Effect.fail(rejection(reg.machine.name, instanceId, loaded.state._tag, event._tag, decision.reason))
         }
-        const next: Loaded = {
-          state: decision.state,
-          seqNr: loaded.seqNr + 1,
-          stopped: decision._tag === "Stop",
-          snapshotSeqNr: loaded.snapshotSeqNr
-        }
-        return commitOne(reg, instanceId, loaded, next, { tag: event._tag, payload }, options).pipe(
-          Effect.catchTag("SequenceConflict", onConflict(reg, instanceId, loaded)),
-          Effect.as({
-            previous: loaded.state,
-            outcome: { _tag: decision._tag, state: decision.state, seqNr: next.seqNr },
-            entered: decision._tag === "Goto" || (decision._tag === "Stop" && decision.entered)
-          })
-        )
+        return Effect.flatMap(Clock.currentTimeMillis, (timestamp) => {
+          const next = advance(reg, loaded, decision, loaded.seqNr + 1, timestamp, (deadlines) =>
+            fired === undefined ? deadlines : withoutFired(deadlines, (d) => d.name === fired.name))
+          return commitOne(reg, instanceId, loaded, next, { tag: event._tag, payload }, timestamp, options, fired).pipe(
+            Effect.catchTag("SequenceConflict", onConflict(reg, instanceId, loaded)),
+            Effect.as({
+              previous: loaded.state,
+              outcome: { _tag: decision._tag, state: decision.state, seqNr: next.seqNr },
+              entered: decision._tag === "Goto" || (decision._tag === "Stop" && decision.entered)
+            })
+          )
+        })
       }
       return Effect.flatMap(load(reg, instanceId), (loaded) => decideOn(loaded, true))
     }
@@ -689,27 +858,94 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
             return Effect.fail(new InvalidInput({ machine: machine.name, instanceId, reason: parseMessage(payload.left) }))
           }
           return Effect.map(
-            retryConflicts(attemptSend(reg, instanceId, event, payload.right, options)),
+            retryConflicts(attemptSend(reg, instanceId, event, payload.right, options, undefined)).pipe(
+              // Only a timer delivery can be stale.
+              Effect.catchTag("StaleTimer", (error) => Effect.die(error))
+            ),
             (accepted) => ({ reg, accepted })
           )
         }),
-        ({ accepted, reg }) =>
-          Effect.as(
-            runTransitionActions(reg, instanceId, accepted.previous, accepted.outcome, accepted.entered, event),
-            accepted.outcome
-          )
+        ({ accepted, reg }) => Effect.as(runTransitionActions(reg, instanceId, accepted, event), accepted.outcome)
       ).pipe(
         Effect.withSpan("FSMRuntime.send", {
           attributes: { machine: machine.name, instanceId, event: event._tag }
         })
       )
 
+    /** Delivers a due timer through the send path; never fails, the result says what happened. */
+    const deliver = (delivery: TimeoutStrategy.Delivery): Effect.Effect<TimeoutStrategy.DeliveryResult> => {
+      const reg = registrations.get(delivery.machine)
+      if (reg === undefined) return Effect.succeed({ _tag: "Rejected", reason: "machine not registered" })
+      const attempt = withInstance(reg.machine, delivery.instanceId, () =>
+        // Fresh from the log: another node may have moved the instance on.
+        Effect.flatMap(loadFresh(reg, delivery.instanceId), (loaded): Effect.Effect<
+          TimeoutStrategy.DeliveryResult | Accepted,
+          SendError | StaleTimer
+        > => {
+          if (loaded.stopped) return Effect.succeed({ _tag: "Rejected", reason: "instance stopped" })
+          const deadline = loaded.deadlines.find((d) => d.name === delivery.name)
+          if (loaded.generation !== delivery.generation || (deadline === undefined && delivery.payload === undefined)) {
+            return Effect.succeed({ _tag: "Stale" })
+          }
+          let event: Machine.Tagged
+          if (delivery.payload !== undefined) {
+            const decoded = reg.decodeEvent(delivery.payload)
+            if (Either.isLeft(decoded)) {
+              return Effect.succeed({ _tag: "Rejected", reason: `timer event does not decode: ${parseMessage(decoded.left)}` })
+            }
+            event = decoded.right
+          } else {
+            event = deadline!.event
+          }
+          const payload = reg.encodeEvent(event)
+          if (Either.isLeft(payload)) {
+            return Effect.succeed({ _tag: "Rejected", reason: `timer event does not encode: ${parseMessage(payload.left)}` })
+          }
+          return Effect.tap(
+            retryConflicts(attemptSend(reg, delivery.instanceId, event, payload.right, { source: "timeout" }, delivery)),
+            (accepted) =>
+              runTransitionActions(reg, delivery.instanceId, accepted, event).pipe(
+                Effect.catchAll((error) => Effect.logWarning(`timeout delivered, but an action failed`, error))
+              )
+          )
+        }))
+      return attempt.pipe(
+        Effect.map((result): TimeoutStrategy.DeliveryResult =>
+          "outcome" in result ? { _tag: "Fired", seqNr: result.outcome.seqNr } : result
+        ),
+        Effect.catchAll((error): Effect.Effect<TimeoutStrategy.DeliveryResult> => {
+          switch (error._tag) {
+            case "StaleTimer":
+              return Effect.succeed({ _tag: "Stale" })
+            case "InvalidTransition":
+            case "GuardRejected":
+            case "InstanceStopped":
+            case "InstanceNotFound":
+            case "InvalidInstanceId":
+            case "MachineNotRegistered":
+            case "InvalidInput":
+              return Effect.succeed({ _tag: "Rejected", reason: error.message })
+            default:
+              return Effect.succeed({ _tag: "Failed", error: error.message })
+          }
+        }),
+        Effect.catchAllDefect((defect) => Effect.succeed({ _tag: "Failed", error: String(defect) } as const)),
+        Effect.withSpan("FSMRuntime.deliverTimeout", {
+          attributes: { machine: delivery.machine, instanceId: delivery.instanceId, timer: delivery.name }
+        })
+      )
+    }
+
     const inspect = (machine: Machine.Any, instanceId: string) =>
-      withInstance(machine, instanceId, (reg) =>
-        Effect.flatMap(load(reg, instanceId), (loaded) => catchUp(reg, instanceId, loaded))).pipe(
-          Effect.map((loaded) => ({ state: loaded.state, seqNr: loaded.seqNr, stopped: loaded.stopped })),
-          Effect.withSpan("FSMRuntime.inspect", { attributes: { machine: machine.name, instanceId } })
-        )
+      withInstance(machine, instanceId, (reg) => loadFresh(reg, instanceId)).pipe(
+        Effect.map((loaded): InstanceView<Machine.Tagged> => ({
+          state: loaded.state,
+          seqNr: loaded.seqNr,
+          stopped: loaded.stopped,
+          timeouts: loaded.deadlines.map(({ dueAt, name }) => ({ name, dueAt }))
+        })),
+        Effect.withSpan("FSMRuntime.inspect", { attributes: { machine: machine.name, instanceId } })
+      )
 
     const history = (machine: Machine.Any, instanceId: string, fromSeqNr = 1) =>
       Effect.flatMap(registration(machine), (reg) =>
@@ -723,10 +959,10 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
             }
             const decoded: Either.Either<HistoryEntry<Machine.Tagged, Machine.Tagged>, ParseResult.ParseError> =
               record.tag === EventStore.StoppedTag
-              ? Either.right({ ...common, _tag: "Stopped" as const })
-              : record.tag === EventStore.CreatedTag
-              ? Either.map(reg.decodeState(record.payload), (state) => ({ ...common, _tag: "Created" as const, state }))
-              : Either.map(reg.decodeEvent(record.payload), (event) => ({ ...common, _tag: "Event" as const, event }))
+                ? Either.right({ ...common, _tag: "Stopped" as const })
+                : record.tag === EventStore.CreatedTag
+                ? Either.map(reg.decodeState(record.payload), (state) => ({ ...common, _tag: "Created" as const, state }))
+                : Either.map(reg.decodeEvent(record.payload), (event) => ({ ...common, _tag: "Event" as const, event }))
             return Either.isRight(decoded) ? Effect.succeed(decoded.right) : Effect.fail(
               new EventDecodeError({
                 machine: machine.name,
@@ -747,20 +983,12 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
     const saveSnapshot = (machine: Machine.Any, instanceId: string) =>
       withInstance(machine, instanceId, (reg) =>
         Effect.gen(function*() {
-          const loaded = yield* Effect.flatMap(load(reg, instanceId), (l) => catchUp(reg, instanceId, l))
-          const encoded = reg.encodeState(loaded.state)
-          if (Either.isLeft(encoded)) {
-            return yield* new InvalidInput({ machine: machine.name, instanceId, reason: parseMessage(encoded.left) })
+          const loaded = yield* loadFresh(reg, instanceId)
+          const snapshot = yield* encodeSnapshot(reg, instanceId, loaded, yield* Clock.currentTimeMillis)
+          if (Option.isNone(snapshot)) {
+            return yield* new InvalidInput({ machine: machine.name, instanceId, reason: "the state does not encode" })
           }
-          yield* store.saveSnapshot({
-            machine: machine.name,
-            instanceId,
-            seqNr: loaded.seqNr,
-            state: encoded.right,
-            stopped: loaded.stopped,
-            schemaVersion: machine.version,
-            timestamp: yield* Clock.currentTimeMillis
-          })
+          yield* store.saveSnapshot(snapshot.value)
           cache.set(cacheKey(machine.name, instanceId), { ...loaded, snapshotSeqNr: loaded.seqNr })
           return loaded.seqNr
         })).pipe(Effect.withSpan("FSMRuntime.saveSnapshot", { attributes: { machine: machine.name, instanceId } }))
@@ -773,11 +1001,18 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
               new InstanceStopped({ machine: machine.name, instanceId, state: loaded.state._tag, event: EventStore.StoppedTag })
             )
           }
-          const next: Loaded = { ...loaded, seqNr: loaded.seqNr + 1, stopped: true }
-          return commitOne(reg, instanceId, loaded, next, { tag: EventStore.StoppedTag, payload: null }, options).pipe(
-            Effect.catchTag("SequenceConflict", onConflict(reg, instanceId, loaded)),
-            Effect.as({ _tag: "Stop" as const, state: next.state, seqNr: next.seqNr })
-          )
+          return Effect.flatMap(Clock.currentTimeMillis, (timestamp) => {
+            const next: Loaded = { ...loaded, seqNr: loaded.seqNr + 1, stopped: true, deadlines: [] }
+            return commitOne(reg, instanceId, loaded, next, { tag: EventStore.StoppedTag, payload: null }, timestamp, options)
+              .pipe(
+                Effect.catchTag("SequenceConflict", onConflict(reg, instanceId, loaded)),
+                Effect.catchTags({
+                  StaleTimer: (error) => Effect.die(error),
+                  InvalidInput: (error) => Effect.die(error)
+                }),
+                Effect.as({ _tag: "Stop" as const, state: next.state, seqNr: next.seqNr })
+              )
+          })
         })
         return retryConflicts(attempt)
       }).pipe(
@@ -786,6 +1021,8 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
 
     const instances = (machine: Machine.Any) =>
       Stream.unwrap(Effect.map(registration(machine), () => store.instances(machine.name)))
+
+    timers = yield* strategy.start({ nodeId, machines: [...registrations.keys()], deliver })
 
     // The operations are written against `Machine.Any`; the service's
     // signatures restore the per-machine types at the boundary.
@@ -805,7 +1042,8 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
 /**
  * The runtime as a layer. It needs an `EventStore` and whatever the
  * registered machines' actions require; it fails to build with
- * `MachineDefinitionError` when a machine is inconsistent.
+ * `MachineDefinitionError` when a machine is inconsistent. Timeouts use the
+ * `TimeoutStrategy` in context, or in-process timers when there is none.
  *
  * @example
  * ```ts
@@ -822,7 +1060,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
 export const layer = <const Ms extends ReadonlyArray<Machine.Any>>(
   options: Options<Ms>
 ): Layer.Layer<FSMRuntime, MachineDefinitionError, EventStore.EventStore | Machine.Context<Ms[number]>> =>
-  Layer.effect(FSMRuntime, make(options))
+  Layer.scoped(FSMRuntime, make(options))
 
 // ---------------------------------------------------------------------------
 // Accessors and the typed client

@@ -649,3 +649,42 @@ export const step = <S extends Tagged, E extends Tagged, R>(
   }
   return rejectedGuard
 }
+
+// ---------------------------------------------------------------------------
+// Timeouts
+// ---------------------------------------------------------------------------
+
+/**
+ * A timeout armed by entering a state: at `dueAt` (epoch ms), `event` is sent
+ * unless the instance left the state first.
+ *
+ * @since 0.1.0
+ */
+export interface Deadline<E> {
+  readonly name: string
+  readonly dueAt: number
+  readonly event: E
+}
+
+/**
+ * The timeouts that entering `state` at `enteredAt` (epoch ms) arms, with
+ * absolute deadlines. Pure: replay recomputes the same deadlines from the
+ * timestamp stored with the entry event, so reloading never moves them.
+ *
+ * @since 0.1.0
+ */
+export const deadlines = <S extends Tagged, E extends Tagged, R>(
+  machine: Machine<S, E, R>,
+  state: NoInfer<S>,
+  enteredAt: number
+): ReadonlyArray<Deadline<E>> => {
+  const timeouts = machine.timeouts.get(state._tag)
+  if (timeouts === undefined || timeouts.length === 0) return []
+  return timeouts.map((timeout) => {
+    const after = typeof timeout.after === "function"
+      ? (timeout.after as (s: S) => Duration.DurationInput)(state)
+      : timeout.after
+    const millis = Option.getOrElse(Option.map(Duration.decodeUnknown(after), Duration.toMillis), () => 0)
+    return { name: timeout.name, dueAt: enteredAt + Math.max(0, millis), event: timeout.event as E }
+  })
+}

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Effect, Either, Layer, Ref, Schedule, Schema, Stream, TestClock } from "effect"
+import { Chunk, Effect, Either, Layer, Option, Ref, Schedule, Schema, Stream, TestClock } from "effect"
 import { Errors, EventStore, FSMRuntime, Machine } from "effect-fsm"
 import { Counter, CounterEvent, CounterState, Order } from "./fixtures/machines.js"
 import { backends } from "./utils/backends.js"
@@ -42,7 +42,7 @@ for (const backend of backends) {
         expect(shipped).toEqual({ _tag: "Goto", state: { _tag: "Shipped", orderId: "o1", tracking: "TRK" }, seqNr: 4 })
         const delivered = yield* runtime.send(Order, "o1", { _tag: "Deliver" })
         expect(delivered).toEqual({ _tag: "Stop", state: { _tag: "Delivered", orderId: "o1" }, seqNr: 5 })
-        expect(yield* runtime.inspect(Order, "o1")).toEqual({ state: delivered.state, seqNr: 5, stopped: true })
+        expect(yield* runtime.inspect(Order, "o1")).toEqual({ state: delivered.state, seqNr: 5, stopped: true, timeouts: [] })
 
         const history = yield* runtime.history(Order, "o1")
         expect(history.map((h) => [h.seqNr, h._tag, h.stateTag])).toEqual([
@@ -138,7 +138,7 @@ for (const backend of backends) {
         // A fresh runtime (another node, or after a restart) sees the stop in the log.
         const { runtime: other } = yield* runtimeOn(store, { machines: [Order, Counter], retry })
         expect((yield* Effect.flip(other.send(Order, "o1", { _tag: "Pay", amount: 1 })))._tag).toBe("InstanceStopped")
-        expect(yield* other.inspect(Order, "o1")).toEqual({ state: pendingOrder("o1"), seqNr: 2, stopped: true })
+        expect(yield* other.inspect(Order, "o1")).toEqual({ state: pendingOrder("o1"), seqNr: 2, stopped: true, timeouts: [] })
       }))
 
     it.scoped("serializes 100 concurrent sends to one instance: all accepted, gapless, none lost", () =>
@@ -251,15 +251,13 @@ for (const backend of backends) {
         expect(yield* runtime.saveSnapshot(Counter, "c")).toBe(5)
         // A snapshot that disagrees with the log proves recovery starts from it.
         const es = yield* eventStore
+        const written = Option.getOrThrow(yield* es.loadSnapshot("counter", "c"))
+        expect(written.seqNr).toBe(5)
         const planted: CounterState = { _tag: "Even", count: 1000, trail: [] }
         yield* es.saveSnapshot({
-          machine: "counter",
-          instanceId: "c",
+          ...written,
           seqNr: 6,
-          state: Schema.encodeSync(Counter.stateSchema)(planted),
-          stopped: false,
-          schemaVersion: 1,
-          timestamp: 0
+          state: { ...(written.state as object), value: Schema.encodeSync(Counter.stateSchema)(planted) }
         })
         yield* runtime.send(Counter, "c", { _tag: "Add", by: 2 }) // seqNr 6 is in the log after the plant
         const { runtime: restarted } = yield* runtimeOn(store, { machines: [Counter], retry, snapshotEvery: 0 })

@@ -65,7 +65,8 @@ const recovered = <S extends Machine.Tagged, E extends Machine.Tagged, R>(
       yield* Effect.ignore(runtime.send(machine, "i", event))
     }
     const { runtime: fresh } = yield* runtimeOn(store, options)
-    return yield* fresh.inspect(machine, "i")
+    const { seqNr, state, stopped } = yield* fresh.inspect(machine, "i")
+    return { state, seqNr, stopped }
   }).pipe(Effect.scoped)
 
 const run = <A>(effect: Effect.Effect<A, unknown>) => Effect.runPromise(effect as Effect.Effect<A>)

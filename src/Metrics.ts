@@ -1,0 +1,51 @@
+/**
+ * Every metric effect-fsm records, in one place. Names are stable; export
+ * them with any `@effect/opentelemetry` metrics exporter.
+ *
+ * | name                            | kind      | meaning                                                      |
+ * | ------------------------------- | --------- | ------------------------------------------------------------ |
+ * | `fsm_timeouts_fired`            | counter   | timeout events committed                                     |
+ * | `fsm_timeouts_stale_skipped`    | counter   | timers dropped because their state was left or re-entered    |
+ * | `fsm_timeouts_rejected`         | counter   | timers completed because the machine rejected their event    |
+ * | `fsm_timeouts_claim_conflicts`  | counter   | claimed timers whose delivery lost a race with another node  |
+ * | `fsm_timeouts_retries`          | counter   | failed deliveries scheduled again                            |
+ * | `fsm_timeouts_dead_lettered`    | counter   | timers moved to the dead-letter table                        |
+ * | `fsm_timeouts_lateness_ms`      | histogram | deadline to commit of a fired timeout, in milliseconds       |
+ *
+ * @since 0.1.0
+ */
+import * as Metric from "effect/Metric"
+import * as MetricBoundaries from "effect/MetricBoundaries"
+
+/** @since 0.1.0 */
+export const timeoutsFired = Metric.counter("fsm_timeouts_fired", { description: "timeout events committed" })
+
+/** @since 0.1.0 */
+export const timeoutsStaleSkipped = Metric.counter("fsm_timeouts_stale_skipped", {
+  description: "timers dropped because their state was left or re-entered"
+})
+
+/** @since 0.1.0 */
+export const timeoutsRejected = Metric.counter("fsm_timeouts_rejected", {
+  description: "timers completed because the machine rejected their event"
+})
+
+/** @since 0.1.0 */
+export const timeoutsClaimConflicts = Metric.counter("fsm_timeouts_claim_conflicts", {
+  description: "claimed timers whose delivery lost a race with another writer"
+})
+
+/** @since 0.1.0 */
+export const timeoutsRetries = Metric.counter("fsm_timeouts_retries", { description: "failed deliveries scheduled again" })
+
+/** @since 0.1.0 */
+export const timeoutsDeadLettered = Metric.counter("fsm_timeouts_dead_lettered", {
+  description: "timers moved to the dead-letter table"
+})
+
+/** @since 0.1.0 */
+export const timeoutsLateness = Metric.histogram(
+  "fsm_timeouts_lateness_ms",
+  MetricBoundaries.exponential({ start: 1, factor: 2, count: 20 }),
+  "deadline to commit of a fired timeout, in milliseconds"
+)

@@ -1,0 +1,400 @@
+/**
+ * How due timeouts reach their instances.
+ *
+ * - `TimeoutStrategy.inProcess`: one fiber per instance sleeping on Effect's
+ *   `Clock` until its next deadline, armed when an instance enters a state
+ *   and re-armed from its state when it is loaded. Timers live only in the
+ *   process: for tests and single-process use. The default when a runtime is
+ *   given no strategy.
+ * - `TimeoutStrategy.durable`: timers are rows written in the same commit as
+ *   the event that entered the state (`TimeoutStore`), and a sweeper claims
+ *   due rows in batches and fires them. Any number of nodes may run a
+ *   sweeper against one database: a claim lease ensures each timer is
+ *   delivered by one node at a time, and the delivery commit deletes the row
+ *   only if it still has the generation it was armed with, so each timeout
+ *   event is committed exactly once.
+ *
+ * Either way a timeout is delivered through the runtime's normal send path,
+ * with `source: "timeout"` in the event's metadata.
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as FiberMap from "effect/FiberMap"
+import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import * as Random from "effect/Random"
+import type * as Scope from "effect/Scope"
+import * as Clock from "effect/Clock"
+import * as Metrics from "./Metrics.js"
+import * as TimeoutStore from "./TimeoutStore.js"
+
+/**
+ * A due timer, as the strategy hands it to the runtime.
+ *
+ * @since 0.1.0
+ */
+export interface Delivery {
+  readonly machine: string
+  readonly instanceId: string
+  readonly name: string
+  readonly generation: number
+  readonly dueAt: number
+  /** The encoded timeout event, when the strategy stored it (durable). */
+  readonly payload?: unknown
+}
+
+/**
+ * What happened to a delivery.
+ *
+ * - `Fired`: the timeout event was committed.
+ * - `Stale`: the instance left (and maybe re-entered) the state; nothing written.
+ * - `Rejected`: the machine rejected the event (or the instance is gone or
+ *   stopped); the timer is done, nothing written.
+ * - `Failed`: a transient failure; the timer should be tried again.
+ *
+ * @since 0.1.0
+ */
+export type DeliveryResult =
+  | { readonly _tag: "Fired"; readonly seqNr: number }
+  | { readonly _tag: "Stale" }
+  | { readonly _tag: "Rejected"; readonly reason: string }
+  | { readonly _tag: "Failed"; readonly error: string }
+
+/**
+ * What a runtime offers the strategy when it starts.
+ *
+ * @since 0.1.0
+ */
+export interface Target {
+  readonly nodeId: string
+  /** Names of the machines the runtime has registered. */
+  readonly machines: ReadonlyArray<string>
+  readonly deliver: (delivery: Delivery) => Effect.Effect<DeliveryResult>
+}
+
+/**
+ * A running strategy, per runtime.
+ *
+ * @since 0.1.0
+ */
+export interface Running {
+  /**
+   * Timers belong in the commit (`TimeoutStore` rows) rather than in
+   * process memory only.
+   */
+  readonly durable: boolean
+  /**
+   * The instance now has exactly these deadlines (epoch ms), armed by the
+   * entry event `generation`; called after every commit that changes them
+   * and when an instance is loaded.
+   */
+  readonly armed: (
+    machine: string,
+    instanceId: string,
+    generation: number,
+    deadlines: ReadonlyArray<{ readonly name: string; readonly dueAt: number }>
+  ) => Effect.Effect<void>
+}
+
+/**
+ * The strategy service.
+ *
+ * @since 0.1.0
+ */
+export class TimeoutStrategy extends Context.Tag("effect-fsm/TimeoutStrategy")<TimeoutStrategy, {
+  /** Starts the strategy for one runtime, in the runtime's scope. */
+  readonly start: (target: Target) => Effect.Effect<Running, never, Scope.Scope>
+}>() {}
+
+// ---------------------------------------------------------------------------
+// Retry policy shared by both strategies
+// ---------------------------------------------------------------------------
+
+/**
+ * How failed deliveries are retried.
+ *
+ * @since 0.1.0
+ */
+export interface RetryOptions {
+  /** Attempts before a timer is dead-lettered (durable) or dropped with an error log (in-process). Default 5. */
+  readonly maxAttempts?: number
+  /** Delay before the first retry, doubled each time. Default 1 second. */
+  readonly retryBase?: Duration.DurationInput
+  /** Longest delay between retries. Default 5 minutes. */
+  readonly retryMax?: Duration.DurationInput
+}
+
+const retryDelayMillis = (options: RetryOptions, attempts: number): number => {
+  const base = Duration.toMillis(Duration.decode(options.retryBase ?? "1 second"))
+  const max = Duration.toMillis(Duration.decode(options.retryMax ?? "5 minutes"))
+  return Math.min(max, base * 2 ** Math.max(0, attempts - 1))
+}
+
+const logResult = (delivery: Delivery, result: DeliveryResult) => {
+  const where = `${delivery.machine}/${delivery.instanceId} timer "${delivery.name}"`
+  switch (result._tag) {
+    case "Fired":
+      return Effect.zipRight(
+        Metric.increment(Metrics.timeoutsFired),
+        Effect.flatMap(Clock.currentTimeMillis, (now) => Metric.update(Metrics.timeoutsLateness, Math.max(0, now - delivery.dueAt)))
+      )
+    case "Stale":
+      return Effect.zipRight(
+        Metric.increment(Metrics.timeoutsStaleSkipped),
+        Effect.logDebug(`${where}: stale (generation ${delivery.generation}), dropped`)
+      )
+    case "Rejected":
+      return Effect.zipRight(
+        Metric.increment(Metrics.timeoutsRejected),
+        Effect.logInfo(`${where}: event rejected (${result.reason}), timer completed`)
+      )
+    case "Failed":
+      return Effect.void
+  }
+}
+
+// ---------------------------------------------------------------------------
+// In-process
+// ---------------------------------------------------------------------------
+
+/**
+ * Timers as fibers on Effect's `Clock`, one per instance, re-armed from the
+ * instance's state whenever it is loaded. Nothing is stored: after a restart,
+ * an instance's timers run again once the instance is loaded (by a send, an
+ * `inspect`, ...), with their original deadlines.
+ *
+ * @since 0.1.0
+ */
+export const makeInProcess = (options: RetryOptions = {}): TimeoutStrategy["Type"] => ({
+    start: (target) =>
+      Effect.gen(function*() {
+        const fibers = yield* FiberMap.make<string>()
+        const scope = yield* Effect.scope
+        const maxAttempts = options.maxAttempts ?? 5
+
+        const deliverWithRetry = (delivery: Delivery, attempt: number): Effect.Effect<void> =>
+          Effect.flatMap(target.deliver(delivery), (result) => {
+            if (result._tag !== "Failed") return logResult(delivery, result)
+            if (attempt >= maxAttempts) {
+              return Effect.zipRight(
+                Metric.increment(Metrics.timeoutsDeadLettered),
+                Effect.logError(
+                  `${delivery.machine}/${delivery.instanceId} timer "${delivery.name}": dropped after ${attempt} attempts: ${result.error}`
+                )
+              )
+            }
+            return Metric.increment(Metrics.timeoutsRetries).pipe(
+              Effect.zipRight(Effect.sleep(retryDelayMillis(options, attempt))),
+              Effect.zipRight(deliverWithRetry(delivery, attempt + 1))
+            )
+          })
+
+        const armed: Running["armed"] = (machine, instanceId, generation, deadlines) => {
+          const key = `${machine}\u0000${instanceId}`
+          if (deadlines.length === 0) return FiberMap.remove(fibers, key)
+          const ordered = [...deadlines].sort((a, b) => a.dueAt - b.dueAt)
+          const timers = Effect.forEach(ordered, (deadline) =>
+            Effect.flatMap(Clock.currentTimeMillis, (now) =>
+              Effect.zipRight(
+                Effect.sleep(Math.max(0, deadline.dueAt - now)),
+                // Delivered outside this fiber: the delivery re-arms the
+                // instance, which replaces (interrupts) this fiber.
+                Effect.forkIn(
+                  deliverWithRetry({ machine, instanceId, generation, name: deadline.name, dueAt: deadline.dueAt }, 1),
+                  scope
+                )
+              )), { discard: true })
+          return Effect.asVoid(FiberMap.run(fibers, key, timers))
+        }
+        return { durable: false, armed }
+      })
+  })
+
+/**
+ * The in-process strategy as a layer.
+ *
+ * @since 0.1.0
+ */
+export const layerInProcess = (options: RetryOptions = {}): Layer.Layer<TimeoutStrategy> =>
+  Layer.succeed(TimeoutStrategy, makeInProcess(options))
+
+/**
+ * The in-process strategy with default retry options.
+ *
+ * @since 0.1.0
+ */
+export const inProcess: Layer.Layer<TimeoutStrategy> = layerInProcess()
+
+// ---------------------------------------------------------------------------
+// Durable
+// ---------------------------------------------------------------------------
+
+/**
+ * Options of the durable strategy's sweeper.
+ *
+ * Claim leases assume node clocks agree to within a few seconds: a node
+ * whose clock runs ahead of the others by more than `claimLease` could take
+ * over a claim that is still live elsewhere. The delivery itself stays
+ * exactly-once even then (its commit deletes the timer row only while it
+ * still has its generation); only the work may be done twice.
+ *
+ * @since 0.1.0
+ */
+export interface DurableOptions extends RetryOptions {
+  /** Time between polls while timers keep coming. Default 500 ms. */
+  readonly pollInterval?: Duration.DurationInput
+  /** Longest time between polls when idle; the interval doubles up to it. Default 2 seconds. */
+  readonly maxIdleInterval?: Duration.DurationInput
+  /** Random extra delay added to every poll, as a fraction of the interval. Default 0.1. */
+  readonly jitter?: number
+  /** Timers claimed per poll. Default 200. */
+  readonly batchSize?: number
+  /** How long a claim protects a timer from other nodes. Default 30 seconds. */
+  readonly claimLease?: Duration.DurationInput
+  /** Deliveries run at once. Default 16. */
+  readonly concurrency?: number
+}
+
+/**
+ * Durable timers: rows in the `TimeoutStore` written with the commits, and a
+ * sweeper that claims and fires them. Needs the `TimeoutStore` of the same
+ * database as the `EventStore` (every store layer provides both).
+ *
+ * @example
+ * ```ts
+ * const Runtime = FSMRuntime.layer({ machines: [Order] }).pipe(
+ *   Layer.provide(TimeoutStrategy.layerDurable({ pollInterval: "1 second" })),
+ *   Layer.provide(SqlEventStore.layerSqlite({ filename: "orders.db" }))
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const layerDurable = (
+  options: DurableOptions = {}
+): Layer.Layer<TimeoutStrategy, never, TimeoutStore.TimeoutStore> =>
+  Layer.effect(
+    TimeoutStrategy,
+    Effect.map(TimeoutStore.TimeoutStore, (store) => ({
+      start: (target) => startSweeper(store, target, options)
+    }))
+  )
+
+/**
+ * The durable strategy with default options.
+ *
+ * @since 0.1.0
+ */
+export const durable: Layer.Layer<TimeoutStrategy, never, TimeoutStore.TimeoutStore> = layerDurable()
+
+const startSweeper = (
+  store: TimeoutStore.TimeoutStore["Type"],
+  target: Target,
+  options: DurableOptions
+): Effect.Effect<Running, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const pollMillis = Duration.toMillis(Duration.decode(options.pollInterval ?? "500 millis"))
+    const maxIdleMillis = Math.max(pollMillis, Duration.toMillis(Duration.decode(options.maxIdleInterval ?? "2 seconds")))
+    const leaseMillis = Duration.toMillis(Duration.decode(options.claimLease ?? "30 seconds"))
+    const jitter = Math.max(0, options.jitter ?? 0.1)
+    const batchSize = Math.max(1, options.batchSize ?? 200)
+    const concurrency = Math.max(1, options.concurrency ?? 16)
+    const maxAttempts = Math.max(1, options.maxAttempts ?? 5)
+    const wake = yield* Queue.sliding<void>(1)
+    let plannedWake = Number.POSITIVE_INFINITY
+    let idleMillis = pollMillis
+
+    const settle = (timer: TimeoutStore.TimerRecord) =>
+      Effect.flatMap(target.deliver(timer), (result): Effect.Effect<void, unknown> => {
+        switch (result._tag) {
+          case "Fired":
+          case "Stale":
+            return logResult(timer, result)
+          case "Rejected":
+            return Effect.zipRight(store.complete(timer), logResult(timer, result))
+          case "Failed": {
+            const attempts = timer.attempts + 1
+            if (attempts >= maxAttempts) {
+              return Effect.flatMap(Clock.currentTimeMillis, (now) =>
+                store.deadLetter(timer, { error: result.error, now }).pipe(
+                  Effect.zipRight(Metric.increment(Metrics.timeoutsDeadLettered)),
+                  Effect.zipRight(
+                    Effect.logError(
+                      `${timer.machine}/${timer.instanceId} timer "${timer.name}": dead-lettered after ${attempts} attempts: ${result.error}`
+                    )
+                  )
+                ))
+            }
+            return Effect.flatMap(Clock.currentTimeMillis, (now) =>
+              store.retryLater(timer, { dueAt: now + retryDelayMillis(options, attempts), error: result.error }).pipe(
+                Effect.zipRight(Metric.increment(Metrics.timeoutsRetries)),
+                Effect.zipRight(Effect.logWarning(
+                  `${timer.machine}/${timer.instanceId} timer "${timer.name}": attempt ${attempts} failed, retrying: ${result.error}`
+                ))
+              ))
+          }
+        }
+      })
+
+    /** One poll: claim a batch, deliver it, and say how long to wait before the next one. */
+    const poll = Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const claimed = yield* store.claimDue({
+        machines: target.machines,
+        now,
+        limit: batchSize,
+        nodeId: target.nodeId,
+        claimUntil: now + leaseMillis
+      })
+      yield* Effect.forEach(
+        claimed,
+        (timer) =>
+          settle(timer).pipe(
+            Effect.catchAllCause((cause) =>
+              Effect.logError(`${timer.machine}/${timer.instanceId} timer "${timer.name}": settling failed`, cause)
+            )
+          ),
+        { concurrency, discard: true }
+      )
+      if (claimed.length >= batchSize) {
+        idleMillis = pollMillis
+        return 0
+      }
+      idleMillis = claimed.length > 0 ? pollMillis : Math.min(maxIdleMillis, idleMillis * 2)
+      const next = yield* store.nextDueAt(target.machines)
+      const after = yield* Clock.currentTimeMillis
+      const untilNext = Option.match(next, { onNone: () => Infinity, onSome: (dueAt) => Math.max(0, dueAt - after) })
+      return Math.min(idleMillis, untilNext)
+    })
+
+    const loop = Effect.gen(function*() {
+      const waitMillis = yield* poll.pipe(
+        Effect.catchAllCause((cause) => Effect.as(Effect.logError("sweeper poll failed", cause), pollMillis))
+      )
+      if (waitMillis <= 0) return
+      const extra = jitter > 0 ? yield* Random.nextRange(0, jitter * Math.min(waitMillis, pollMillis)) : 0
+      const now = yield* Clock.currentTimeMillis
+      plannedWake = now + waitMillis + extra
+      yield* Effect.raceFirst(Effect.sleep(waitMillis + extra), Queue.take(wake))
+      plannedWake = Number.POSITIVE_INFINITY
+    }).pipe(Effect.forever)
+
+    yield* loop.pipe(
+      Effect.annotateLogs({ component: "TimeoutSweeper", node: target.nodeId }),
+      Effect.forkScoped
+    )
+
+    const armed: Running["armed"] = (_machine, _instanceId, _generation, deadlines) =>
+      Effect.suspend(() => {
+        let earliest = Number.POSITIVE_INFINITY
+        for (const deadline of deadlines) if (deadline.dueAt < earliest) earliest = deadline.dueAt
+        return earliest < plannedWake ? Queue.offer(wake, undefined) : Effect.void
+      }).pipe(Effect.asVoid)
+
+    return { durable: true, armed }
+  })
