@@ -1,0 +1,223 @@
+/**
+ * The benchmark runner behind `npm run bench`, and the small harness every
+ * bench script shares (flags, warm-up, interleaved repetitions, medians and
+ * the `BENCH` line format of /work/shared/BENCH.md).
+ *
+ *   npm run bench                          every script, common flags only
+ *   npm run bench -- step                  one script
+ *   npm run bench -- send-memory --orders 2000 --reps 7
+ *   npm run bench -- --list
+ *   npx tsx bench/step.ts --help           a script on its own
+ *
+ * Each script runs in a child process of its own, so one benchmark's heap
+ * and JIT state do not leak into the next. Progress goes to stderr; the
+ * `BENCH` lines, and nothing else, to stdout.
+ */
+import { spawnSync } from "node:child_process"
+import * as path from "node:path"
+import { fileURLToPath, pathToFileURL } from "node:url"
+import { parseArgs } from "node:util"
+import * as v8 from "node:v8"
+import * as vm from "node:vm"
+
+// ---------------------------------------------------------------------------
+// The table of scripts: add a line here to make a new script part of `npm run bench`.
+// ---------------------------------------------------------------------------
+
+export interface Script {
+  /** What `npm run bench -- <name>` selects. */
+  readonly name: string
+  /** Path relative to `bench/`. */
+  readonly file: string
+  readonly summary: string
+}
+
+export const scripts: ReadonlyArray<Script> = [
+  { name: "step", file: "step.ts", summary: "pure transitions/s: Machine.step vs XState transition()" },
+  {
+    name: "send-memory",
+    file: "send-memory.ts",
+    summary: "durable send/s through FSMRuntime + EventStore.layerMemory vs XState actor.send"
+  }
+]
+
+// ---------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------
+
+/** A flag of a script: a positive integer with a default. */
+export interface FlagSpec {
+  readonly default: number
+  readonly description: string
+}
+
+/** Flags every script takes; `npm run bench` without a name passes only these. */
+export const commonFlags = {
+  reps: { default: 5, description: "measured repetitions per side (median reported, at least 3)" },
+  warmup: { default: 2, description: "unmeasured repetitions per side before measuring" }
+} satisfies Record<string, FlagSpec>
+
+/**
+ * Parses `--name value` flags against `spec` (plus `--help`). Unknown flags
+ * and values that are not positive integers are errors, so a typo never
+ * silently runs the defaults.
+ */
+export const parseFlags = <K extends string>(
+  script: string,
+  args: ReadonlyArray<string>,
+  spec: Record<K, FlagSpec>
+): Record<K, number> => {
+  const entries = Object.entries(spec) as Array<[K, FlagSpec]>
+  const usage = () =>
+    [`usage: npx tsx bench/${script}.ts [flags]`, ...entries.map(([k, s]) => `  --${k} <n>  ${s.description} (default ${s.default})`)]
+      .join("\n")
+  let parsed: ReturnType<typeof parseArgs>
+  try {
+    parsed = parseArgs({
+      args: [...args],
+      strict: true,
+      allowPositionals: false,
+      options: {
+        help: { type: "boolean" },
+        ...Object.fromEntries(entries.map(([k]) => [k, { type: "string" as const }]))
+      }
+    })
+  } catch (error) {
+    process.stderr.write(`${script}: ${(error as Error).message}\n${usage()}\n`)
+    process.exit(2)
+  }
+  if (parsed.values["help"] === true) {
+    process.stderr.write(`${usage()}\n`)
+    process.exit(0)
+  }
+  const out = {} as Record<K, number>
+  for (const [k, s] of entries) {
+    const raw = parsed.values[k]
+    const value = typeof raw === "string" ? Number(raw.replaceAll("_", "")) : s.default
+    if (!Number.isInteger(value) || value < 1) {
+      process.stderr.write(`${script}: --${k} must be a positive integer, got ${String(raw)}\n`)
+      process.exit(2)
+    }
+    out[k] = value
+  }
+  return out
+}
+
+/** Progress and diagnostics: stderr only, so stdout carries just the BENCH lines. */
+export const progress = (message: string): void => {
+  process.stderr.write(`${message}\n`)
+}
+
+/** True when the module at `moduleUrl` is the script node was started with. */
+export const isMain = (moduleUrl: string): boolean =>
+  process.argv[1] !== undefined && moduleUrl === pathToFileURL(path.resolve(process.argv[1])).href
+
+// A full collection before each sample, so that neither side pays for the
+// garbage the other left behind. `--expose-gc` is switched on at run time so
+// that `npx tsx bench/<name>.ts` needs no node flags.
+v8.setFlagsFromString("--expose-gc")
+const gc = vm.runInNewContext("gc") as () => void
+
+/** One timed run: `ops` operations in `ms` milliseconds. */
+export interface Sample {
+  readonly ops: number
+  readonly ms: number
+}
+
+export type Sampler = () => Sample | Promise<Sample>
+
+export const median = (xs: ReadonlyArray<number>): number => {
+  const sorted = [...xs].sort((a, b) => a - b)
+  const mid = sorted.length >> 1
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
+}
+
+const fmt = (n: number): string =>
+  n === 0 ? "0" : Math.abs(n) >= 100 ? String(Math.round(n)) : String(Number(n.toPrecision(3)))
+
+/**
+ * Runs every sampler in turn, `warmup` unmeasured rounds then `reps`
+ * measured ones, rotating which goes first each round so that none always
+ * runs on a warmer or colder heap, and returns each one's median throughput
+ * in operations per second.
+ */
+export const measureThroughput = async <K extends string>(options: {
+  readonly label: string
+  readonly reps: number
+  readonly warmup: number
+  readonly samplers: Record<K, Sampler>
+}): Promise<Record<K, number>> => {
+  const reps = Math.max(3, options.reps)
+  const names = Object.keys(options.samplers) as Array<K>
+  const rates = new Map<K, Array<number>>(names.map((k) => [k, []]))
+  for (let i = 0; i < options.warmup + reps; i++) {
+    const measured = i >= options.warmup
+    const round = measured ? `rep ${i - options.warmup + 1}/${reps}` : `warmup ${i + 1}/${options.warmup}`
+    for (let j = 0; j < names.length; j++) {
+      const name = names[(i + j) % names.length]!
+      gc()
+      const sample = await options.samplers[name]()
+      const rate = sample.ops / (sample.ms / 1000)
+      progress(`  ${options.label} ${round} ${name}: ${sample.ops} ops in ${sample.ms.toFixed(1)} ms = ${fmt(rate)} ops/s`)
+      if (measured) rates.get(name)!.push(rate)
+    }
+  }
+  return Object.fromEntries(names.map((k) => [k, median(rates.get(k)!)])) as Record<K, number>
+}
+
+/**
+ * Prints one figure in the shape of BENCH.md. The ratio is value/baseline
+ * for throughputs and baseline/value for latencies (`lowerIsBetter`), so
+ * above 1 is always better; without a baseline it prints `baseline=0 ratio=0`.
+ */
+export const printBench = (
+  name: string,
+  figure: { readonly value: number; readonly unit: string; readonly baseline?: number; readonly lowerIsBetter?: boolean }
+): void => {
+  const baseline = figure.baseline ?? 0
+  const ratio = baseline === 0 || figure.value === 0
+    ? 0
+    : figure.lowerIsBetter === true
+    ? baseline / figure.value
+    : figure.value / baseline
+  process.stdout.write(
+    `BENCH ${name} value=${fmt(figure.value)} unit=${figure.unit} baseline=${fmt(baseline)} ratio=${ratio.toFixed(2)}\n`
+  )
+}
+
+// ---------------------------------------------------------------------------
+// The runner
+// ---------------------------------------------------------------------------
+
+const runAll = (args: ReadonlyArray<string>): number => {
+  if (args.includes("--list")) {
+    for (const s of scripts) process.stdout.write(`${s.name.padEnd(16)} ${s.summary}\n`)
+    return 0
+  }
+  // Leading words name scripts; everything from the first flag on is passed to each of them.
+  const firstFlag = args.findIndex((a) => a.startsWith("-"))
+  const names = firstFlag === -1 ? args : args.slice(0, firstFlag)
+  const flags = firstFlag === -1 ? [] : args.slice(firstFlag)
+  const unknown = names.filter((n) => !scripts.some((s) => s.name === n))
+  if (unknown.length > 0) {
+    progress(`unknown bench script(s): ${unknown.join(", ")}; known: ${scripts.map((s) => s.name).join(", ")}`)
+    return 2
+  }
+  const selected = names.length === 0 ? scripts : scripts.filter((s) => names.includes(s.name))
+  const dir = path.dirname(fileURLToPath(import.meta.url))
+  let failed = 0
+  for (const script of selected) {
+    progress(`== ${script.name}: ${script.summary}`)
+    // `process.execArgv` carries tsx's loader, so the child runs TypeScript too.
+    const child = spawnSync(process.execPath, [...process.execArgv, path.join(dir, script.file), ...flags], {
+      stdio: "inherit"
+    })
+    if (child.status !== 0) {
+      failed++
+      progress(`== ${script.name} failed (${child.signal ?? `exit ${child.status}`})`)
+    }
+  }
+  return failed === 0 ? 0 : 1
+}
+
+if (isMain(import.meta.url)) process.exitCode = runAll(process.argv.slice(2))
