@@ -1,0 +1,465 @@
+/**
+ * Everything that differs between PostgreSQL and SQLite, chosen once per
+ * store with `sql.onDialectOrElse`: column types (DDL), how JSON is bound and
+ * read, how migrations are serialized between nodes, how a write transaction
+ * starts, and how a commit is applied.
+ *
+ * - PostgreSQL applies a commit as ONE statement (a chain of data-modifying
+ *   CTEs): a single statement is atomic on its own, so the common case costs
+ *   one round trip and no `BEGIN` / `COMMIT`. The expected-seqNr check and the
+ *   fired-timer check gate every write of that statement; a concurrent writer
+ *   that got there first makes the events insert hit the primary key, which is
+ *   reported as `SequenceConflict`.
+ * - SQLite applies it as a short transaction whose first statement is the
+ *   guarded events insert, so the write lock is taken (with the busy timeout)
+ *   before anything is read. The transaction runs without a cooperative yield:
+ *   another connection of the same process can then never find the write lock
+ *   held by a suspended fiber (better-sqlite3 waits for a lock by blocking the
+ *   thread, which would freeze the very fiber that holds it).
+ *
+ * @internal
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import { SqlError } from "@effect/sql/SqlError"
+import type { Fragment } from "@effect/sql/Statement"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import { PersistenceError, SequenceConflict, StaleTimer } from "../Errors.js"
+import { driverCode, type Tables, toNumber } from "./sqlShared.js"
+
+/** An event of a commit with its sequence number assigned and its payload as JSON text. */
+export interface EncodedEvent {
+  readonly seqNr: number
+  readonly tag: string
+  readonly payload: string
+  readonly stateTag: string
+  readonly schemaVersion: number
+  readonly timestamp: number
+  readonly source: string
+  readonly correlationId: string | null
+  readonly node: string | null
+}
+
+export interface EncodedSnapshot {
+  readonly seqNr: number
+  readonly state: string
+  readonly stopped: boolean
+  readonly schemaVersion: number
+  readonly timestamp: number
+}
+
+export interface EncodedTimer {
+  readonly name: string
+  readonly generation: number
+  readonly stateTag: string
+  readonly dueAt: number
+  readonly payload: string
+}
+
+/** A commit ready for SQL: JSON encoded, sequence numbers assigned, scheduled timers deduplicated by name. */
+export interface EncodedCommit {
+  readonly machine: string
+  readonly instanceId: string
+  readonly expectedSeqNr: number
+  readonly events: ReadonlyArray<EncodedEvent>
+  readonly snapshot: EncodedSnapshot | undefined
+  readonly fired: { readonly name: string; readonly generation: number } | undefined
+  readonly cancelAll: boolean
+  readonly schedule: ReadonlyArray<EncodedTimer>
+}
+
+export interface Dialect {
+  readonly name: "pg" | "sqlite"
+  /** A JSON text bound for a JSON column. */
+  readonly json: (text: string) => Fragment
+  /** A JSON column read back as JSON text. */
+  readonly jsonText: (column: string) => Fragment
+  /** A boolean as the driver can bind it. */
+  readonly bool: (value: boolean) => boolean | number
+  /** `FOR UPDATE SKIP LOCKED` where the database has it. */
+  readonly skipLocked: Fragment
+  /** The statements of migration 1. */
+  readonly createTables: Effect.Effect<void, SqlError>
+  /** Runs the migrator so that nodes starting at once take turns. */
+  readonly serializeMigrations: <A, E, R>(run: Effect.Effect<A, E, R>) => Effect.Effect<A, E | SqlError, R>
+  /** A transaction for writes of several statements. */
+  readonly writeTransaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | SqlError, R>
+  /** Writes a snapshot unless a newer one is stored. */
+  readonly upsertSnapshot: (machine: string, instanceId: string, snapshot: EncodedSnapshot) => Effect.Effect<unknown, SqlError>
+  /** Applies a commit atomically. */
+  readonly append: (
+    commit: EncodedCommit
+  ) => Effect.Effect<void, SequenceConflict | StaleTimer | PersistenceError | SqlError>
+}
+
+const eventColumns =
+  "machine, instance_id, seq_nr, tag, payload, state_tag, schema_version, ts, source, correlation_id, node"
+const snapshotColumns = "machine, instance_id, seq_nr, state, stopped, schema_version, ts"
+const snapshotUpdate =
+  "seq_nr = excluded.seq_nr, state = excluded.state, stopped = excluded.stopped, schema_version = excluded.schema_version, ts = excluded.ts"
+const timerReset =
+  "generation = excluded.generation, state_tag = excluded.state_tag, due_at = excluded.due_at, payload = excluded.payload, attempts = 0, last_error = NULL, claimed_by = NULL, claimed_until = NULL"
+
+/** Builds the dialect of the client; fails for databases other than PostgreSQL and SQLite. */
+export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<Dialect, PersistenceError> => {
+  const E = sql(t.events)
+  const S = sql(t.snapshots)
+  const T = sql(t.timers)
+  const D = sql(t.deadLetters)
+  const empty = sql.literal("")
+
+  const highest = (machine: string, instanceId: string) =>
+    Effect.map(
+      sql<{ readonly seq_nr: unknown }>`SELECT COALESCE(MAX(seq_nr), 0) AS seq_nr FROM ${E} WHERE machine = ${machine} AND instance_id = ${instanceId}`,
+      (rows) => toNumber(rows[0]?.seq_nr ?? 0)
+    )
+
+  const conflict = (commit: EncodedCommit, actual: number) =>
+    new SequenceConflict({
+      machine: commit.machine,
+      instanceId: commit.instanceId,
+      expected: commit.expectedSeqNr,
+      actual
+    })
+
+  /** A duplicate key on the events table: another writer appended the same seqNr first. */
+  const isSequenceKeyViolation = (error: SqlError): boolean => {
+    const code = driverCode(error)
+    const cause = error.cause as { readonly constraint?: unknown; readonly message?: unknown } | undefined
+    return (code === "23505" && cause?.constraint === t.eventsKey) ||
+      (code === "SQLITE_CONSTRAINT_PRIMARYKEY" && String(cause?.message).includes(`${t.events}.seq_nr`))
+  }
+
+  const onSequenceKeyViolation = <A, E, R>(commit: EncodedCommit, effect: Effect.Effect<A, E | SqlError, R>) =>
+    Effect.catchIf(
+      effect,
+      (error): error is SqlError => error instanceof SqlError && isSequenceKeyViolation(error),
+      () => Effect.flatMap(highest(commit.machine, commit.instanceId), (actual) => Effect.fail(conflict(commit, actual)))
+    )
+
+  /** `(seq_nr, tag, payload, ...)` rows; `typed` adds the casts pg needs inside `VALUES` of a subquery. */
+  const eventRows = (commit: EncodedCommit, typed: (value: unknown, type: string) => Fragment) =>
+    sql.csv(commit.events.map((e) =>
+      sql`(${typed(e.seqNr, "bigint")}, ${typed(e.tag, "text")}, ${typed(e.payload, "jsonb")}, ${
+        typed(e.stateTag, "text")
+      }, ${typed(e.schemaVersion, "integer")}, ${typed(e.timestamp, "bigint")}, ${typed(e.source, "text")}, ${
+        typed(e.correlationId, "text")
+      }, ${typed(e.node, "text")})`
+    ))
+
+  const upsertSnapshot = (json: (text: string) => Fragment, bool: (value: boolean) => boolean | number) =>
+  (machine: string, instanceId: string, s: EncodedSnapshot) =>
+    sql`INSERT INTO ${S} (${sql.literal(snapshotColumns)}) VALUES (${machine}, ${instanceId}, ${s.seqNr}, ${
+      json(s.state)
+    }, ${bool(s.stopped)}, ${s.schemaVersion}, ${s.timestamp}) ON CONFLICT (machine, instance_id) DO UPDATE SET ${
+      sql.literal(snapshotUpdate)
+    } WHERE ${S}.seq_nr < excluded.seq_nr`
+
+  const failUnapplied = (
+    commit: EncodedCommit,
+    actual: number
+  ): Effect.Effect<never, SequenceConflict | StaleTimer | PersistenceError> => {
+    if (actual !== commit.expectedSeqNr) return Effect.fail(conflict(commit, actual))
+    const fired = commit.fired
+    return fired === undefined
+      ? Effect.fail(new PersistenceError({ operation: "append", reason: "the commit's events were not inserted" }))
+      : Effect.fail(
+        new StaleTimer({ machine: commit.machine, instanceId: commit.instanceId, name: fired.name, generation: fired.generation })
+      )
+  }
+
+  const pg = (): Dialect => {
+    const typed = (value: unknown, type: string) => sql`${value}::${sql.literal(type)}`
+    const json = (text: string) => sql`${text}::jsonb`
+    const bool = (value: boolean) => value
+
+    const commitStatement = (c: EncodedCommit) => {
+      const m = c.machine
+      const i = c.instanceId
+      const fired = c.fired
+      const ctes: Array<Fragment> = [
+        sql`guard AS (SELECT COALESCE(MAX(seq_nr), 0) AS actual FROM ${E} WHERE machine = ${m} AND instance_id = ${i})`
+      ]
+      if (fired !== undefined) {
+        ctes.push(
+          sql`fired AS (SELECT 1 FROM ${T} WHERE machine = ${m} AND instance_id = ${i} AND name = ${fired.name} AND generation = ${fired.generation})`
+        )
+      }
+      ctes.push(
+        sql`ok AS (SELECT 1 FROM guard WHERE actual = ${c.expectedSeqNr}${
+          fired === undefined ? empty : sql` AND EXISTS (SELECT 1 FROM fired)`
+        })`,
+        sql`ins AS (INSERT INTO ${E} (${sql.literal(eventColumns)}) SELECT ${m}::text, ${i}::text, v.* FROM (VALUES ${
+          eventRows(c, typed)
+        }) AS v WHERE EXISTS (SELECT 1 FROM ok) RETURNING 1)`
+      )
+      const s = c.snapshot
+      if (s !== undefined) {
+        ctes.push(
+          sql`snap AS (INSERT INTO ${S} (${sql.literal(snapshotColumns)}) SELECT ${m}::text, ${i}::text, ${s.seqNr}::bigint, ${s.state}::jsonb, ${s.stopped}::boolean, ${s.schemaVersion}::integer, ${s.timestamp}::bigint WHERE EXISTS (SELECT 1 FROM ok) ON CONFLICT (machine, instance_id) DO UPDATE SET ${
+            sql.literal(snapshotUpdate)
+          } WHERE ${S}.seq_nr < excluded.seq_nr)`
+        )
+      }
+      // One statement must not touch a row twice, so the delete spares the
+      // names the schedule (an upsert) writes anyway.
+      if (c.cancelAll || fired !== undefined) {
+        const which = c.cancelAll || fired === undefined ? empty : sql` AND name = ${fired.name}`
+        const spare = c.schedule.length === 0 ? empty : sql` AND name NOT IN ${sql.in(c.schedule.map((timer) => timer.name))}`
+        ctes.push(
+          sql`del AS (DELETE FROM ${T} WHERE machine = ${m} AND instance_id = ${i}${which}${spare} AND EXISTS (SELECT 1 FROM ok))`
+        )
+      }
+      if (c.schedule.length > 0) {
+        const rows = sql.csv(c.schedule.map((timer) =>
+          sql`(${timer.name}::text, ${timer.generation}::bigint, ${timer.stateTag}::text, ${timer.dueAt}::bigint, ${timer.payload}::jsonb)`
+        ))
+        ctes.push(
+          sql`sched AS (INSERT INTO ${T} (machine, instance_id, name, generation, state_tag, due_at, payload, attempts) SELECT ${m}::text, ${i}::text, v.*, 0 FROM (VALUES ${rows}) AS v WHERE EXISTS (SELECT 1 FROM ok) ON CONFLICT (machine, instance_id, name) DO UPDATE SET ${
+            sql.literal(timerReset)
+          })`
+        )
+      }
+      return sql<{ readonly actual: unknown; readonly inserted: unknown }>`WITH ${
+        sql.csv(ctes)
+      } SELECT (SELECT actual FROM guard) AS actual, (SELECT count(*) FROM ins)::integer AS inserted`
+    }
+
+    const append = (c: EncodedCommit) => {
+      const once = Effect.flatMap(commitStatement(c), (rows) => {
+        const row = rows[0]
+        return toNumber(row?.inserted ?? 0) === c.events.length
+          ? Effect.void
+          : failUnapplied(c, toNumber(row?.actual ?? 0))
+      })
+      // Inside a caller's transaction a failed statement would poison it (and
+      // the conflict lookup after it): a savepoint keeps the failure local.
+      const inPlace = Effect.flatMap(
+        Effect.serviceOption(SqlClient.TransactionConnection),
+        (outer) => Option.isSome(outer) ? sql.withTransaction(once) : once
+      )
+      return onSequenceKeyViolation(c, inPlace)
+    }
+
+    return {
+      name: "pg",
+      json,
+      jsonText: (column) => sql`${sql(column)}::text`,
+      bool,
+      skipLocked: sql.literal("FOR UPDATE SKIP LOCKED"),
+      createTables: Effect.all([
+        sql`CREATE TABLE ${E} (
+          machine text NOT NULL,
+          instance_id text NOT NULL,
+          seq_nr bigint NOT NULL,
+          tag text NOT NULL,
+          payload jsonb NOT NULL,
+          state_tag text NOT NULL,
+          schema_version integer NOT NULL,
+          ts bigint NOT NULL,
+          source text NOT NULL,
+          correlation_id text,
+          node text,
+          CONSTRAINT ${sql(t.eventsKey)} PRIMARY KEY (machine, instance_id, seq_nr)
+        )`,
+        sql`CREATE INDEX ${sql(t.eventsFirst)} ON ${E} (machine, instance_id) WHERE seq_nr = 1`,
+        sql`CREATE TABLE ${S} (
+          machine text NOT NULL,
+          instance_id text NOT NULL,
+          seq_nr bigint NOT NULL,
+          state jsonb NOT NULL,
+          stopped boolean NOT NULL,
+          schema_version integer NOT NULL,
+          ts bigint NOT NULL,
+          PRIMARY KEY (machine, instance_id)
+        )`,
+        sql`CREATE TABLE ${T} (
+          machine text NOT NULL,
+          instance_id text NOT NULL,
+          name text NOT NULL,
+          generation bigint NOT NULL,
+          state_tag text NOT NULL,
+          due_at bigint NOT NULL,
+          payload jsonb NOT NULL,
+          attempts integer NOT NULL DEFAULT 0,
+          last_error text,
+          claimed_by text,
+          claimed_until bigint,
+          PRIMARY KEY (machine, instance_id, name)
+        )`,
+        sql`CREATE INDEX ${sql(t.timersDue)} ON ${T} (machine, due_at)`,
+        sql`CREATE TABLE ${D} (
+          machine text NOT NULL,
+          instance_id text NOT NULL,
+          name text NOT NULL,
+          generation bigint NOT NULL,
+          state_tag text NOT NULL,
+          due_at bigint NOT NULL,
+          payload jsonb NOT NULL,
+          attempts integer NOT NULL,
+          last_error text,
+          failed_at bigint NOT NULL,
+          PRIMARY KEY (machine, instance_id, name)
+        )`
+      ], { discard: true }),
+      // The Migrator creates its table with "SELECT 'name'::regclass, else
+      // CREATE TABLE", which races between nodes and, inside a transaction,
+      // aborts it. So: one transaction holding an advisory lock per schema and
+      // prefix, which creates the migrations table (same shape as the
+      // Migrator's) before the Migrator runs in a savepoint of it.
+      serializeMigrations: (run) =>
+        sql.withTransaction(
+          sql`SELECT pg_advisory_xact_lock(hashtext(COALESCE(current_schema(), '') || '.' || ${t.migrations}::text))`.pipe(
+            Effect.zipRight(
+              sql`CREATE TABLE IF NOT EXISTS ${sql(t.migrations)} (
+                migration_id integer primary key,
+                created_at timestamp with time zone not null default now(),
+                name text not null
+              )`
+            ),
+            Effect.zipRight(run)
+          )
+        ),
+      writeTransaction: sql.withTransaction,
+      upsertSnapshot: upsertSnapshot(json, bool),
+      append
+    }
+  }
+
+  const sqlite = (): Dialect => {
+    const typed = (value: unknown) => sql`${value}`
+    const json = (text: string) => sql`${text}`
+    const bool = (value: boolean) => value ? 1 : 0
+    const snapshotWriter = upsertSnapshot(json, bool)
+    const writeTransaction = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+      Effect.withMaxOpsBeforeYield(sql.withTransaction(effect), Number.MAX_SAFE_INTEGER)
+
+    const append = (c: EncodedCommit) =>
+      onSequenceKeyViolation(
+        c,
+        writeTransaction(Effect.gen(function*() {
+          const m = c.machine
+          const i = c.instanceId
+          const inserted = yield* sql`INSERT INTO ${E} (${sql.literal(eventColumns)}) SELECT ${m}, ${i}, v.* FROM (VALUES ${
+            eventRows(c, typed)
+          }) AS v WHERE (SELECT COALESCE(MAX(seq_nr), 0) FROM ${E} WHERE machine = ${m} AND instance_id = ${i}) = ${c.expectedSeqNr} RETURNING seq_nr`
+          if (inserted.length !== c.events.length) {
+            return yield* Effect.flatMap(highest(m, i), (actual) => failUnapplied(c, actual))
+          }
+          const fired = c.fired
+          if (fired !== undefined) {
+            const deleted = yield* sql`DELETE FROM ${T} WHERE machine = ${m} AND instance_id = ${i} AND name = ${fired.name} AND generation = ${fired.generation} RETURNING name`
+            if (deleted.length === 0) return yield* failUnapplied(c, c.expectedSeqNr)
+          }
+          if (c.cancelAll) yield* sql`DELETE FROM ${T} WHERE machine = ${m} AND instance_id = ${i}`
+          if (c.schedule.length > 0) {
+            yield* sql`INSERT INTO ${T} ${
+              sql.insert(c.schedule.map((timer) => ({
+                machine: m,
+                instance_id: i,
+                name: timer.name,
+                generation: timer.generation,
+                state_tag: timer.stateTag,
+                due_at: timer.dueAt,
+                payload: timer.payload,
+                attempts: 0
+              })))
+            } ON CONFLICT (machine, instance_id, name) DO UPDATE SET ${sql.literal(timerReset)}`
+          }
+          if (c.snapshot !== undefined) yield* snapshotWriter(m, i, c.snapshot)
+        }))
+      )
+
+    return {
+      name: "sqlite",
+      json,
+      jsonText: (column) => sql`${sql(column)}`,
+      bool,
+      skipLocked: empty,
+      // STRICT: a value of the wrong type (a fractional timestamp) is an
+      // error, as on PostgreSQL, instead of being stored as something else.
+      createTables: Effect.all([
+        sql`CREATE TABLE ${E} (
+          machine TEXT NOT NULL,
+          instance_id TEXT NOT NULL,
+          seq_nr INTEGER NOT NULL,
+          tag TEXT NOT NULL,
+          payload TEXT NOT NULL,
+          state_tag TEXT NOT NULL,
+          schema_version INTEGER NOT NULL,
+          ts INTEGER NOT NULL,
+          source TEXT NOT NULL,
+          correlation_id TEXT,
+          node TEXT,
+          PRIMARY KEY (machine, instance_id, seq_nr)
+        ) STRICT, WITHOUT ROWID`,
+        sql`CREATE INDEX ${sql(t.eventsFirst)} ON ${E} (machine, instance_id) WHERE seq_nr = 1`,
+        sql`CREATE TABLE ${S} (
+          machine TEXT NOT NULL,
+          instance_id TEXT NOT NULL,
+          seq_nr INTEGER NOT NULL,
+          state TEXT NOT NULL,
+          stopped INTEGER NOT NULL,
+          schema_version INTEGER NOT NULL,
+          ts INTEGER NOT NULL,
+          PRIMARY KEY (machine, instance_id)
+        ) STRICT, WITHOUT ROWID`,
+        sql`CREATE TABLE ${T} (
+          machine TEXT NOT NULL,
+          instance_id TEXT NOT NULL,
+          name TEXT NOT NULL,
+          generation INTEGER NOT NULL,
+          state_tag TEXT NOT NULL,
+          due_at INTEGER NOT NULL,
+          payload TEXT NOT NULL,
+          attempts INTEGER NOT NULL DEFAULT 0,
+          last_error TEXT,
+          claimed_by TEXT,
+          claimed_until INTEGER,
+          PRIMARY KEY (machine, instance_id, name)
+        ) STRICT, WITHOUT ROWID`,
+        sql`CREATE INDEX ${sql(t.timersDue)} ON ${T} (machine, due_at)`,
+        sql`CREATE TABLE ${D} (
+          machine TEXT NOT NULL,
+          instance_id TEXT NOT NULL,
+          name TEXT NOT NULL,
+          generation INTEGER NOT NULL,
+          state_tag TEXT NOT NULL,
+          due_at INTEGER NOT NULL,
+          payload TEXT NOT NULL,
+          attempts INTEGER NOT NULL,
+          last_error TEXT,
+          failed_at INTEGER NOT NULL,
+          PRIMARY KEY (machine, instance_id, name)
+        ) STRICT, WITHOUT ROWID`
+      ], { discard: true }),
+      // The migrations table (same shape as the Migrator's) is created first,
+      // on its own; the migration transaction then starts with a write to it,
+      // so it holds the write lock (waiting with the busy timeout for another
+      // process) before the Migrator reads which migrations have run.
+      serializeMigrations: (run) =>
+        sql`CREATE TABLE IF NOT EXISTS ${sql(t.migrations)} (
+          migration_id integer PRIMARY KEY NOT NULL,
+          created_at datetime NOT NULL DEFAULT current_timestamp,
+          name VARCHAR(255) NOT NULL
+        )`.pipe(
+          Effect.zipRight(writeTransaction(Effect.zipRight(sql`DELETE FROM ${sql(t.migrations)} WHERE 1 = 0`, run)))
+        ),
+      writeTransaction,
+      upsertSnapshot: snapshotWriter,
+      append
+    }
+  }
+
+  return sql.onDialectOrElse({
+    pg: () => Effect.succeed(pg()),
+    sqlite: () => Effect.succeed(sqlite()),
+    orElse: () =>
+      Effect.fail(
+        new PersistenceError({
+          operation: "make",
+          reason: "SqlEventStore supports PostgreSQL (@effect/sql-pg) and SQLite (@effect/sql-sqlite-*) clients only"
+        })
+      )
+  })
+}

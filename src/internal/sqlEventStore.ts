@@ -1,0 +1,215 @@
+/**
+ * The `EventStore.Backend` on a `SqlClient`: encoding of commits, paged reads
+ * of logs and instance lists, snapshots.
+ *
+ * @internal
+ */
+import type * as SqlClient from "@effect/sql/SqlClient"
+import * as Chunk from "effect/Chunk"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Stream from "effect/Stream"
+import type { PersistenceError } from "../Errors.js"
+import type * as EventStore from "../EventStore.js"
+import type { Dialect, EncodedCommit, EncodedEvent, EncodedTimer } from "./sqlDialect.js"
+import {
+  decodeRows,
+  encodeJson,
+  mapSqlError,
+  type Tables,
+  toBoolean,
+  toNumber,
+  toStringOrNull
+} from "./sqlShared.js"
+
+/** Rows per query when streaming a log or an instance list. */
+export const pageSize = 256
+
+interface EventRow {
+  readonly seq_nr: unknown
+  readonly tag: string
+  readonly payload: string
+  readonly state_tag: string
+  readonly schema_version: unknown
+  readonly ts: unknown
+  readonly source: string
+  readonly correlation_id: string | null
+  readonly node: string | null
+}
+
+interface SnapshotRow {
+  readonly seq_nr: unknown
+  readonly state: string
+  readonly stopped: unknown
+  readonly schema_version: unknown
+  readonly ts: unknown
+}
+
+const encodeCommit = (commit: EventStore.Commit): Effect.Effect<EncodedCommit, PersistenceError> =>
+  Effect.gen(function*() {
+    const events: Array<EncodedEvent> = []
+    let seqNr = commit.expectedSeqNr
+    for (const event of commit.events) {
+      events.push({
+        seqNr: ++seqNr,
+        tag: event.tag,
+        payload: yield* encodeJson("append", event.payload),
+        stateTag: event.stateTag,
+        schemaVersion: event.schemaVersion,
+        timestamp: event.metadata.timestamp,
+        source: event.metadata.source,
+        correlationId: event.metadata.correlationId,
+        node: event.metadata.node
+      })
+    }
+    const snapshot = commit.snapshot === undefined ? undefined : {
+      seqNr: commit.snapshot.seqNr,
+      state: yield* encodeJson("append", commit.snapshot.state),
+      stopped: commit.snapshot.stopped,
+      schemaVersion: commit.snapshot.schemaVersion,
+      timestamp: commit.snapshot.timestamp
+    }
+    // A later timer of the same name replaces an earlier one, as in memory.
+    const byName = new Map<string, EncodedTimer>()
+    for (const timer of commit.timers?.schedule ?? []) {
+      byName.delete(timer.name)
+      byName.set(timer.name, {
+        name: timer.name,
+        generation: timer.generation,
+        stateTag: timer.stateTag,
+        dueAt: timer.dueAt,
+        payload: yield* encodeJson("append", timer.payload)
+      })
+    }
+    const fired = commit.timers?.fired
+    return {
+      machine: commit.machine,
+      instanceId: commit.instanceId,
+      expectedSeqNr: commit.expectedSeqNr,
+      events,
+      snapshot,
+      fired: fired === undefined ? undefined : { name: fired.name, generation: fired.generation },
+      cancelAll: commit.timers?.cancelAll ?? false,
+      schedule: [...byName.values()]
+    }
+  })
+
+/** Where `events(fromSeqNr)` starts, following the memory backend for odd inputs. */
+const firstSeqNr = (fromSeqNr: number): number => Number.isNaN(fromSeqNr) ? 1 : Math.max(1, Math.floor(fromSeqNr))
+
+export const makeBackend = (sql: SqlClient.SqlClient, dialect: Dialect, t: Tables): EventStore.Backend => {
+  const E = sql(t.events)
+  const S = sql(t.snapshots)
+
+  const decodeEvent = (machine: string, instanceId: string) => (row: EventRow): EventStore.EventRecord => ({
+    machine,
+    instanceId,
+    seqNr: toNumber(row.seq_nr),
+    tag: row.tag,
+    payload: JSON.parse(row.payload),
+    stateTag: row.state_tag,
+    schemaVersion: toNumber(row.schema_version),
+    metadata: {
+      timestamp: toNumber(row.ts),
+      source: row.source as EventStore.Source,
+      correlationId: toStringOrNull(row.correlation_id),
+      node: toStringOrNull(row.node)
+    }
+  })
+
+  const eventsPage = (machine: string, instanceId: string, from: number) =>
+    sql<EventRow>`SELECT seq_nr, tag, ${
+      dialect.jsonText("payload")
+    } AS payload, state_tag, schema_version, ts, source, correlation_id, node FROM ${E} WHERE machine = ${machine} AND instance_id = ${instanceId} AND seq_nr >= ${from} ORDER BY seq_nr LIMIT ${pageSize}`.pipe(
+      mapSqlError("events"),
+      Effect.flatMap((rows) => decodeRows("events", rows, decodeEvent(machine, instanceId)))
+    )
+
+  const events = (machine: string, instanceId: string, fromSeqNr: number) => {
+    const start = firstSeqNr(fromSeqNr)
+    if (!Number.isFinite(start)) return Stream.empty
+    return Stream.paginateChunkEffect(start, (from) =>
+      Effect.map(eventsPage(machine, instanceId, from), (records) => {
+        const last = records[records.length - 1]
+        return [
+          Chunk.unsafeFromArray(records),
+          records.length < pageSize || last === undefined ? Option.none() : Option.some(last.seqNr + 1)
+        ] as const
+      })).pipe(Stream.withSpan("SqlEventStore.events", { attributes: { machine, instanceId, fromSeqNr } }))
+  }
+
+  const highestSequenceNr = (machine: string, instanceId: string) =>
+    sql<{ readonly seq_nr: unknown }>`SELECT COALESCE(MAX(seq_nr), 0) AS seq_nr FROM ${E} WHERE machine = ${machine} AND instance_id = ${instanceId}`.pipe(
+      Effect.map((rows) => toNumber(rows[0]?.seq_nr ?? 0)),
+      mapSqlError("highestSequenceNr"),
+      Effect.withSpan("SqlEventStore.highestSequenceNr", { attributes: { machine, instanceId } })
+    )
+
+  const saveSnapshot = (snapshot: EventStore.SnapshotRecord) =>
+    Effect.flatMap(encodeJson("saveSnapshot", snapshot.state), (state) =>
+      dialect.upsertSnapshot(snapshot.machine, snapshot.instanceId, {
+        seqNr: snapshot.seqNr,
+        state,
+        stopped: snapshot.stopped,
+        schemaVersion: snapshot.schemaVersion,
+        timestamp: snapshot.timestamp
+      }).pipe(mapSqlError("saveSnapshot"))).pipe(
+        Effect.asVoid,
+        Effect.withSpan("SqlEventStore.saveSnapshot", {
+          attributes: { machine: snapshot.machine, instanceId: snapshot.instanceId, seqNr: snapshot.seqNr }
+        })
+      )
+
+  const loadSnapshot = (machine: string, instanceId: string) =>
+    sql<SnapshotRow>`SELECT seq_nr, ${
+      dialect.jsonText("state")
+    } AS state, stopped, schema_version, ts FROM ${S} WHERE machine = ${machine} AND instance_id = ${instanceId}`.pipe(
+      mapSqlError("loadSnapshot"),
+      Effect.flatMap((rows) =>
+        decodeRows("loadSnapshot", rows, (row): EventStore.SnapshotRecord => ({
+          machine,
+          instanceId,
+          seqNr: toNumber(row.seq_nr),
+          state: JSON.parse(row.state),
+          stopped: toBoolean(row.stopped),
+          schemaVersion: toNumber(row.schema_version),
+          timestamp: toNumber(row.ts)
+        }))
+      ),
+      Effect.map((snapshots) => Option.fromNullable(snapshots[0])),
+      Effect.withSpan("SqlEventStore.loadSnapshot", { attributes: { machine, instanceId } })
+    )
+
+  // Every log starts at seqNr 1, so the partial index on the first events
+  // holds exactly one entry per instance.
+  const instancesPage = (machine: string, after: string) =>
+    sql<{ readonly instance_id: string }>`SELECT instance_id FROM ${E} WHERE machine = ${machine} AND seq_nr = 1 AND instance_id > ${after} ORDER BY instance_id LIMIT ${pageSize}`
+      .pipe(
+        mapSqlError("instances"),
+        Effect.map((rows) => rows.map((row) => String(row.instance_id)))
+      )
+
+  const instances = (machine: string) =>
+    Stream.paginateChunkEffect("", (after) =>
+      Effect.map(instancesPage(machine, after), (ids) => {
+        const last = ids[ids.length - 1]
+        return [
+          Chunk.unsafeFromArray(ids),
+          ids.length < pageSize || last === undefined ? Option.none() : Option.some(last)
+        ] as const
+      })).pipe(Stream.withSpan("SqlEventStore.instances", { attributes: { machine } }))
+
+  const append = (commit: EventStore.Commit) =>
+    Effect.flatMap(encodeCommit(commit), (encoded) => mapSqlError("append")(dialect.append(encoded))).pipe(
+      Effect.withSpan("SqlEventStore.append", {
+        attributes: {
+          machine: commit.machine,
+          instanceId: commit.instanceId,
+          expectedSeqNr: commit.expectedSeqNr,
+          events: commit.events.length
+        }
+      })
+    )
+
+  return { append, events, highestSequenceNr, saveSnapshot, loadSnapshot, instances }
+}

@@ -1,0 +1,95 @@
+/**
+ * What the SQL event store and timer store share: table names derived from
+ * the prefix, driver-error mapping and row decoding.
+ *
+ * @internal
+ */
+import { SqlError } from "@effect/sql/SqlError"
+import * as Effect from "effect/Effect"
+import { PersistenceError } from "../Errors.js"
+
+/**
+ * Lowercase so Postgres never case-folds a name differently from what we
+ * quote; at most 31 characters so the longest derived name stays far below
+ * Postgres' 63-byte identifier limit.
+ */
+export const tablePrefixPattern = /^[a-z_][a-z0-9_]{0,30}$/
+
+/** Every table, index and constraint name of one store. */
+export interface Tables {
+  readonly prefix: string
+  readonly events: string
+  readonly eventsKey: string
+  readonly eventsFirst: string
+  readonly snapshots: string
+  readonly timers: string
+  readonly timersDue: string
+  readonly deadLetters: string
+  readonly migrations: string
+}
+
+export const tables = (prefix: string): Tables => ({
+  prefix,
+  events: `${prefix}events`,
+  eventsKey: `${prefix}events_pkey`,
+  eventsFirst: `${prefix}events_first`,
+  snapshots: `${prefix}snapshots`,
+  timers: `${prefix}timers`,
+  timersDue: `${prefix}timers_due`,
+  deadLetters: `${prefix}dead_letters`,
+  migrations: `${prefix}migrations`
+})
+
+const describe = (error: unknown, depth = 0): string => {
+  if (typeof error !== "object" || error === null || !("message" in error)) return String(error)
+  const message = String(error.message)
+  const cause = (error as { readonly cause?: unknown }).cause
+  return cause === undefined || cause === null || depth >= 3 ? message : `${message}: ${describe(cause, depth + 1)}`
+}
+
+export const persistenceError = (operation: string, error: unknown): PersistenceError =>
+  new PersistenceError({ operation, reason: describe(error), cause: error })
+
+/** Maps every `SqlError` of `effect` to a `PersistenceError` of `operation`. */
+export const mapSqlError = (operation: string) => <A, E, R>(
+  effect: Effect.Effect<A, E | SqlError, R>
+): Effect.Effect<A, Exclude<E, SqlError> | PersistenceError, R> =>
+  Effect.catchIf(
+    effect,
+    (error): error is SqlError => error instanceof SqlError,
+    (error) => Effect.fail(persistenceError(operation, error))
+  ) as Effect.Effect<A, Exclude<E, SqlError> | PersistenceError, R>
+
+/** The driver error behind a `SqlError`, as far as it carries a code. */
+export const driverCode = (error: SqlError): unknown => (error.cause as { readonly code?: unknown } | undefined)?.code
+
+/** `bigint` columns come back from pg as strings, from SQLite as numbers (or bigints with safe integers on). */
+export const toNumber = (value: unknown): number => typeof value === "number" ? value : Number(value)
+
+/** Booleans come back from pg as booleans and from SQLite as 0 / 1. */
+export const toBoolean = (value: unknown): boolean =>
+  typeof value === "boolean" ? value : Number(value) !== 0
+
+export const toStringOrNull = (value: unknown): string | null => value === null || value === undefined ? null : String(value)
+
+/** JSON text of a payload; fails (instead of throwing) on values JSON cannot carry. */
+export const encodeJson = (operation: string, value: unknown): Effect.Effect<string, PersistenceError> => {
+  try {
+    const text = JSON.stringify(value)
+    return text === undefined
+      ? Effect.fail(new PersistenceError({ operation, reason: `value is not JSON-serializable: ${String(value)}` }))
+      : Effect.succeed(text)
+  } catch (cause) {
+    return Effect.fail(
+      new PersistenceError({ operation, reason: `value is not JSON-serializable: ${describe(cause)}`, cause })
+    )
+  }
+}
+
+/** Runs a synchronous row decoder, turning a throw (bad JSON in a row) into a `PersistenceError`. */
+export const decodeRows = <Row, A>(
+  operation: string,
+  rows: ReadonlyArray<Row>,
+  decode: (row: Row) => A
+): Effect.Effect<Array<A>, PersistenceError> =>
+  Effect.try({ try: () => rows.map(decode), catch: (cause) => persistenceError(operation, cause) })

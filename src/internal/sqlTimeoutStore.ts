@@ -1,0 +1,133 @@
+/**
+ * The `TimeoutStore` on a `SqlClient`, over the timer and dead-letter tables
+ * that `append` writes in the same commit as the events.
+ *
+ * @internal
+ */
+import type * as SqlClient from "@effect/sql/SqlClient"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import type * as TimeoutStore from "../TimeoutStore.js"
+import type { Dialect } from "./sqlDialect.js"
+import { decodeRows, mapSqlError, type Tables, toNumber, toStringOrNull } from "./sqlShared.js"
+
+interface TimerRow {
+  readonly machine: string
+  readonly instance_id: string
+  readonly name: string
+  readonly generation: unknown
+  readonly state_tag: string
+  readonly due_at: unknown
+  readonly payload: string
+  readonly attempts: unknown
+  readonly last_error: string | null
+}
+
+interface DeadLetterRow extends TimerRow {
+  readonly failed_at: unknown
+}
+
+const decodeTimer = (row: TimerRow): TimeoutStore.TimerRecord => ({
+  machine: row.machine,
+  instanceId: row.instance_id,
+  name: row.name,
+  generation: toNumber(row.generation),
+  stateTag: row.state_tag,
+  dueAt: toNumber(row.due_at),
+  payload: JSON.parse(row.payload),
+  attempts: toNumber(row.attempts),
+  lastError: toStringOrNull(row.last_error)
+})
+
+const byDueAt = (a: TimeoutStore.TimerRecord, b: TimeoutStore.TimerRecord) =>
+  a.dueAt - b.dueAt || (a.machine < b.machine ? -1 : a.machine > b.machine ? 1 : 0) ||
+  (a.instanceId < b.instanceId ? -1 : a.instanceId > b.instanceId ? 1 : 0) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
+
+export const makeTimeoutStore = (
+  sql: SqlClient.SqlClient,
+  dialect: Dialect,
+  t: Tables
+): TimeoutStore.TimeoutStore["Type"] => {
+  const T = sql(t.timers)
+  const D = sql(t.deadLetters)
+  const timerColumns = sql`machine, instance_id, name, generation, state_tag, due_at, ${
+    dialect.jsonText("payload")
+  } AS payload, attempts, last_error`
+  const keyOf = (timer: Omit<TimeoutStore.TimerKey, "generation">) =>
+    sql`machine = ${timer.machine} AND instance_id = ${timer.instanceId} AND name = ${timer.name}`
+
+  const claimDue = (options: TimeoutStore.ClaimOptions) => {
+    if (options.machines.length === 0 || options.limit <= 0) return Effect.succeed([])
+    // Several nodes claim at once: on PostgreSQL rows another claim holds are
+    // skipped; on SQLite the single statement runs under the write lock.
+    return sql<TimerRow>`UPDATE ${T} SET claimed_by = ${options.nodeId}, claimed_until = ${options.claimUntil} WHERE (machine, instance_id, name) IN (SELECT machine, instance_id, name FROM ${T} WHERE machine IN ${
+      sql.in(options.machines)
+    } AND due_at <= ${options.now} AND (claimed_until IS NULL OR claimed_until < ${options.now}) ORDER BY due_at LIMIT ${
+      Math.floor(options.limit)
+    } ${dialect.skipLocked}) RETURNING ${timerColumns}`.pipe(
+      mapSqlError("claimDue"),
+      Effect.flatMap((rows) => decodeRows("claimDue", rows, decodeTimer)),
+      Effect.map((timers) => timers.sort(byDueAt)),
+      Effect.withSpan("SqlTimeoutStore.claimDue", { attributes: { limit: options.limit, node: options.nodeId } })
+    )
+  }
+
+  const complete = (timer: TimeoutStore.TimerKey) =>
+    sql`DELETE FROM ${T} WHERE ${keyOf(timer)} AND generation = ${timer.generation}`.pipe(
+      Effect.asVoid,
+      mapSqlError("complete")
+    )
+
+  const retryLater = (timer: TimeoutStore.TimerKey, options: { readonly dueAt: number; readonly error: string }) =>
+    sql`UPDATE ${T} SET due_at = ${options.dueAt}, attempts = attempts + 1, last_error = ${options.error}, claimed_by = NULL, claimed_until = NULL WHERE ${
+      keyOf(timer)
+    } AND generation = ${timer.generation}`.pipe(Effect.asVoid, mapSqlError("retryLater"))
+
+  const deadLetter = (timer: TimeoutStore.TimerKey, options: { readonly error: string; readonly now: number }) =>
+    dialect.writeTransaction(
+      sql`INSERT INTO ${D} (machine, instance_id, name, generation, state_tag, due_at, payload, attempts, last_error, failed_at) SELECT machine, instance_id, name, generation, state_tag, due_at, payload, attempts + 1, ${options.error}, CAST(${options.now} AS BIGINT) FROM ${T} WHERE ${
+        keyOf(timer)
+      } AND generation = ${timer.generation} ON CONFLICT (machine, instance_id, name) DO UPDATE SET generation = excluded.generation, state_tag = excluded.state_tag, due_at = excluded.due_at, payload = excluded.payload, attempts = excluded.attempts, last_error = excluded.last_error, failed_at = excluded.failed_at`
+        .pipe(Effect.zipRight(sql`DELETE FROM ${T} WHERE ${keyOf(timer)} AND generation = ${timer.generation}`))
+    ).pipe(Effect.asVoid, mapSqlError("deadLetter"))
+
+  const nextDueAt = (machines: ReadonlyArray<string>) =>
+    machines.length === 0 ? Effect.succeed(Option.none<number>()) : sql<{ readonly due_at: unknown }>`SELECT MIN(due_at) AS due_at FROM ${T} WHERE machine IN ${
+      sql.in(machines)
+    }`.pipe(
+      Effect.map((rows) => {
+        const dueAt = rows[0]?.due_at
+        return dueAt === null || dueAt === undefined ? Option.none<number>() : Option.some(toNumber(dueAt))
+      }),
+      mapSqlError("nextDueAt")
+    )
+
+  const pending = (machine: string, instanceId: string) =>
+    sql<TimerRow>`SELECT ${timerColumns} FROM ${T} WHERE machine = ${machine} AND instance_id = ${instanceId} ORDER BY due_at, name`.pipe(
+      mapSqlError("pending"),
+      Effect.flatMap((rows) => decodeRows("pending", rows, decodeTimer))
+    )
+
+  const deadLetters = (machine: string) =>
+    sql<DeadLetterRow>`SELECT ${timerColumns}, failed_at FROM ${D} WHERE machine = ${machine} ORDER BY failed_at, instance_id, name`.pipe(
+      mapSqlError("deadLetters"),
+      Effect.flatMap((rows) =>
+        decodeRows("deadLetters", rows, (row): TimeoutStore.DeadLetter => ({
+          ...decodeTimer(row),
+          failedAt: toNumber(row.failed_at)
+        }))
+      )
+    )
+
+  const redrive = (timer: Omit<TimeoutStore.TimerKey, "generation">, now: number) =>
+    dialect.writeTransaction(Effect.gen(function*() {
+      const moved = yield* sql`INSERT INTO ${T} (machine, instance_id, name, generation, state_tag, due_at, payload, attempts, last_error) SELECT machine, instance_id, name, generation, state_tag, CAST(${now} AS BIGINT), payload, 0, last_error FROM ${D} WHERE ${
+        keyOf(timer)
+      } ON CONFLICT (machine, instance_id, name) DO NOTHING RETURNING name`
+      if (moved.length === 0) return false
+      yield* sql`DELETE FROM ${D} WHERE ${keyOf(timer)}`
+      return true
+    })).pipe(mapSqlError("redrive"))
+
+  return { claimDue, complete, retryLater, deadLetter, nextDueAt, pending, deadLetters, redrive }
+}
