@@ -371,7 +371,7 @@ export const makeMemory = (): { readonly backend: Backend; readonly timeouts: Ti
     claimDue: (options) =>
       Effect.sync(() => {
         const due = [...allTimers(options.machines)]
-          .filter((t) => t.dueAt <= options.now && (t.claimedUntil === null || t.claimedUntil < options.now))
+          .filter((t) => t.dueAt <= options.now && (t.claimedUntil === null || t.claimedUntil <= options.now))
           .sort((a, b) => a.dueAt - b.dueAt)
           .slice(0, Math.max(0, options.limit))
         for (const timer of due) putTimer({ ...timer, claimedUntil: options.claimUntil })
@@ -412,7 +412,10 @@ export const makeMemory = (): { readonly backend: Backend; readonly timeouts: Ti
     nextDueAt: (machines) =>
       Effect.sync(() => {
         let next: number | undefined
-        for (const timer of allTimers(machines)) if (next === undefined || timer.dueAt < next) next = timer.dueAt
+        for (const timer of allTimers(machines)) {
+          const claimableAt = Math.max(timer.dueAt, timer.claimedUntil ?? 0)
+          if (next === undefined || claimableAt < next) next = claimableAt
+        }
         return Option.fromNullable(next)
       }),
     pending: (machine, instanceId) =>

@@ -680,11 +680,16 @@ export const deadlines = <S extends Tagged, E extends Tagged, R>(
 ): ReadonlyArray<Deadline<E>> => {
   const timeouts = machine.timeouts.get(state._tag)
   if (timeouts === undefined || timeouts.length === 0) return []
-  return timeouts.map((timeout) => {
+  const armed: Array<Deadline<E>> = []
+  for (const timeout of timeouts) {
     const after = typeof timeout.after === "function"
       ? (timeout.after as (s: S) => Duration.DurationInput)(state)
       : timeout.after
-    const millis = Option.getOrElse(Option.map(Duration.decodeUnknown(after), Duration.toMillis), () => 0)
-    return { name: timeout.name, dueAt: enteredAt + Math.max(0, millis), event: timeout.event as E }
-  })
+    const millis = Option.getOrElse(Option.map(Duration.decodeUnknown(after), Duration.toMillis), () => Infinity)
+    // An infinite (or undecodable) duration never fires; deadlines are whole milliseconds.
+    if (Number.isFinite(millis)) {
+      armed.push({ name: timeout.name, dueAt: enteredAt + Math.max(0, Math.ceil(millis)), event: timeout.event as E })
+    }
+  }
+  return armed
 }

@@ -91,7 +91,7 @@ export interface TimerChanges {
 export interface ClaimOptions {
   /** Only timers of these machines. */
   readonly machines: ReadonlyArray<string>
-  /** Epoch ms: timers with `dueAt <= now` whose claim (if any) expired before `now`. */
+  /** Epoch ms: timers with `dueAt <= now` whose claim, if any, ended at or before `now`. */
   readonly now: number
   readonly limit: number
   readonly nodeId: string
@@ -123,7 +123,10 @@ export class TimeoutStore extends Context.Tag("effect-fsm/TimeoutStore")<Timeout
     timer: TimerKey,
     options: { readonly error: string; readonly now: number }
   ) => Effect.Effect<void, PersistenceError>
-  /** The nearest deadline of the machines' timers, claimed or not. */
+  /**
+   * The earliest time at which `claimDue` could return one of the machines'
+   * timers: its deadline, or the end of its claim if that is later.
+   */
   readonly nextDueAt: (machines: ReadonlyArray<string>) => Effect.Effect<Option.Option<number>, PersistenceError>
   /** The timers an instance has now. */
   readonly pending: (machine: string, instanceId: string) => Effect.Effect<ReadonlyArray<TimerRecord>, PersistenceError>

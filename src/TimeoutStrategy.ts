@@ -313,9 +313,10 @@ const startSweeper = (
       Effect.flatMap(target.deliver(timer), (result): Effect.Effect<void, unknown> => {
         switch (result._tag) {
           case "Fired":
-          case "Stale":
             return logResult(timer, result)
+          case "Stale":
           case "Rejected":
+            // The row (if it is still this generation's) is done for good.
             return Effect.zipRight(store.complete(timer), logResult(timer, result))
           case "Failed": {
             const attempts = timer.attempts + 1
@@ -341,7 +342,11 @@ const startSweeper = (
         }
       })
 
-    /** One poll: claim a batch, deliver it, and say how long to wait before the next one. */
+    /**
+     * One poll: claim a batch, deliver it, and say how long to wait before
+     * the next one. A known deadline is waited for exactly; only the idle
+     * interval is jittered, to spread the polls of many nodes.
+     */
     const poll = Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis
       const claimed = yield* store.claimDue({
@@ -369,7 +374,13 @@ const startSweeper = (
       const next = yield* store.nextDueAt(target.machines)
       const after = yield* Clock.currentTimeMillis
       const untilNext = Option.match(next, { onNone: () => Infinity, onSome: (dueAt) => Math.max(0, dueAt - after) })
-      return Math.min(idleMillis, untilNext)
+      // Nothing was claimable just now, so never poll again without waiting.
+      if (untilNext <= idleMillis) return claimed.length === 0 ? Math.max(1, untilNext) : untilNext
+      // Whole milliseconds: deadlines are whole milliseconds, and a fraction
+      // left over would wake the sweeper just before one.
+      const spread = Math.floor(jitter * idleMillis)
+      const jittered = idleMillis + (spread > 0 ? yield* Random.nextIntBetween(0, spread + 1) : 0)
+      return Math.min(jittered, untilNext)
     })
 
     const loop = Effect.gen(function*() {
@@ -377,10 +388,9 @@ const startSweeper = (
         Effect.catchAllCause((cause) => Effect.as(Effect.logError("sweeper poll failed", cause), pollMillis))
       )
       if (waitMillis <= 0) return
-      const extra = jitter > 0 ? yield* Random.nextRange(0, jitter * Math.min(waitMillis, pollMillis)) : 0
-      const now = yield* Clock.currentTimeMillis
-      plannedWake = now + waitMillis + extra
-      yield* Effect.raceFirst(Effect.sleep(waitMillis + extra), Queue.take(wake))
+      const wait = Math.ceil(waitMillis)
+      plannedWake = (yield* Clock.currentTimeMillis) + wait
+      yield* Effect.raceFirst(Effect.sleep(wait), Queue.take(wake))
       plannedWake = Number.POSITIVE_INFINITY
     }).pipe(Effect.forever)
 
