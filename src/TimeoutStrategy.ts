@@ -308,6 +308,7 @@ const startSweeper = (
     const wake = yield* Queue.sliding<void>(1)
     let plannedWake = Number.POSITIVE_INFINITY
     let idleMillis = pollMillis
+    let eagerPolls = 0
 
     const settle = (timer: TimeoutStore.TimerRecord) =>
       Effect.flatMap(target.deliver(timer), (result): Effect.Effect<void, unknown> => {
@@ -368,14 +369,20 @@ const startSweeper = (
       )
       if (claimed.length >= batchSize) {
         idleMillis = pollMillis
+        eagerPolls = 0
         return 0
       }
       idleMillis = claimed.length > 0 ? pollMillis : Math.min(maxIdleMillis, idleMillis * 2)
       const next = yield* store.nextDueAt(target.machines)
       const after = yield* Clock.currentTimeMillis
       const untilNext = Option.match(next, { onNone: () => Infinity, onSome: (dueAt) => Math.max(0, dueAt - after) })
-      // Nothing was claimable just now, so never poll again without waiting.
-      if (untilNext <= idleMillis) return claimed.length === 0 ? Math.max(1, untilNext) : untilNext
+      if (untilNext <= 0) {
+        // Due already (it fell due while this poll ran): poll again at once,
+        // but never spin if the store keeps saying so without handing it out.
+        return ++eagerPolls <= 3 ? 0 : 1
+      }
+      eagerPolls = 0
+      if (untilNext <= idleMillis) return untilNext
       // Whole milliseconds: deadlines are whole milliseconds, and a fraction
       // left over would wake the sweeper just before one.
       const spread = Math.floor(jitter * idleMillis)
