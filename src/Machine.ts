@@ -301,12 +301,12 @@ export type Any = Machine<any, any, any>
 /**
  * @since 0.1.0
  */
-export type StateOf<M> = M extends Machine<infer S, infer _E, infer _R> ? S : never
+export type StateOf<M> = M extends Machine<infer S extends Tagged, infer _E, infer _R> ? S : never
 
 /**
  * @since 0.1.0
  */
-export type EventOf<M> = M extends Machine<infer _S, infer E, infer _R> ? E : never
+export type EventOf<M> = M extends Machine<infer _S, infer E extends Tagged, infer _R> ? E : never
 
 /**
  * @since 0.1.0
