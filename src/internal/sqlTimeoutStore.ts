@@ -62,7 +62,7 @@ export const makeTimeoutStore = (
     // skipped; on SQLite the single statement runs under the write lock.
     return sql<TimerRow>`UPDATE ${T} SET claimed_by = ${options.nodeId}, claimed_until = ${options.claimUntil} WHERE (machine, instance_id, name) IN (SELECT machine, instance_id, name FROM ${T} WHERE machine IN ${
       sql.in(options.machines)
-    } AND due_at <= ${options.now} AND (claimed_until IS NULL OR claimed_until < ${options.now}) ORDER BY due_at LIMIT ${
+    } AND due_at <= ${options.now} AND (claimed_until IS NULL OR claimed_until <= ${options.now}) ORDER BY due_at LIMIT ${
       Math.floor(options.limit)
     } ${dialect.skipLocked}) RETURNING ${timerColumns}`.pipe(
       mapSqlError("claimDue"),
@@ -91,8 +91,10 @@ export const makeTimeoutStore = (
         .pipe(Effect.zipRight(sql`DELETE FROM ${T} WHERE ${keyOf(timer)} AND generation = ${timer.generation}`))
     ).pipe(Effect.asVoid, mapSqlError("deadLetter"))
 
+  // When claimDue could next return something: a timer's deadline, or the
+  // end of its claim when that is later.
   const nextDueAt = (machines: ReadonlyArray<string>) =>
-    machines.length === 0 ? Effect.succeed(Option.none<number>()) : sql<{ readonly due_at: unknown }>`SELECT MIN(due_at) AS due_at FROM ${T} WHERE machine IN ${
+    machines.length === 0 ? Effect.succeed(Option.none<number>()) : sql<{ readonly due_at: unknown }>`SELECT MIN(CASE WHEN claimed_until > due_at THEN claimed_until ELSE due_at END) AS due_at FROM ${T} WHERE machine IN ${
       sql.in(machines)
     }`.pipe(
       Effect.map((rows) => {

@@ -1,0 +1,487 @@
+/**
+ * What only the SQL stores have: transactions and their failure modes,
+ * migrations, table prefixes, SQLite's file locking and PostgreSQL's
+ * configuration. Each test gets its own SQLite file or PostgreSQL schema.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import * as SqlClient from "@effect/sql/SqlClient"
+import {
+  Chunk,
+  Config,
+  ConfigProvider,
+  Context,
+  Deferred,
+  Effect,
+  Either,
+  Exit,
+  Fiber,
+  Layer,
+  Option,
+  Redacted,
+  type Scope,
+  Stream
+} from "effect"
+import { EventStore, SqlEventStore, TimeoutStore } from "effect-fsm"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { postgres, sqlite, tempDirectory } from "./utils/backends.js"
+import * as Pg from "./utils/pg.js"
+
+/** A database the tests can open several clients on. */
+interface Database {
+  readonly client: () => Layer.Layer<SqlClient.SqlClient, unknown>
+  /** A bare `SqlEventStore.layer*` on this database (the backend's own convenience layer). */
+  readonly convenience: (options: SqlEventStore.Options) => Layer.Layer<EventStore.EventStore | TimeoutStore.TimeoutStore, unknown>
+}
+
+interface Target {
+  readonly name: "sqlite" | "postgres"
+  readonly skip?: string | undefined
+  readonly fresh: Effect.Effect<Database, unknown, Scope.Scope>
+}
+
+const sqliteTarget: Target = {
+  name: "sqlite",
+  skip: sqlite.skip,
+  fresh: Effect.map(tempDirectory, (directory) => {
+    const filename = path.join(directory, "store.db")
+    return {
+      client: () => SqlEventStore.layerSqliteClient({ filename }),
+      convenience: (options) => SqlEventStore.layerSqlite({ filename, ...options })
+    }
+  })
+}
+
+const pgTarget: Target = {
+  name: "postgres",
+  skip: postgres.skip,
+  fresh: Effect.map(Pg.freshSchema, (schema) => ({
+    client: () => Pg.layerClient(schema),
+    convenience: (options) => SqlEventStore.layerPg({ ...Pg.clientConfig(schema), ...options })
+  }))
+}
+
+const machine = "order"
+
+const event = (tag: string, payload: unknown = { _tag: tag }): EventStore.NewEvent => ({
+  tag,
+  payload,
+  stateTag: "Pending",
+  schemaVersion: 1,
+  metadata: { timestamp: 1_700_000_000_000, source: "user", correlationId: null, node: "node-a" }
+})
+
+const commit = (
+  instanceId: string,
+  expectedSeqNr: number,
+  events: ReadonlyArray<EventStore.NewEvent>,
+  extra: Partial<Pick<EventStore.Commit, "snapshot" | "timers">> = {}
+): EventStore.Commit => ({ machine, instanceId, expectedSeqNr, events, ...extra })
+
+const snapshot = (instanceId: string, seqNr: number): EventStore.SnapshotRecord => ({
+  machine,
+  instanceId,
+  seqNr,
+  state: { at: seqNr },
+  stopped: false,
+  schemaVersion: 1,
+  timestamp: 1_700_000_000_000
+})
+
+/** The commit most tests write: two events, a snapshot and a timer. */
+const fullCommit = (instanceId: string) =>
+  commit(instanceId, 0, [event("@created"), event("Pay")], {
+    snapshot: snapshot(instanceId, 2),
+    timers: {
+      cancelAll: false,
+      schedule: [{ name: "payment", stateTag: "Pending", generation: 1, dueAt: 300_000, payload: { _tag: "T" } }]
+    }
+  })
+
+/** A store (event store, timer store and the client under them) on `client`. */
+const storeOn = (client: Layer.Layer<SqlClient.SqlClient, unknown>, options: SqlEventStore.Options = {}) =>
+  Effect.map(Layer.build(SqlEventStore.layer(options).pipe(Layer.provideMerge(client))), (context) => ({
+    store: Context.get(context, EventStore.EventStore),
+    timers: Context.get(context, TimeoutStore.TimeoutStore),
+    sql: Context.get(context, SqlClient.SqlClient)
+  }))
+
+/** Asserts that nothing of `instanceId` is stored. */
+const expectNothingStored = (
+  store: EventStore.EventStore["Type"],
+  timers: TimeoutStore.TimeoutStore["Type"],
+  instanceId: string
+) =>
+  Effect.gen(function*() {
+    expect(yield* store.highestSequenceNr(machine, instanceId)).toBe(0)
+    expect(Chunk.toArray(yield* Stream.runCollect(store.events(machine, instanceId, 1)))).toEqual([])
+    expect(yield* store.loadSnapshot(machine, instanceId)).toEqual(Option.none())
+    expect(yield* timers.pending(machine, instanceId)).toEqual([])
+    expect(Chunk.toArray(yield* Stream.runCollect(store.instances(machine)))).not.toContain(instanceId)
+  })
+
+const tablesIn = (sql: SqlClient.SqlClient) =>
+  Effect.map(
+    sql.onDialectOrElse({
+      pg: () =>
+        sql<{ readonly name: string }>`SELECT table_name AS name FROM information_schema.tables WHERE table_schema = current_schema()`,
+      orElse: () =>
+        sql<{ readonly name: string }>`SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'`
+    }),
+    (rows) => rows.map((row) => row.name).sort()
+  )
+
+const sqlSuite = (target: Target) =>
+  describe.skipIf(target.skip !== undefined)(`SqlEventStore on ${target.name}`, () => {
+    it.scoped("a failing statement after the events insert rolls the whole commit back", () =>
+      Effect.gen(function*() {
+        const db = yield* target.fresh
+        const { sql, store, timers } = yield* storeOn(db.client())
+        // The snapshot write fails, after the events are in (SQLite checks
+        // that they are; a PostgreSQL commit is one statement).
+        yield* sql.onDialectOrElse({
+          pg: () =>
+            sql`CREATE FUNCTION fsm_test_boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'boom (test)'; END $$`
+              .pipe(
+                Effect.zipRight(
+                  sql`CREATE TRIGGER boom BEFORE INSERT ON fsm_snapshots FOR EACH ROW EXECUTE FUNCTION fsm_test_boom()`
+                )
+              ),
+          orElse: () =>
+            sql`CREATE TRIGGER boom BEFORE INSERT ON fsm_snapshots WHEN EXISTS (SELECT 1 FROM fsm_events WHERE instance_id = NEW.instance_id) BEGIN SELECT RAISE(ABORT, 'boom (test)'); END`
+        })
+        const failed = yield* Effect.flip(store.append(fullCommit("o1")))
+        expect(failed).toMatchObject({ _tag: "PersistenceError", operation: "append" })
+        expect(failed.message).toContain("boom (test)")
+        yield* expectNothingStored(store, timers, "o1")
+
+        // The same for a failing timer write.
+        yield* sql`DROP TRIGGER boom${sql.onDialectOrElse({ pg: () => sql.literal(" ON fsm_snapshots"), orElse: () => sql.literal("") })}`
+        yield* sql.onDialectOrElse({
+          pg: () => sql`CREATE TRIGGER boom BEFORE INSERT ON fsm_timers FOR EACH ROW EXECUTE FUNCTION fsm_test_boom()`,
+          orElse: () =>
+            sql`CREATE TRIGGER boom BEFORE INSERT ON fsm_timers WHEN EXISTS (SELECT 1 FROM fsm_events WHERE instance_id = NEW.instance_id) BEGIN SELECT RAISE(ABORT, 'boom (test)'); END`
+        })
+        expect(yield* Effect.flip(store.append(fullCommit("o1")))).toMatchObject({ _tag: "PersistenceError" })
+        yield* expectNothingStored(store, timers, "o1")
+
+        // Without the failure the same commit goes through.
+        yield* sql`DROP TRIGGER boom${sql.onDialectOrElse({ pg: () => sql.literal(" ON fsm_timers"), orElse: () => sql.literal("") })}`
+        yield* store.append(fullCommit("o1"))
+        expect(yield* store.highestSequenceNr(machine, "o1")).toBe(2)
+        expect((yield* timers.pending(machine, "o1")).map((t) => t.name)).toEqual(["payment"])
+      }))
+
+    it.scoped("interrupting the fiber inside a transaction that holds a commit leaves nothing", () =>
+      Effect.gen(function*() {
+        const db = yield* target.fresh
+        const { sql, store, timers } = yield* storeOn(db.client())
+        const committed = yield* Deferred.make<void>()
+        const fiber = yield* sql.withTransaction(
+          store.append(fullCommit("o1")).pipe(
+            Effect.zipRight(Deferred.succeed(committed, undefined)),
+            Effect.zipRight(Effect.never)
+          )
+        ).pipe(Effect.fork)
+        yield* Deferred.await(committed)
+        expect(Exit.isInterrupted(yield* Fiber.interrupt(fiber))).toBe(true)
+        yield* expectNothingStored(store, timers, "o1")
+      }))
+
+    it.scoped("inside a caller's transaction a conflict is a SequenceConflict and the transaction goes on", () =>
+      Effect.gen(function*() {
+        const db = yield* target.fresh
+        const { sql, store } = yield* storeOn(db.client())
+        yield* sql.withTransaction(Effect.gen(function*() {
+          yield* store.append(commit("o1", 0, [event("@created")]))
+          const conflict = yield* Effect.flip(store.append(commit("o1", 0, [event("@created")])))
+          expect(conflict).toMatchObject({ _tag: "SequenceConflict", expected: 0, actual: 1 })
+          yield* store.append(commit("o1", 1, [event("Pay")]))
+        }))
+        expect(yield* store.highestSequenceNr(machine, "o1")).toBe(2)
+      }))
+
+    it.scoped("migrations are idempotent: a second run does nothing and keeps the data", () =>
+      Effect.gen(function*() {
+        const db = yield* target.fresh
+        const client = Context.get(yield* Layer.build(db.client()), SqlClient.SqlClient)
+        const migrate = (options?: { readonly tablePrefix?: string }) =>
+          Effect.provideService(SqlEventStore.migrate(options), SqlClient.SqlClient, client)
+        expect(yield* migrate()).toEqual([[1, "create_tables"]])
+        expect(yield* migrate()).toEqual([])
+
+        const first = yield* storeOn(db.client())
+        yield* first.store.append(fullCommit("o1"))
+        const second = yield* storeOn(db.client())
+        expect(yield* second.store.highestSequenceNr(machine, "o1")).toBe(2)
+        expect(yield* migrate()).toEqual([])
+        const recorded = yield* client<{ readonly migration_id: unknown; readonly name: string }>`SELECT migration_id, name FROM fsm_migrations`
+        expect(recorded.map((row) => [Number(row.migration_id), row.name])).toEqual([[1, "create_tables"]])
+
+        // migrate: false leaves a database alone.
+        const untouched = yield* storeOn(db.client(), { tablePrefix: "untouched_", migrate: false })
+        expect((yield* tablesIn(untouched.sql)).filter((name) => name.startsWith("untouched_"))).toEqual([])
+        expect(yield* Effect.flip(untouched.store.highestSequenceNr(machine, "o1"))).toMatchObject({
+          _tag: "PersistenceError",
+          operation: "highestSequenceNr"
+        })
+      }))
+
+    it.scoped("three nodes starting at once on one database migrate it once, and all work", () =>
+      Effect.gen(function*() {
+        const db = yield* target.fresh
+        const nodes = yield* Effect.all([storeOn(db.client()), storeOn(db.client()), storeOn(db.client())], {
+          concurrency: "unbounded"
+        })
+        const recorded = yield* nodes[0].sql<{ readonly name: string }>`SELECT name FROM fsm_migrations`
+        expect(recorded.map((row) => row.name)).toEqual(["create_tables"])
+        yield* Effect.forEach(nodes, (node, i) => node.store.append(commit(`from-${i}`, 0, [event("@created")])), {
+          concurrency: "unbounded"
+        })
+        for (const node of nodes) {
+          expect(Chunk.toArray(yield* Stream.runCollect(node.store.instances(machine))).sort()).toEqual([
+            "from-0",
+            "from-1",
+            "from-2"
+          ])
+        }
+      }))
+
+    it.scoped("an invalid table prefix fails with InvalidTablePrefix and creates nothing", () =>
+      Effect.gen(function*() {
+        const db = yield* target.fresh
+        const client = Context.get(yield* Layer.build(db.client()), SqlClient.SqlClient)
+        const bad = [
+          "",
+          "Orders_",
+          "orders-",
+          "1orders",
+          "fsm_events; DROP TABLE x; --",
+          "x\"y",
+          "ü_",
+          "a".repeat(32)
+        ]
+        for (const prefix of bad) {
+          const errors = [
+            yield* Effect.flip(Layer.build(SqlEventStore.layer({ tablePrefix: prefix }).pipe(Layer.provide(db.client())))),
+            yield* Effect.flip(Layer.build(db.convenience({ tablePrefix: prefix }))),
+            yield* Effect.flip(Effect.provideService(SqlEventStore.make({ tablePrefix: prefix }), SqlClient.SqlClient, client)),
+            yield* Effect.flip(Effect.provideService(SqlEventStore.migrate({ tablePrefix: prefix }), SqlClient.SqlClient, client)),
+            yield* Effect.flip(SqlEventStore.tableNames(prefix))
+          ]
+          for (const error of errors) expect(error).toMatchObject({ _tag: "InvalidTablePrefix", prefix })
+        }
+        expect(yield* tablesIn(client)).toEqual([])
+        for (const prefix of ["_", "a", "x_1", "a".repeat(31)]) {
+          expect((yield* SqlEventStore.tableNames(prefix)).events).toBe(`${prefix}events`)
+        }
+      }))
+
+    it.scoped("the table prefix names every table, and stores with different prefixes do not see each other", () =>
+      Effect.gen(function*() {
+        const db = yield* target.fresh
+        const orders = yield* Layer.build(db.convenience({ tablePrefix: "orders_" }))
+        const billing = yield* storeOn(db.client(), { tablePrefix: "billing_" })
+        expect(yield* tablesIn(billing.sql)).toEqual([
+          "billing_dead_letters",
+          "billing_events",
+          "billing_migrations",
+          "billing_snapshots",
+          "billing_timers",
+          "orders_dead_letters",
+          "orders_events",
+          "orders_migrations",
+          "orders_snapshots",
+          "orders_timers"
+        ])
+        expect(yield* SqlEventStore.tableNames("orders_")).toEqual({
+          events: "orders_events",
+          snapshots: "orders_snapshots",
+          timers: "orders_timers",
+          deadLetters: "orders_dead_letters",
+          migrations: "orders_migrations"
+        })
+        yield* Context.get(orders, EventStore.EventStore).append(fullCommit("o1"))
+        const rows = yield* billing.sql<{ readonly n: unknown }>`SELECT COUNT(*) AS n FROM orders_events WHERE instance_id = ${"o1"}`
+        expect(Number(rows[0]!.n)).toBe(2)
+        yield* expectNothingStored(billing.store, billing.timers, "o1")
+      }))
+
+    it.scoped("driver failures and unreadable rows are PersistenceErrors naming the operation", () =>
+      Effect.gen(function*() {
+        const db = yield* target.fresh
+        const { sql, store, timers } = yield* storeOn(db.client())
+        yield* store.append(commit("o1", 0, [event("@created")]))
+        // A row the store did not write, with a payload that is not JSON (only SQLite lets it in).
+        if (target.name === "sqlite") {
+          yield* sql`UPDATE fsm_events SET payload = ${"{not json"} WHERE instance_id = ${"o1"}`
+          expect(yield* Effect.flip(Stream.runCollect(store.events(machine, "o1", 1)))).toMatchObject({
+            _tag: "PersistenceError",
+            operation: "events"
+          })
+        }
+        yield* sql`DROP TABLE fsm_events`
+        yield* sql`DROP TABLE fsm_timers`
+        const failures = [
+          yield* Effect.flip(store.append(commit("o2", 0, [event("@created")]))),
+          yield* Effect.flip(store.highestSequenceNr(machine, "o1")),
+          yield* Effect.flip(Stream.runCollect(store.events(machine, "o1", 1))),
+          yield* Effect.flip(Stream.runCollect(store.instances(machine))),
+          yield* Effect.flip(timers.claimDue({ machines: [machine], now: 1, limit: 1, nodeId: "n", claimUntil: 2 }))
+        ]
+        expect(failures.map((failure) => failure._tag === "PersistenceError" && failure.operation)).toEqual([
+          "append",
+          "highestSequenceNr",
+          "events",
+          "instances",
+          "claimDue"
+        ])
+        for (const failure of failures) {
+          expect(failure._tag).toBe("PersistenceError")
+          expect(failure.message).toMatch(/fsm_events|fsm_timers/)
+        }
+      }))
+  })
+
+sqlSuite(sqliteTarget)
+sqlSuite(pgTarget)
+
+describe("SqlEventStore on sqlite: one file, several connections", () => {
+  it.scoped("layerSqliteClient creates the file and tunes the connection (WAL, synchronous NORMAL, busy timeout)", () =>
+    Effect.gen(function*() {
+      const directory = yield* tempDirectory
+      const filename = path.join(directory, "new.db")
+      expect(fs.existsSync(filename)).toBe(false)
+      const sql = Context.get(
+        yield* Layer.build(SqlEventStore.layerSqliteClient({ filename, busyTimeout: "1234 millis" })),
+        SqlClient.SqlClient
+      )
+      expect(fs.existsSync(filename)).toBe(true)
+      expect(yield* sql`PRAGMA journal_mode`).toEqual([{ journal_mode: "wal" }])
+      expect(yield* sql`PRAGMA synchronous`).toEqual([{ synchronous: 1 }])
+      expect(yield* sql`PRAGMA busy_timeout`).toEqual([{ timeout: 1234 }])
+
+      const missing = path.join(directory, "no-such-directory", "x.db")
+      const failed = yield* Effect.flip(Layer.build(SqlEventStore.layerSqlite({ filename: missing })))
+      expect(failed).toMatchObject({ _tag: "PersistenceError" })
+      expect(failed.message).toContain(missing)
+    }))
+
+  it.scoped("two layers on one file writing one instance at once get SequenceConflicts, never SQLITE_BUSY", () =>
+    Effect.gen(function*() {
+      const directory = yield* tempDirectory
+      const filename = path.join(directory, "shared.db")
+      // A short busy timeout, so a lock held across a fiber switch would show
+      // up as SQLITE_BUSY at once instead of as a slow test.
+      const open = Effect.map(
+        Layer.build(SqlEventStore.layerSqlite({ filename, busyTimeout: "20 millis" })),
+        (context) => Context.get(context, EventStore.EventStore)
+      )
+      const [a, b] = yield* Effect.all([open, open], { concurrency: "unbounded" })
+      const rounds = 15
+      const results = yield* Effect.forEach(Array.from({ length: rounds }, (_, round) => round), (round) =>
+        Effect.all(
+          Array.from({ length: 20 }, (_, i) =>
+            Effect.either((i % 2 === 0 ? a : b).append(commit("shared", round, [event(`r${round}-w${i}`)])))),
+          { concurrency: "unbounded" }
+        ))
+        // Fibers switch as often as possible, to give a lock every chance to be held across a switch.
+        .pipe(Effect.withMaxOpsBeforeYield(32))
+      for (const [round, outcomes] of results.entries()) {
+        expect(outcomes.filter(Either.isRight)).toHaveLength(1)
+        for (const outcome of outcomes) {
+          if (Either.isLeft(outcome)) {
+            expect(outcome.left).toMatchObject({ _tag: "SequenceConflict", expected: round, actual: round + 1 })
+          }
+        }
+      }
+      // Writers of different instances on the two connections all succeed.
+      yield* Effect.forEach(Array.from({ length: 40 }, (_, i) => i), (i) =>
+        (i % 2 === 0 ? a : b).append(commit(`own-${i}`, 0, [event("@created")])), { concurrency: "unbounded" })
+        .pipe(Effect.withMaxOpsBeforeYield(32))
+      for (const store of [a, b]) {
+        const log = Chunk.toArray(yield* Stream.runCollect(store.events(machine, "shared", 1)))
+        expect(log.map((r) => r.seqNr)).toEqual(Array.from({ length: rounds }, (_, i) => i + 1))
+        expect(Chunk.size(yield* Stream.runCollect(store.instances(machine)))).toBe(41)
+      }
+    }))
+})
+
+describe.skipIf(pgTarget.skip !== undefined)("SqlEventStore on postgres: statements and configuration", () => {
+  it.scoped("interrupting a commit blocked in the middle of its statement leaves nothing", () =>
+    Effect.gen(function*() {
+      const db = yield* pgTarget.fresh
+      const { sql, store, timers } = yield* storeOn(db.client())
+      const key = 1 + Math.floor(Math.random() * 2_000_000_000)
+      // The snapshot write waits for an advisory lock the test holds: the
+      // commit's statement is then running, its events already handled.
+      yield* sql.unsafe(
+        `CREATE FUNCTION fsm_test_wait() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_advisory_xact_lock(${key}); RETURN NEW; END $$`
+      )
+      yield* sql`CREATE TRIGGER wait BEFORE INSERT ON fsm_snapshots FOR EACH ROW EXECUTE FUNCTION fsm_test_wait()`
+      const holder = yield* sql.reserve
+      yield* holder.executeUnprepared(`SELECT pg_advisory_lock(${key})`, [], undefined)
+
+      const fiber = yield* Effect.fork(store.append(fullCommit("o1")))
+      const waiting = sql<{ readonly n: unknown }>`SELECT COUNT(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND classid = 0 AND objid = ${key}`
+      let blocked = false
+      for (let tries = 0; tries < 10_000 && !blocked; tries++) {
+        blocked = Number((yield* waiting)[0]!.n) === 1
+      }
+      expect(blocked).toBe(true)
+      expect(Exit.isInterrupted(yield* Fiber.interrupt(fiber))).toBe(true)
+      yield* holder.executeUnprepared(`SELECT pg_advisory_unlock(${key})`, [], undefined)
+
+      yield* expectNothingStored(store, timers, "o1")
+      // The store still works, and the same commit can now go through.
+      yield* sql`DROP TRIGGER wait ON fsm_snapshots`
+      yield* store.append(fullCommit("o1"))
+      expect(yield* store.highestSequenceNr(machine, "o1")).toBe(2)
+    }))
+
+  it.effect("pgConfigFromEnv reads DATABASE_URL, else the PG* variables", () =>
+    Effect.gen(function*() {
+      const read = (env: Record<string, string>) =>
+        Effect.withConfigProvider(SqlEventStore.pgConfigFromEnv, ConfigProvider.fromMap(new Map(Object.entries(env))))
+      const fromUrl = yield* read({ DATABASE_URL: "postgres://u:p@db:6543/app", PGHOST: "ignored" })
+      expect(Object.keys(fromUrl)).toEqual(["url"])
+      expect(Redacted.value(fromUrl.url!)).toBe("postgres://u:p@db:6543/app")
+      const fromParts = yield* read({ PGHOST: "db", PGPORT: "6543", PGUSER: "u", PGPASSWORD: "p", PGDATABASE: "app" })
+      expect({ ...fromParts, password: fromParts.password && Redacted.value(fromParts.password) }).toEqual({
+        host: "db",
+        port: 6543,
+        username: "u",
+        password: "p",
+        database: "app"
+      })
+      expect(yield* read({ DATABASE_URL: "" })).toEqual({
+        host: undefined,
+        port: undefined,
+        username: undefined,
+        password: undefined,
+        database: undefined
+      })
+      expect(yield* Effect.flip(read({ PGPORT: "not-a-port" }))).toMatchObject({ _op: "InvalidData", path: ["PGPORT"] })
+    }))
+
+  it.scoped("layerPgConfig and layerConfig connect with what the config says", () =>
+    Effect.gen(function*() {
+      const schema = yield* Pg.freshSchema
+      const url = Redacted.value(Pg.clientConfig(schema).url!)
+      const provider = ConfigProvider.fromMap(new Map([["DATABASE_URL", url]]))
+      const fromEnv = yield* Layer.build(SqlEventStore.layerPgConfig({ tablePrefix: "env_" })).pipe(
+        Effect.withConfigProvider(provider)
+      )
+      yield* Context.get(fromEnv, EventStore.EventStore).append(fullCommit("o1"))
+      const fromConfig = yield* Layer.build(SqlEventStore.layerConfig({
+          url: Config.succeed(Redacted.make(url)),
+          tablePrefix: Config.succeed("env_")
+        }))
+      expect(yield* Context.get(fromConfig, EventStore.EventStore).highestSequenceNr(machine, "o1")).toBe(2)
+
+      const unreachable = yield* Effect.flip(
+        Layer.build(SqlEventStore.layerPg({ host: "127.0.0.1", port: 1, connectTimeout: "2 seconds" }))
+      )
+      expect(unreachable).toMatchObject({ _tag: "PersistenceError", operation: "connect" })
+    }))
+})
