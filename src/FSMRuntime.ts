@@ -885,7 +885,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
           if (loaded.stopped) return Effect.succeed({ _tag: "Rejected", reason: "instance stopped" })
           const deadline = loaded.deadlines.find((d) => d.name === delivery.name)
           if (loaded.generation !== delivery.generation || (deadline === undefined && delivery.payload === undefined)) {
-            return Effect.succeed({ _tag: "Stale" })
+            return Effect.succeed({ _tag: "Stale", raced: false })
           }
           let event: Machine.Tagged
           if (delivery.payload !== undefined) {
@@ -916,7 +916,9 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
         Effect.catchAll((error): Effect.Effect<TimeoutStrategy.DeliveryResult> => {
           switch (error._tag) {
             case "StaleTimer":
-              return Effect.succeed({ _tag: "Stale" })
+              // The instance was at this generation when we looked, so the
+              // row went to another node's delivery in the meantime.
+              return Effect.succeed({ _tag: "Stale", raced: true })
             case "InvalidTransition":
             case "GuardRejected":
             case "InstanceStopped":

@@ -52,7 +52,8 @@ export interface Delivery {
  * What happened to a delivery.
  *
  * - `Fired`: the timeout event was committed.
- * - `Stale`: the instance left (and maybe re-entered) the state; nothing written.
+ * - `Stale`: the instance left (and maybe re-entered) the state, or (`raced`)
+ *   another node delivered this timer first; nothing written.
  * - `Rejected`: the machine rejected the event (or the instance is gone or
  *   stopped); the timer is done, nothing written.
  * - `Failed`: a transient failure; the timer should be tried again.
@@ -61,7 +62,7 @@ export interface Delivery {
  */
 export type DeliveryResult =
   | { readonly _tag: "Fired"; readonly seqNr: number }
-  | { readonly _tag: "Stale" }
+  | { readonly _tag: "Stale"; readonly raced: boolean }
   | { readonly _tag: "Rejected"; readonly reason: string }
   | { readonly _tag: "Failed"; readonly error: string }
 
@@ -144,10 +145,15 @@ const logResult = (delivery: Delivery, result: DeliveryResult) => {
         Effect.flatMap(Clock.currentTimeMillis, (now) => Metric.update(Metrics.timeoutsLateness, Math.max(0, now - delivery.dueAt)))
       )
     case "Stale":
-      return Effect.zipRight(
-        Metric.increment(Metrics.timeoutsStaleSkipped),
-        Effect.logDebug(`${where}: stale (generation ${delivery.generation}), dropped`)
-      )
+      return result.raced
+        ? Effect.zipRight(
+          Metric.increment(Metrics.timeoutsClaimConflicts),
+          Effect.logDebug(`${where}: already delivered by another node`)
+        )
+        : Effect.zipRight(
+          Metric.increment(Metrics.timeoutsStaleSkipped),
+          Effect.logDebug(`${where}: stale (generation ${delivery.generation}), dropped`)
+        )
     case "Rejected":
       return Effect.zipRight(
         Metric.increment(Metrics.timeoutsRejected),
