@@ -180,17 +180,14 @@ export class EventStore extends Context.Tag("effect-fsm/EventStore")<EventStore,
 export const maxInstanceIdLength = 255
 
 /**
- * Checks an instance id: non-empty, at most 255 characters, no NUL. Quotes,
- * SQL fragments and any other Unicode are fine: backends bind ids as
- * parameters, never as SQL text.
+ * Why an instance id is invalid, or `undefined` when it is fine: non-empty,
+ * at most 255 characters, no NUL. Quotes, SQL fragments and any other
+ * Unicode are fine: backends bind ids as parameters, never as SQL text.
  *
  * @since 0.1.0
  */
-export const validateInstanceId = (
-  machine: string,
-  instanceId: string
-): Effect.Effect<void, InvalidInstanceId> => {
-  const reason = typeof instanceId !== "string"
+export const instanceIdProblem = (instanceId: string): string | undefined =>
+  typeof instanceId !== "string"
     ? "must be a string"
     : instanceId.length === 0
     ? "must not be empty"
@@ -199,6 +196,17 @@ export const validateInstanceId = (
     : instanceId.includes("\u0000")
     ? "must not contain NUL"
     : undefined
+
+/**
+ * `instanceIdProblem` as an Effect.
+ *
+ * @since 0.1.0
+ */
+export const validateInstanceId = (
+  machine: string,
+  instanceId: string
+): Effect.Effect<void, InvalidInstanceId> => {
+  const reason = instanceIdProblem(instanceId)
   return reason === undefined
     ? Effect.void
     : Effect.fail(new InvalidInstanceId({ machine, instanceId: String(instanceId), reason }))
@@ -206,24 +214,28 @@ export const validateInstanceId = (
 
 const invalidCommit = (reason: string) => Effect.fail(new PersistenceError({ operation: "append", reason }))
 
-const checkCommit = (commit: Commit): Effect.Effect<void, InvalidInstanceId | PersistenceError> =>
-  Effect.flatMap(validateInstanceId(commit.machine, commit.instanceId), () => {
-    if (!Number.isInteger(commit.expectedSeqNr) || commit.expectedSeqNr < 0) {
-      return invalidCommit(`expectedSeqNr must be a non-negative integer, got ${commit.expectedSeqNr}`)
+/** A failure when `commit` is malformed, `undefined` when it is fine: checked without an Effect per commit. */
+const commitProblem = (commit: Commit): Effect.Effect<never, InvalidInstanceId | PersistenceError> | undefined => {
+  const idProblem = instanceIdProblem(commit.instanceId)
+  if (idProblem !== undefined) {
+    return Effect.fail(new InvalidInstanceId({ machine: commit.machine, instanceId: String(commit.instanceId), reason: idProblem }))
+  }
+  if (!Number.isInteger(commit.expectedSeqNr) || commit.expectedSeqNr < 0) {
+    return invalidCommit(`expectedSeqNr must be a non-negative integer, got ${commit.expectedSeqNr}`)
+  }
+  if (commit.events.length === 0) return invalidCommit("a commit needs at least one event")
+  const snapshot = commit.snapshot
+  if (snapshot !== undefined) {
+    const last = commit.expectedSeqNr + commit.events.length
+    if (
+      snapshot.machine !== commit.machine || snapshot.instanceId !== commit.instanceId ||
+      snapshot.seqNr < 1 || snapshot.seqNr > last
+    ) {
+      return invalidCommit(`the snapshot must belong to the committed instance and to a seqNr in 1..${last}`)
     }
-    if (commit.events.length === 0) return invalidCommit("a commit needs at least one event")
-    const snapshot = commit.snapshot
-    if (snapshot !== undefined) {
-      const last = commit.expectedSeqNr + commit.events.length
-      if (
-        snapshot.machine !== commit.machine || snapshot.instanceId !== commit.instanceId ||
-        snapshot.seqNr < 1 || snapshot.seqNr > last
-      ) {
-        return invalidCommit(`the snapshot must belong to the committed instance and to a seqNr in 1..${last}`)
-      }
-    }
-    return Effect.void
-  })
+  }
+  return undefined
+}
 
 /**
  * Wraps a backend into the service, adding the validation every backend shares.
@@ -231,7 +243,10 @@ const checkCommit = (commit: Commit): Effect.Effect<void, InvalidInstanceId | Pe
  * @since 0.1.0
  */
 export const make = (backend: Backend): EventStore["Type"] => ({
-  append: (commit) => Effect.zipRight(checkCommit(commit), backend.append(commit)),
+  append: (commit) =>
+    Effect.suspend((): Effect.Effect<void, SequenceConflict | StaleTimer | PersistenceError | InvalidInstanceId> =>
+      commitProblem(commit) ?? backend.append(commit)
+    ),
   events: (machine, instanceId, fromSeqNr) =>
     Stream.unwrap(Effect.as(validateInstanceId(machine, instanceId), backend.events(machine, instanceId, fromSeqNr))),
   highestSequenceNr: (machine, instanceId) =>
@@ -336,7 +351,18 @@ export const makeMemory = (): { readonly backend: Backend; readonly timeouts: Ti
         const target = log ?? []
         let seqNr = commit.expectedSeqNr
         for (const event of commit.events) {
-          target.push({ ...event, machine: commit.machine, instanceId: commit.instanceId, seqNr: ++seqNr })
+          // Spelt out: on Node 20 (V8 11) a spread followed by more properties
+          // takes a slow path costing microseconds per record.
+          target.push({
+            machine: commit.machine,
+            instanceId: commit.instanceId,
+            seqNr: ++seqNr,
+            tag: event.tag,
+            payload: event.payload,
+            stateTag: event.stateTag,
+            schemaVersion: event.schemaVersion,
+            metadata: event.metadata
+          })
         }
         if (log === undefined) {
           logs.set(key, target)

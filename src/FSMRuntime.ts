@@ -217,6 +217,12 @@ export interface Options<Ms extends ReadonlyArray<Machine.Any>> {
   readonly retry?: Schedule.Schedule<unknown, SequenceConflict>
   /** Defaults to a random UUID. */
   readonly nodeId?: string
+  /**
+   * No spans for the runtime's operations. A span costs several
+   * microseconds per command, which matters only in memory; the same
+   * option as `@effect/rpc`'s servers and clients.
+   */
+  readonly disableTracing?: boolean
 }
 
 /**
@@ -338,6 +344,12 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
     const retry = options.retry ?? defaultRetry
     const cache = new Lru<string, Loaded>(Math.max(1, options.cacheSize ?? 10_000))
     const locks = makeKeyedLock()
+
+    // Spans without the call site's stack trace: capturing it (a `new Error()`
+    // and a copy of the options per call) costs more than the span itself.
+    const traced = (name: string, attributes: Record<string, unknown>) =>
+    <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+      options.disableTracing === true ? self : Effect.withSpan(self, name, { attributes, captureStackTrace: false })
     // Assigned once the strategy starts, at the end of construction; nothing
     // can commit before then.
     let timers: TimeoutStrategy.Running = { durable: false, armed: () => Effect.void }
@@ -524,13 +536,14 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
 
     // -- commit -------------------------------------------------------------
 
+    const succeedUndefined = Effect.succeed(undefined)
     const snapshotFor = (
       reg: Registration,
       instanceId: string,
       next: Loaded,
       timestamp: number
     ): Effect.Effect<EventStore.SnapshotRecord | undefined> => {
-      if (snapshotEvery <= 0 || next.seqNr - next.snapshotSeqNr < snapshotEvery) return Effect.succeed(undefined)
+      if (snapshotEvery <= 0 || next.seqNr - next.snapshotSeqNr < snapshotEvery) return succeedUndefined
       return Effect.map(encodeSnapshot(reg, instanceId, next, timestamp), Option.getOrUndefined)
     }
 
@@ -639,34 +652,41 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
           snapshot,
           timers: changes.right
         }
-        const appended = snapshot === undefined
-          ? Effect.as(store.append(commit), next)
-          : store.append(commit).pipe(
-            Effect.as<Loaded>({ ...next, snapshotSeqNr: next.seqNr }),
-            Effect.catchTag("PersistenceError", (error) =>
-              Effect.logWarning(`${reg.machine.name}/${instanceId}: commit with snapshot failed, retrying without it`, error)
-                .pipe(Effect.zipRight(store.append({ ...commit, snapshot: undefined })), Effect.as(next)))
-          )
-        return Effect.tap(appended, (result) =>
-          Effect.zipRight(
-            Effect.sync(() => cache.set(cacheKey(reg.machine.name, instanceId), result)),
-            result.generation !== loaded?.generation || result.deadlines !== loaded.deadlines
-              ? arm(reg, instanceId, result)
-              : Effect.void
-          ))
+        // Re-arm only when the deadlines changed, and not when there were
+        // none before and are none after (a no-op for both strategies).
+        const settle = (result: Loaded): Effect.Effect<Loaded> => {
+          cache.set(cacheKey(reg.machine.name, instanceId), result)
+          const changed = result.generation !== loaded?.generation || result.deadlines !== loaded.deadlines
+          const anyArmed = result.deadlines.length > 0 || (loaded !== undefined && loaded.deadlines.length > 0)
+          return changed && anyArmed ? Effect.as(arm(reg, instanceId, result), result) : Effect.succeed(result)
+        }
+        if (snapshot === undefined) return Effect.flatMap(store.append(commit), () => settle(next))
+        return store.append(commit).pipe(
+          Effect.as<Loaded>({ ...next, snapshotSeqNr: next.seqNr }),
+          Effect.catchTag("PersistenceError", (error) =>
+            Effect.logWarning(`${reg.machine.name}/${instanceId}: commit with snapshot failed, retrying without it`, error)
+              .pipe(Effect.zipRight(store.append({ ...commit, snapshot: undefined })), Effect.as(next))),
+          Effect.flatMap(settle)
+        )
       })
 
     /** Retries `effect` on `SequenceConflict` only, under the configured schedule. */
     const retryConflicts = <A, E>(effect: Effect.Effect<A, E | SequenceConflict>): Effect.Effect<A, E | SequenceConflict> =>
-      effect.pipe(
-        Effect.map(Effect.succeed),
-        Effect.catchIf(
-          (error): error is E => !(error instanceof SequenceConflict),
-          (error) => Effect.succeed(Effect.fail(error))
-        ),
-        Effect.retry(retry),
-        Effect.flatten
-      )
+      // The schedule (and its driver) is only set up after a first conflict;
+      // that failure is replayed as its first input, so delays and the number
+      // of retries are as if it had been running from the start.
+      Effect.catchIf(effect, (error): error is SequenceConflict => error instanceof SequenceConflict, (conflict) => {
+        let replayed = false
+        return Effect.suspend(() => replayed ? effect : (replayed = true, Effect.fail(conflict))).pipe(
+          Effect.map(Effect.succeed),
+          Effect.catchIf(
+            (error): error is E => !(error instanceof SequenceConflict),
+            (error) => Effect.succeed(Effect.fail(error))
+          ),
+          Effect.retry(retry),
+          Effect.flatten
+        )
+      })
 
     /** On conflict: catch up with the log, then fail so that the retry schedule decides again. */
     const onConflict = (reg: Registration, instanceId: string, loaded: Loaded) => (conflict: SequenceConflict) =>
@@ -701,7 +721,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
               })
             )
         ),
-        Effect.withSpan(`FSMRuntime.${kind}`, { attributes: { machine: reg.machine.name, state: state._tag } })
+        traced(`FSMRuntime.${kind}`, { machine: reg.machine.name, state: state._tag })
       ) as Effect.Effect<void, ActionFailed>
     }
 
@@ -784,7 +804,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
           })
           return Effect.as(entry, outcome)
         }
-      ).pipe(Effect.withSpan("FSMRuntime.create", { attributes: { machine: machine.name, instanceId } }))
+      ).pipe(traced("FSMRuntime.create", { machine: machine.name, instanceId }))
 
     const rejection = (
       machine: string,
@@ -847,29 +867,38 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
           )
         })
       }
-      return Effect.flatMap(load(reg, instanceId), (loaded) => decideOn(loaded, true))
+      return Effect.suspend(() => {
+        const cached = cache.get(cacheKey(reg.machine.name, instanceId))
+        return cached !== undefined
+          ? decideOn(cached, true)
+          : Effect.flatMap(load(reg, instanceId), (loaded) => decideOn(loaded, true))
+      })
     }
 
     const send = (machine: Machine.Any, instanceId: string, event: Machine.Tagged, options?: SendOptions) =>
-      Effect.flatMap(
-        withInstance(machine, instanceId, (reg) => {
-          const payload = reg.encodeEvent(event)
-          if (Either.isLeft(payload)) {
-            return Effect.fail(new InvalidInput({ machine: machine.name, instanceId, reason: parseMessage(payload.left) }))
-          }
-          return Effect.map(
-            retryConflicts(attemptSend(reg, instanceId, event, payload.right, options, undefined)).pipe(
-              // Only a timer delivery can be stale.
-              Effect.catchTag("StaleTimer", (error) => Effect.die(error))
-            ),
-            (accepted) => ({ reg, accepted })
-          )
-        }),
-        ({ accepted, reg }) => Effect.as(runTransitionActions(reg, instanceId, accepted, event), accepted.outcome)
-      ).pipe(
-        Effect.withSpan("FSMRuntime.send", {
-          attributes: { machine: machine.name, instanceId, event: event._tag }
-        })
+      // Registration, id and encoding are checked synchronously; the only
+      // Effects on the path are the lock, the commit and the actions.
+      Effect.suspend((): Effect.Effect<Outcome<Machine.Tagged>, SendError> => {
+        const reg = registrations.get(machine.name)
+        if (reg === undefined || reg.machine !== machine) return Effect.fail(new MachineNotRegistered({ machine: machine.name }))
+        const idProblem = EventStore.instanceIdProblem(instanceId)
+        if (idProblem !== undefined) {
+          return Effect.fail(new InvalidInstanceId({ machine: machine.name, instanceId: String(instanceId), reason: idProblem }))
+        }
+        const payload = reg.encodeEvent(event)
+        if (Either.isLeft(payload)) {
+          return Effect.fail(new InvalidInput({ machine: machine.name, instanceId, reason: parseMessage(payload.left) }))
+        }
+        const attempt = retryConflicts(attemptSend(reg, instanceId, event, payload.right, options, undefined)).pipe(
+          // Only a timer delivery can be stale.
+          Effect.catchTag("StaleTimer", (error) => Effect.die(error))
+        )
+        return Effect.flatMap(locks.withLock(cacheKey(machine.name, instanceId))(attempt), (accepted) =>
+          accepted.entered && (reg.machine.entry.size > 0 || reg.machine.exit.size > 0)
+            ? Effect.as(runTransitionActions(reg, instanceId, accepted, event), accepted.outcome)
+            : Effect.succeed(accepted.outcome))
+      }).pipe(
+        traced("FSMRuntime.send", { machine: machine.name, instanceId, event: event._tag })
       )
 
     /** Delivers a due timer through the send path; never fails, the result says what happened. */
@@ -932,9 +961,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
           }
         }),
         Effect.catchAllDefect((defect) => Effect.succeed({ _tag: "Failed", error: String(defect) } as const)),
-        Effect.withSpan("FSMRuntime.deliverTimeout", {
-          attributes: { machine: delivery.machine, instanceId: delivery.instanceId, timer: delivery.name }
-        })
+        traced("FSMRuntime.deliverTimeout", { machine: delivery.machine, instanceId: delivery.instanceId, timer: delivery.name })
       )
     }
 
@@ -946,7 +973,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
           stopped: loaded.stopped,
           timeouts: loaded.deadlines.map(({ dueAt, name }) => ({ name, dueAt }))
         })),
-        Effect.withSpan("FSMRuntime.inspect", { attributes: { machine: machine.name, instanceId } })
+        traced("FSMRuntime.inspect", { machine: machine.name, instanceId })
       )
 
     const history = (machine: Machine.Any, instanceId: string, fromSeqNr = 1) =>
@@ -979,7 +1006,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
             chunk.length === 0 && fromSeqNr <= 1 ? notFound(machine.name, instanceId) : Effect.succeed([...chunk])
           )
         )).pipe(
-          Effect.withSpan("FSMRuntime.history", { attributes: { machine: machine.name, instanceId } })
+          traced("FSMRuntime.history", { machine: machine.name, instanceId })
         )
 
     const saveSnapshot = (machine: Machine.Any, instanceId: string) =>
@@ -993,7 +1020,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
           yield* store.saveSnapshot(snapshot.value)
           cache.set(cacheKey(machine.name, instanceId), { ...loaded, snapshotSeqNr: loaded.seqNr })
           return loaded.seqNr
-        })).pipe(Effect.withSpan("FSMRuntime.saveSnapshot", { attributes: { machine: machine.name, instanceId } }))
+        })).pipe(traced("FSMRuntime.saveSnapshot", { machine: machine.name, instanceId }))
 
     const stop = (machine: Machine.Any, instanceId: string, options?: SendOptions) =>
       withInstance(machine, instanceId, (reg) => {
@@ -1018,7 +1045,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
         })
         return retryConflicts(attempt)
       }).pipe(
-        Effect.withSpan("FSMRuntime.stop", { attributes: { machine: machine.name, instanceId } })
+        traced("FSMRuntime.stop", { machine: machine.name, instanceId })
       )
 
     const instances = (machine: Machine.Any) =>

@@ -1,12 +1,23 @@
 /**
  * One mutex per key, created on first use and dropped when nobody holds or
- * waits for it, so memory stays proportional to the keys in use.
+ * waits for it, so memory stays proportional to the keys in use. Waiters
+ * are served first come, first served, the lock being handed to the next
+ * one on release; taking a free lock is a flag flip.
  */
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
+
+interface Waiter {
+  readonly turn: Deferred.Deferred<void>
+  handedOver: boolean
+}
 
 interface Slot {
-  readonly semaphore: Effect.Semaphore
+  held: boolean
   users: number
+  readonly waiters: Array<Waiter>
 }
 
 export interface KeyedLock {
@@ -15,22 +26,55 @@ export interface KeyedLock {
 
 export const makeKeyedLock = (): KeyedLock => {
   const slots = new Map<string, Slot>()
-  const acquire = (key: string) =>
-    Effect.sync(() => {
-      let slot = slots.get(key)
-      if (slot === undefined) {
-        slot = { semaphore: Effect.unsafeMakeSemaphore(1), users: 0 }
-        slots.set(key, slot)
-      }
-      slot.users++
-      return slot
-    })
-  const release = (key: string, slot: Slot) =>
-    Effect.sync(() => {
-      if (--slot.users === 0) slots.delete(key)
-    })
+
+  const leave = (key: string, slot: Slot) => {
+    if (--slot.users === 0) slots.delete(key)
+  }
+
+  // Hands the lock to the first waiter (it stays held), or frees it.
+  const unlock = (slot: Slot) => {
+    const next = slot.waiters.shift()
+    if (next === undefined) {
+      slot.held = false
+    } else {
+      next.handedOver = true
+      Deferred.unsafeDone(next.turn, Exit.void)
+    }
+  }
+
   return {
     withLock: (key) => (effect) =>
-      Effect.acquireUseRelease(acquire(key), (slot) => slot.semaphore.withPermits(1)(effect), (slot) => release(key, slot))
+      Effect.uninterruptibleMask((restore) =>
+        Effect.suspend(() => {
+          let slot = slots.get(key)
+          if (slot === undefined) slots.set(key, slot = { held: false, users: 0, waiters: [] })
+          const s = slot
+          s.users++
+          const run = Effect.ensuring(
+            restore(effect),
+            Effect.sync(() => {
+              unlock(s)
+              leave(key, s)
+            })
+          )
+          if (!s.held) {
+            s.held = true
+            return run
+          }
+          const waiter: Waiter = { turn: Deferred.unsafeMake<void>(FiberId.none), handedOver: false }
+          s.waiters.push(waiter)
+          return restore(Deferred.await(waiter.turn)).pipe(
+            Effect.onInterrupt(() =>
+              Effect.sync(() => {
+                // Interrupted while waiting: leave the queue, or pass on a lock handed over meanwhile.
+                if (waiter.handedOver) unlock(s)
+                else s.waiters.splice(s.waiters.indexOf(waiter), 1)
+                leave(key, s)
+              })
+            ),
+            Effect.zipRight(run)
+          )
+        })
+      )
   }
 }
