@@ -4,6 +4,7 @@
  * configuration. Each test gets its own SQLite file or PostgreSQL schema.
  */
 import { describe, expect, it } from "@effect/vitest"
+import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import {
   Chunk,
@@ -437,6 +438,44 @@ describe.skipIf(pgTarget.skip !== undefined)("SqlEventStore on postgres: stateme
       yield* sql`DROP TRIGGER wait ON fsm_snapshots`
       yield* store.append(fullCommit("o1"))
       expect(yield* store.highestSequenceNr(machine, "o1")).toBe(2)
+    }))
+
+  it.scoped("losing a race on the primary key inside a caller's transaction is a SequenceConflict, and the transaction goes on", () =>
+    Effect.gen(function*() {
+      const schema = yield* Pg.freshSchema
+      const applicationName = `fsm-test-${crypto.randomUUID().slice(0, 8)}`
+      const mine = yield* storeOn(PgClient.layer({ ...Pg.clientConfig(schema), applicationName }))
+      const other = yield* storeOn(Pg.layerClient(schema))
+
+      // Another writer has appended seqNr 1 and not committed yet.
+      const holding = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const otherWriter = yield* other.sql.withTransaction(
+        other.store.append(commit("o1", 0, [event("@created", { by: "other" })])).pipe(
+          Effect.zipRight(Deferred.succeed(holding, undefined)),
+          Effect.zipRight(Deferred.await(release))
+        )
+      ).pipe(Effect.fork)
+      yield* Deferred.await(holding)
+
+      // Our commit does not see that row, so its insert waits on the key...
+      const ours = yield* mine.sql.withTransaction(Effect.gen(function*() {
+        const lost = yield* Effect.flip(mine.store.append(commit("o1", 0, [event("@created", { by: "mine" })])))
+        yield* mine.store.append(commit("o1", 1, [event("Pay")]))
+        return lost
+      })).pipe(Effect.fork)
+      const waiting = mine.sql<{ readonly n: unknown }>`SELECT COUNT(*) AS n FROM pg_stat_activity WHERE application_name = ${applicationName} AND wait_event_type = 'Lock'`
+      let blocked = false
+      for (let tries = 0; tries < 10_000 && !blocked; tries++) {
+        blocked = Number((yield* waiting)[0]!.n) === 1
+      }
+      expect(blocked).toBe(true)
+      // ...and fails on it once the other writer commits.
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(otherWriter)
+      expect(yield* Fiber.join(ours)).toMatchObject({ _tag: "SequenceConflict", expected: 0, actual: 1 })
+      const log = Chunk.toArray(yield* Stream.runCollect(mine.store.events(machine, "o1", 1)))
+      expect(log.map((r) => [r.seqNr, r.payload])).toEqual([[1, { by: "other" }], [2, { _tag: "Pay" }]])
     }))
 
   it.effect("pgConfigFromEnv reads DATABASE_URL, else the PG* variables", () =>
