@@ -211,8 +211,7 @@ export interface Options<Ms extends ReadonlyArray<Machine.Any>> {
   readonly cacheSize?: number
   /**
    * How `SequenceConflict`s (another writer got there first) are retried;
-   * each retry reloads the tail and decides again. Default: up to 8 retries,
-   * exponential from 2 ms, jittered.
+   * each retry reloads the tail and decides again. Default: `defaultRetry`.
    */
   readonly retry?: Schedule.Schedule<unknown, SequenceConflict>
   /** Defaults to a random UUID. */
@@ -226,13 +225,15 @@ export interface Options<Ms extends ReadonlyArray<Machine.Any>> {
 }
 
 /**
- * The default conflict retry schedule.
+ * The default conflict retry schedule: one immediate retry (the conflicting
+ * runtime has just read the events it missed, so deciding again at once
+ * usually succeeds), then up to 7 more, exponential from 2 ms, jittered, for
+ * instances under sustained contention.
  *
  * @since 0.1.0
  */
-export const defaultRetry: Schedule.Schedule<unknown, SequenceConflict> = Schedule.exponential("2 millis").pipe(
-  Schedule.jittered,
-  Schedule.intersect(Schedule.recurs(8))
+export const defaultRetry: Schedule.Schedule<unknown, SequenceConflict> = Schedule.recurs(1).pipe(
+  Schedule.andThen(Schedule.exponential("2 millis").pipe(Schedule.jittered, Schedule.intersect(Schedule.recurs(7))))
 )
 
 // ---------------------------------------------------------------------------

@@ -210,6 +210,19 @@ for (const backend of backends) {
         expect(shipped).toEqual({ _tag: "Goto", state: { _tag: "Shipped", orderId: "o1", tracking: "T" }, seqNr: 3 })
       }))
 
+    it.scoped("the default retry resolves a stale cache at once, without waiting on the clock", () =>
+      Effect.gen(function*() {
+        const { store } = yield* setup()
+        // TestClock never moves here: a retry that slept would hang this test.
+        const { runtime: a } = yield* runtimeOn(store, { machines: [Counter] })
+        const { runtime: b } = yield* runtimeOn(store, { machines: [Counter] })
+        yield* a.create(Counter, "c")
+        yield* b.inspect(Counter, "c")
+        yield* a.send(Counter, "c", { _tag: "Add", by: 1 })
+        expect((yield* b.send(Counter, "c", { _tag: "Add", by: 2 })).seqNr).toBe(3)
+        expect((yield* a.inspect(Counter, "c")).state.count).toBe(3)
+      }))
+
     it.scoped("surfaces SequenceConflict when the retry schedule is exhausted", () =>
       Effect.gen(function*() {
         const { store } = yield* setup()
