@@ -339,9 +339,12 @@ export const layerSqliteClient = (
 
 /**
  * The event store and timer store in a SQLite file, with the client built
- * and tuned by `layerSqliteClient`. Several processes (or layers) may open
- * the same file: writers take turns, and a lost race on the same instance is
- * a `SequenceConflict`, never a "database is locked" error.
+ * and tuned by `layerSqliteClient`. Several layers or processes may open
+ * the same file: writers take turns (a commit takes the write lock before
+ * reading, and within a process never holds it across a fiber switch), so a
+ * lost race on an instance is a `SequenceConflict`, not a "database is
+ * locked" error — unless another process keeps the lock longer than
+ * `busyTimeout`.
  *
  * @example
  * ```ts

@@ -25,7 +25,7 @@ import type { Fragment } from "@effect/sql/Statement"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { PersistenceError, SequenceConflict, StaleTimer } from "../Errors.js"
-import { driverCode, type Tables, toNumber } from "./sqlShared.js"
+import { driverCode, type Tables, toNumber, transactionFailures } from "./sqlShared.js"
 
 /** An event of a commit with its sequence number assigned and its payload as JSON text. */
 export interface EncodedEvent {
@@ -182,7 +182,9 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
       ]
       if (fired !== undefined) {
         ctes.push(
-          sql`fired AS (SELECT 1 FROM ${T} WHERE machine = ${m} AND instance_id = ${i} AND name = ${fired.name} AND generation = ${fired.generation})`
+          // Locked, so a concurrent change of that timer row (retried,
+          // dead-lettered) is waited for and seen.
+          sql`fired AS (SELECT 1 FROM ${T} WHERE machine = ${m} AND instance_id = ${i} AND name = ${fired.name} AND generation = ${fired.generation} FOR UPDATE)`
         )
       }
       ctes.push(
@@ -236,7 +238,7 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
       // the conflict lookup after it): a savepoint keeps the failure local.
       const inPlace = Effect.flatMap(
         Effect.serviceOption(SqlClient.TransactionConnection),
-        (outer) => Option.isSome(outer) ? sql.withTransaction(once) : once
+        (outer) => Option.isSome(outer) ? transactionFailures(sql.withTransaction(once)) : once
       )
       return onSequenceKeyViolation(c, inPlace)
     }
@@ -320,7 +322,7 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
             Effect.zipRight(run)
           )
         ),
-      writeTransaction: sql.withTransaction,
+      writeTransaction: (effect) => transactionFailures(sql.withTransaction(effect)),
       upsertSnapshot: upsertSnapshot(json, bool),
       append
     }
@@ -332,7 +334,7 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
     const bool = (value: boolean) => value ? 1 : 0
     const snapshotWriter = upsertSnapshot(json, bool)
     const writeTransaction = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-      Effect.withMaxOpsBeforeYield(sql.withTransaction(effect), Number.MAX_SAFE_INTEGER)
+      transactionFailures(Effect.withMaxOpsBeforeYield(sql.withTransaction(effect), Number.MAX_SAFE_INTEGER))
 
     const append = (c: EncodedCommit) =>
       onSequenceKeyViolation(

@@ -6,6 +6,7 @@
  */
 import { SqlError } from "@effect/sql/SqlError"
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import { PersistenceError } from "../Errors.js"
 
 /**
@@ -59,6 +60,13 @@ export const mapSqlError = (operation: string) => <A, E, R>(
     (error): error is SqlError => error instanceof SqlError,
     (error) => Effect.fail(persistenceError(operation, error))
   ) as Effect.Effect<A, Exclude<E, SqlError> | PersistenceError, R>
+
+/**
+ * `@effect/sql` reports a failed `COMMIT` or `ROLLBACK` as a defect; for a
+ * store it is a failure of the database like any other.
+ */
+export const transactionFailures = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>
+  Effect.catchSomeDefect(effect, (defect) => defect instanceof SqlError ? Option.some(Effect.fail(defect)) : Option.none())
 
 /** The driver error behind a `SqlError`, as far as it carries a code. */
 export const driverCode = (error: SqlError): unknown => (error.cause as { readonly code?: unknown } | undefined)?.code
