@@ -185,7 +185,7 @@ const prepare = (options: Options | undefined): Effect.Effect<Prepared, MakeErro
     const dialect = yield* makeDialect(sql, t)
     if (options?.migrate ?? true) yield* runMigrations(dialect, t)
     return { sql, dialect, tables: t }
-  })
+  }).pipe(Effect.withSpan("SqlEventStore.make", { attributes: { tablePrefix: options?.tablePrefix ?? defaultTablePrefix } }))
 
 /**
  * Runs the library's migrations that have not run yet on the `SqlClient` in
