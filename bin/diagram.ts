@@ -1,0 +1,142 @@
+/**
+ * Writes the diagrams of every machine a module exports.
+ *
+ *   tsx bin/diagram.ts <module path> [outDir]
+ *   tsx bin/diagram.ts examples/order.ts            -> diagrams/order.mmd, diagrams/order.dot
+ *
+ * The module is imported (so it must not start work at import time; a
+ * `main` guarded by `import.meta.url`, as in `examples/order.ts`, is fine),
+ * and each exported value that is a compiled machine (it has `name`,
+ * `stateTags` and `table`) is drawn with `Visualize.mermaid` and
+ * `Visualize.dot` into `<outDir>/<machine name>.mmd` and `.dot`. A missing
+ * module, a module that fails to load, one that exports no machine, or a
+ * file that cannot be written is printed as a typed error, with exit code 1.
+ */
+import { Console, Effect, Schema } from "effect"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { pathToFileURL } from "node:url"
+import type { Machine } from "../src/index.js"
+import { Visualize } from "../src/index.js"
+
+export class UsageError extends Schema.TaggedError<UsageError>()("UsageError", {
+  message: Schema.String
+}) {}
+
+export class ModuleNotFound extends Schema.TaggedError<ModuleNotFound>()("ModuleNotFound", {
+  path: Schema.String,
+  message: Schema.String
+}) {}
+
+export class ModuleLoadError extends Schema.TaggedError<ModuleLoadError>()("ModuleLoadError", {
+  path: Schema.String,
+  message: Schema.String
+}) {}
+
+export class NoMachinesFound extends Schema.TaggedError<NoMachinesFound>()("NoMachinesFound", {
+  path: Schema.String,
+  message: Schema.String
+}) {}
+
+export class WriteError extends Schema.TaggedError<WriteError>()("WriteError", {
+  path: Schema.String,
+  message: Schema.String
+}) {}
+
+export type DiagramError = UsageError | ModuleNotFound | ModuleLoadError | NoMachinesFound | WriteError
+
+/** A compiled machine, recognised by shape: the module may have its own copy of effect-fsm. */
+export const isMachine = (u: unknown): u is Machine.Any => {
+  if (typeof u !== "object" || u === null) return false
+  const m = u as Record<string, unknown>
+  return typeof m.name === "string" && Array.isArray(m.stateTags) && Array.isArray(m.eventTags) &&
+    m.table instanceof Map && m.timeouts instanceof Map && typeof m.initial === "object" && m.initial !== null
+}
+
+/** Every distinct machine a module exports, in export-name order, with the name it was found under. */
+export const findMachines = (
+  exports: Record<string, unknown>
+): ReadonlyArray<{ readonly exportName: string; readonly machine: Machine.Any }> => {
+  const seen = new Set<unknown>()
+  const found: Array<{ exportName: string; machine: Machine.Any }> = []
+  for (const exportName of Object.keys(exports).sort()) {
+    const value = exports[exportName]
+    if (isMachine(value) && !seen.has(value)) {
+      seen.add(value)
+      found.push({ exportName, machine: value })
+    }
+  }
+  return found
+}
+
+const fileSafe = (name: string): string => name.replace(/[^A-Za-z0-9._-]/g, "_").replace(/^\.+/, "_") || "machine"
+
+const messageOf = (cause: unknown): string => (cause instanceof Error ? cause.message : String(cause))
+
+/**
+ * Imports `modulePath` (relative to the working directory) and writes a
+ * `.mmd` and a `.dot` file per exported machine into `outDir`. Succeeds with
+ * the paths written.
+ */
+export const diagram = (
+  modulePath: string,
+  outDir = "diagrams"
+): Effect.Effect<ReadonlyArray<string>, Exclude<DiagramError, UsageError>> =>
+  Effect.gen(function*() {
+    const absolute = path.resolve(modulePath)
+    if (!fs.existsSync(absolute) || !fs.statSync(absolute).isFile()) {
+      return yield* new ModuleNotFound({ path: modulePath, message: `module not found: ${modulePath} (looked at ${absolute})` })
+    }
+    const exports = yield* Effect.tryPromise({
+      try: () => import(pathToFileURL(absolute).href) as Promise<Record<string, unknown>>,
+      catch: (cause) =>
+        new ModuleLoadError({ path: modulePath, message: `could not load ${modulePath}: ${messageOf(cause)}` })
+    })
+    const machines = findMachines(exports)
+    if (machines.length === 0) {
+      return yield* new NoMachinesFound({
+        path: modulePath,
+        message: `${modulePath} exports no machine (a value with name, stateTags and table, as Machine.make returns)`
+      })
+    }
+    const used = new Set<string>()
+    const written: Array<string> = []
+    for (const { exportName, machine } of machines) {
+      let base = fileSafe(machine.name)
+      // Two exported machines with the same name: the later one is told apart by its export name.
+      if (used.has(base)) base = `${base}-${fileSafe(exportName)}`
+      used.add(base)
+      for (const [extension, text] of [["mmd", Visualize.mermaid(machine)], ["dot", Visualize.dot(machine)]] as const) {
+        const file = path.join(outDir, `${base}.${extension}`)
+        yield* Effect.try({
+          try: () => {
+            fs.mkdirSync(outDir, { recursive: true })
+            fs.writeFileSync(file, text)
+          },
+          catch: (cause) => new WriteError({ path: file, message: `could not write ${file}: ${messageOf(cause)}` })
+        })
+        written.push(file)
+      }
+    }
+    return written
+  })
+
+/** The command line: prints each file written, or the error, and sets the exit code. */
+export const main = (argv: ReadonlyArray<string>): Effect.Effect<void> => {
+  const [modulePath, outDir] = argv
+  const program: Effect.Effect<ReadonlyArray<string>, DiagramError> = modulePath === undefined || modulePath === ""
+    ? new UsageError({ message: "usage: npm run diagram -- <module path> [outDir]" })
+    : diagram(modulePath, outDir)
+  return program.pipe(
+    Effect.flatMap((files) => Effect.forEach(files, (file) => Console.log(`wrote ${file}`), { discard: true })),
+    Effect.catchAll((error) =>
+      Effect.zipRight(Console.error(`diagram: ${error._tag}: ${error.message}`), Effect.sync(() => {
+        process.exitCode = 1
+      }))
+    )
+  )
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  void Effect.runPromise(main(process.argv.slice(2)))
+}
