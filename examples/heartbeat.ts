@@ -14,6 +14,7 @@
 import { Console, Effect, Layer, Logger, LogLevel, Schedule, Schema } from "effect"
 import { type EventStore, FSMRuntime, Machine, SqlEventStore, type TimeoutStore, TimeoutStrategy } from "effect-fsm"
 import * as fs from "node:fs"
+import { resetPgTables } from "./pgDemo.js"
 import { pathToFileURL } from "node:url"
 
 const Monitored = { service: Schema.String, beats: Schema.Number }
@@ -83,8 +84,9 @@ export const nodeLayer = <E>(
 
 const main = (pg: boolean) =>
   Effect.gen(function*() {
-    const prefix = `hb_${Date.now().toString(36)}_`
-    if (!pg) for (const suffix of ["", "-wal", "-shm"]) fs.rmSync(`heartbeat.db${suffix}`, { force: true })
+    const prefix = "heartbeat_demo_"
+    if (pg) yield* resetPgTables(prefix)
+    else for (const suffix of ["", "-wal", "-shm"]) fs.rmSync(`heartbeat.db${suffix}`, { force: true })
     // One store layer, built once and shared by both nodes, as one database is.
     const store = yield* Layer.memoize(
       pg ? SqlEventStore.layerPgConfig({ tablePrefix: prefix }) : SqlEventStore.layerSqlite({ filename: "heartbeat.db" })

@@ -16,6 +16,7 @@
 import { Console, Context, type Duration, Effect, Layer, Logger, LogLevel, Option, Schedule, Schema } from "effect"
 import { EventStore, FSMRuntime, Machine, SqlEventStore, TimeoutStore, TimeoutStrategy } from "effect-fsm"
 import * as fs from "node:fs"
+import { resetPgTables } from "./pgDemo.js"
 import * as path from "node:path"
 import { pathToFileURL } from "node:url"
 
@@ -132,10 +133,9 @@ export const demo = (options: DemoOptions = {}) =>
     const DemoOrder = makeOrder({ payment: options.paymentTimeout ?? "3 seconds", shipping: "1 minute" })
     const filename = options.filename ?? "orders.db"
     // A fresh database each run, so the demo always tells the same story.
-    const prefix = `demo_${Date.now().toString(36)}_`
-    if (!options.pg) {
-      for (const suffix of ["", "-wal", "-shm"]) fs.rmSync(`${filename}${suffix}`, { force: true })
-    }
+    const prefix = "order_demo_"
+    if (options.pg) yield* resetPgTables(prefix)
+    else for (const suffix of ["", "-wal", "-shm"]) fs.rmSync(`${filename}${suffix}`, { force: true })
     const store = options.pg
       ? SqlEventStore.layerPgConfig({ tablePrefix: prefix })
       : SqlEventStore.layerSqlite({ filename, tablePrefix: "fsm_" })
@@ -221,7 +221,11 @@ export const demo = (options: DemoOptions = {}) =>
         }
       }).pipe(Effect.provide(context))
     }))
-    yield* print(`\nDone. Inspect the log yourself: sqlite3 ${options.pg ? "(n/a)" : filename} "select * from fsm_events"`)
+    yield* print(
+      options.pg
+        ? `\nDone. Inspect the log yourself: psql -c "select * from ${prefix}events"`
+        : `\nDone. Inspect the log yourself: sqlite3 ${filename} "select * from fsm_events"`
+    )
   })
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
