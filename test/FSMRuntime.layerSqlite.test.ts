@@ -1,0 +1,38 @@
+/** The embedded default: a runtime from nothing but a SQLite filename. */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Layer, Ref, TestClock } from "effect"
+import { FSMRuntime } from "effect-fsm"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { ActionLog, Order } from "./fixtures/machines.js"
+import { eventually } from "./utils/eventually.js"
+
+describe("FSMRuntime.layerSqlite", () => {
+  it.scoped("keeps instances and their durable timeouts across a restart on the same file", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(0)
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "fsm-layer-sqlite-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true })))
+      const filename = path.join(dir, "orders.db")
+      const node = FSMRuntime.layerSqlite({ machines: [Order], filename, timeouts: { maxIdleInterval: "1 hour" } }).pipe(
+        Layer.provide(Layer.effect(ActionLog, Ref.make<ReadonlyArray<string>>([])))
+      )
+      yield* Effect.scoped(Effect.gen(function*() {
+        const context = yield* Layer.build(node)
+        const orders = yield* Effect.provide(FSMRuntime.client(Order), context)
+        yield* orders.create("paid", { _tag: "Pending", orderId: "paid" })
+        yield* orders.send("paid", { _tag: "Pay", amount: 3 })
+        yield* orders.create("unpaid", { _tag: "Pending", orderId: "unpaid" })
+      }))
+      expect(fs.existsSync(filename)).toBe(true)
+      const context = yield* Layer.build(node)
+      const orders = yield* Effect.provide(FSMRuntime.client(Order), context)
+      expect(yield* orders.state("paid")).toEqual({ _tag: "Paid", orderId: "paid", amount: 3 })
+      yield* TestClock.adjust("5 minutes")
+      const cancelled = yield* eventually(
+        Effect.filterOrFail(orders.state("unpaid"), (s) => s._tag === "Cancelled", () => "pending")
+      )
+      expect(cancelled).toEqual({ _tag: "Cancelled", orderId: "unpaid", reason: "unpaid" })
+    }))
+})
