@@ -18,6 +18,7 @@
  * Prints
  *   BENCH send.memory value=<FSMRuntime sends/s> unit=ops/s baseline=<XState sends/s> ratio=<value/baseline>
  *   BENCH send.memory.snapshot_every_1 value=<snapshotEvery=1 sends/s> unit=ops/s baseline=<XState sends/s> ratio=...
+ *   BENCH send.memory.untraced value=<disableTracing sends/s> unit=ops/s baseline=<XState sends/s> ratio=...
  * The second line writes a snapshot in every commit (encoding the state with
  * its Schema each time): the cost of snapshots at their most frequent. With
  * the default `snapshotEvery` (100) this workload of four records per order
@@ -37,12 +38,13 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   const scripts = orderScripts(flags.orders)
   const ops = scripts.length * eventsPerOrder
 
-  const effectFsm = (snapshotEvery: number | undefined) => (): Promise<Sample> =>
+  const effectFsm = (snapshotEvery: number | undefined, disableTracing = false) => (): Promise<Sample> =>
     Effect.runPromise(Effect.scoped(Effect.gen(function*() {
       const context = yield* Layer.build(
         FSMRuntime.layer({
           machines: [Order],
           cacheSize: Math.max(10_000, scripts.length),
+          disableTracing,
           ...(snapshotEvery === undefined ? {} : { snapshotEvery })
         }).pipe(Layer.provide(EventStore.layerMemory))
       )
@@ -88,12 +90,18 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
     samplers: {
       "FSMRuntime.send": effectFsm(undefined),
       "FSMRuntime.send(snapshotEvery=1)": effectFsm(1),
+      "FSMRuntime.send(disableTracing)": effectFsm(undefined, true),
       "xstate.actor.send": xstate
     }
   })
   printBench("send.memory", { value: result["FSMRuntime.send"], unit: "ops/s", baseline: result["xstate.actor.send"] })
   printBench("send.memory.snapshot_every_1", {
     value: result["FSMRuntime.send(snapshotEvery=1)"],
+    unit: "ops/s",
+    baseline: result["xstate.actor.send"]
+  })
+  printBench("send.memory.untraced", {
+    value: result["FSMRuntime.send(disableTracing)"],
     unit: "ops/s",
     baseline: result["xstate.actor.send"]
   })
