@@ -910,7 +910,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
       const attempt = withInstance(reg.machine, delivery.instanceId, () =>
         // Fresh from the log: another node may have moved the instance on.
         Effect.flatMap(loadFresh(reg, delivery.instanceId), (loaded): Effect.Effect<
-          TimeoutStrategy.DeliveryResult | Accepted,
+          TimeoutStrategy.DeliveryResult | { readonly accepted: Accepted; readonly event: Machine.Tagged },
           SendError | StaleTimer
         > => {
           if (loaded.stopped) return Effect.succeed({ _tag: "Rejected", reason: "instance stopped" })
@@ -932,17 +932,21 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
           if (Either.isLeft(payload)) {
             return Effect.succeed({ _tag: "Rejected", reason: `timer event does not encode: ${parseMessage(payload.left)}` })
           }
-          return Effect.tap(
+          return Effect.map(
             retryConflicts(attemptSend(reg, delivery.instanceId, event, payload.right, { source: "timeout" }, delivery)),
-            (accepted) =>
-              runTransitionActions(reg, delivery.instanceId, accepted, event).pipe(
-                Effect.catchAll((error) => Effect.logWarning(`timeout delivered, but an action failed`, error))
-              )
+            (accepted) => ({ accepted, event })
           )
         }))
       return attempt.pipe(
-        Effect.map((result): TimeoutStrategy.DeliveryResult =>
-          "outcome" in result ? { _tag: "Fired", seqNr: result.outcome.seqNr } : result
+        // Actions run after the lock is released, as for `send`, so that an
+        // action may send to its own instance.
+        Effect.flatMap((result): Effect.Effect<TimeoutStrategy.DeliveryResult> =>
+          "accepted" in result
+            ? runTransitionActions(reg, delivery.instanceId, result.accepted, result.event).pipe(
+              Effect.catchAll((error) => Effect.logWarning(`timeout delivered, but an action failed`, error)),
+              Effect.as({ _tag: "Fired", seqNr: result.accepted.outcome.seqNr })
+            )
+            : Effect.succeed(result)
         ),
         Effect.catchAll((error): Effect.Effect<TimeoutStrategy.DeliveryResult> => {
           switch (error._tag) {
