@@ -38,6 +38,16 @@ export const scripts: ReadonlyArray<Script> = [
     name: "send-memory",
     file: "send-memory.ts",
     summary: "durable send/s through FSMRuntime + EventStore.layerMemory vs XState actor.send"
+  },
+  {
+    name: "durable-send",
+    file: "durable-send.ts",
+    summary: "durable send/s on SQLite and PostgreSQL at 1/8/64 instances vs raw single-row commits (and pgbench)"
+  },
+  {
+    name: "timeouts",
+    file: "timeouts.ts",
+    summary: "durable timers fired/s (1 and 3 sweepers) and lateness p50/p99 on PostgreSQL and SQLite"
   }
 ]
 
