@@ -191,7 +191,9 @@ export const printBench = (
     ? baseline / figure.value
     : figure.value / baseline
   process.stdout.write(
-    `BENCH ${name} value=${fmt(figure.value)} unit=${figure.unit} baseline=${fmt(baseline)} ratio=${ratio.toFixed(2)}\n`
+    `BENCH ${name} value=${fmt(figure.value)} unit=${figure.unit} baseline=${fmt(baseline)} ratio=${
+      ratio === 0 ? "0" : ratio.toFixed(2)
+    }\n`
   )
 }
 
