@@ -533,8 +533,13 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
         return next.seqNr === loaded.seqNr ? Effect.succeed(next) : Effect.as(arm(reg, instanceId, next), next)
       })
 
+    /** Up to date with the log: a cached instance catches up; one loaded from the store just read to its end. */
     const loadFresh = (reg: Registration, instanceId: string) =>
-      Effect.flatMap(load(reg, instanceId), (loaded) => catchUp(reg, instanceId, loaded))
+      Effect.suspend(() =>
+        cache.get(cacheKey(reg.machine.name, instanceId)) === undefined
+          ? load(reg, instanceId)
+          : Effect.flatMap(load(reg, instanceId), (loaded) => catchUp(reg, instanceId, loaded))
+      )
 
     // -- commit -------------------------------------------------------------
 
