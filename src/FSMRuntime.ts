@@ -749,16 +749,30 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
 
     // -- operations ---------------------------------------------------------
 
+    /** The machine's registration and a valid instance id, checked synchronously (no Effect on the hot path). */
+    const checked = (
+      machine: Machine.Any,
+      instanceId: string
+    ): Registration | MachineNotRegistered | InvalidInstanceId => {
+      const reg = registrations.get(machine.name)
+      if (reg === undefined || reg.machine !== machine) return new MachineNotRegistered({ machine: machine.name })
+      const problem = EventStore.instanceIdProblem(instanceId)
+      return problem === undefined
+        ? reg
+        : new InvalidInstanceId({ machine: machine.name, instanceId: String(instanceId), reason: problem })
+    }
+
     const withInstance = <A, E>(
       machine: Machine.Any,
       instanceId: string,
       body: (reg: Registration) => Effect.Effect<A, E>
     ): Effect.Effect<A, E | MachineNotRegistered | InvalidInstanceId> =>
-      Effect.flatMap(registration(machine), (reg) =>
-        Effect.zipRight(
-          EventStore.validateInstanceId(machine.name, instanceId),
-          locks.withLock(cacheKey(machine.name, instanceId))(body(reg))
-        ))
+      Effect.suspend((): Effect.Effect<A, E | MachineNotRegistered | InvalidInstanceId> => {
+        const reg = checked(machine, instanceId)
+        return reg instanceof MachineNotRegistered || reg instanceof InvalidInstanceId
+          ? Effect.fail(reg)
+          : locks.withLock(cacheKey(machine.name, instanceId))(body(reg))
+      })
 
     const create = (machine: Machine.Any, instanceId: string, initial?: Machine.Tagged, options?: SendOptions) =>
       Effect.flatMap(
@@ -886,12 +900,8 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
       // Registration, id and encoding are checked synchronously; the only
       // Effects on the path are the lock, the commit and the actions.
       Effect.suspend((): Effect.Effect<Outcome<Machine.Tagged>, SendError> => {
-        const reg = registrations.get(machine.name)
-        if (reg === undefined || reg.machine !== machine) return Effect.fail(new MachineNotRegistered({ machine: machine.name }))
-        const idProblem = EventStore.instanceIdProblem(instanceId)
-        if (idProblem !== undefined) {
-          return Effect.fail(new InvalidInstanceId({ machine: machine.name, instanceId: String(instanceId), reason: idProblem }))
-        }
+        const reg = checked(machine, instanceId)
+        if (reg instanceof MachineNotRegistered || reg instanceof InvalidInstanceId) return Effect.fail(reg)
         const payload = reg.encodeEvent(event)
         if (Either.isLeft(payload)) {
           return Effect.fail(new InvalidInput({ machine: machine.name, instanceId, reason: parseMessage(payload.left) }))
