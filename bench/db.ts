@@ -176,28 +176,20 @@ export const timedWorkers = <E, R>(
     }).pipe(Effect.map(() => ({ ops, ms: performance.now() - t0 })))
   })
 
-/** The columns of the events table, for a raw table of the same shape. */
-export const rawTableDdl = {
-  /** Same columns, types, primary key and indexes as the store's events table. */
-  pg: (raw: string, events: string) => `CREATE TABLE ${raw} (LIKE ${events} INCLUDING ALL)`,
-  sqlite: (raw: string) => [
-    `CREATE TABLE ${raw} (
-      machine TEXT NOT NULL,
-      instance_id TEXT NOT NULL,
-      seq_nr INTEGER NOT NULL,
-      tag TEXT NOT NULL,
-      payload TEXT NOT NULL,
-      state_tag TEXT NOT NULL,
-      schema_version INTEGER NOT NULL,
-      ts INTEGER NOT NULL,
-      source TEXT NOT NULL,
-      correlation_id TEXT,
-      node TEXT,
-      PRIMARY KEY (machine, instance_id, seq_nr)
-    ) STRICT, WITHOUT ROWID`,
-    `CREATE INDEX ${raw}_first ON ${raw} (machine, instance_id) WHERE seq_nr = 1`
-  ]
-} as const
+/**
+ * Creates `raw` with the same columns, types, primary key and indexes as the
+ * store's events table (already migrated on this connection), by copying the
+ * library's own definition rather than restating it: `LIKE` on PostgreSQL,
+ * the DDL kept in `sqlite_master` on SQLite.
+ */
+export const createRawTable = (sql: SqlClient.SqlClient, backend: "pg" | "sqlite", raw: string, events: string) =>
+  backend === "pg"
+    ? sql.unsafe(`CREATE TABLE ${raw} (LIKE ${events} INCLUDING ALL)`).pipe(Effect.asVoid)
+    : Effect.flatMap(
+      sql<{ readonly sql: string }>`SELECT sql FROM sqlite_master WHERE tbl_name = ${events} AND sql IS NOT NULL ORDER BY type DESC`,
+      (rows) =>
+        Effect.forEach(rows, (row) => sql.unsafe(row.sql.replaceAll(events, raw)), { discard: true })
+    )
 
 /** What a raw row carries: the same payloads the order workload commits. */
 const rawPayloads = [

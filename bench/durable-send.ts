@@ -42,7 +42,7 @@ import {
   pgUnreachable,
   printNoBaseline,
   rawInserts,
-  rawTableDdl,
+  createRawTable,
   runScript,
   tempSqliteFile,
   timedWorkers
@@ -174,7 +174,7 @@ const sqlitePart = (flags: { readonly ms: number; readonly reps: number; readonl
       SqlEventStore.layer().pipe(Layer.provideMerge(SqlEventStore.layerSqliteClient({ filename })))
     )
     const sql = Context.get(context, SqlClient.SqlClient)
-    for (const statement of rawTableDdl.sqlite(rawTable)) yield* sql.unsafe(statement)
+    yield* createRawTable(sql, "sqlite", rawTable, (yield* SqlEventStore.tableNames()).events)
     yield* measureBackend({ name: "sqlite", store: context, sql, rawTable, guess: 10_000, ...flags })
   }))
 
@@ -195,7 +195,7 @@ const pgPart = (flags: {
       )
       const sql = Context.get(context, SqlClient.SqlClient)
       const { events } = yield* SqlEventStore.tableNames()
-      yield* sql.unsafe(rawTableDdl.pg(rawTable, events))
+      yield* createRawTable(sql, "pg", rawTable, events)
       yield* measureBackend({ name: "pg", store: context, sql, rawTable, guess: 1_000, ...flags })
     }))
     // The pool is closed now, so pgbench's clients do not add to its connections.

@@ -52,7 +52,7 @@ import {
   pgConfig,
   pgUnreachable,
   rawInserts,
-  rawTableDdl,
+  createRawTable,
   runScript,
   tempSqliteFile
 } from "./db.js"
@@ -119,8 +119,7 @@ const openDatabase = (backend: Backend, maxConnections: number) =>
       store = yield* Layer.build(SqlEventStore.layer().pipe(Layer.provideMerge(SqlEventStore.layerSqliteClient({ filename }))))
     }
     const sql = Context.get(store, SqlClient.SqlClient)
-    if (backend === "pg") yield* sql.unsafe(rawTableDdl.pg(rawTable, (yield* SqlEventStore.tableNames()).events))
-    else for (const statement of rawTableDdl.sqlite(rawTable)) yield* sql.unsafe(statement)
+    yield* createRawTable(sql, backend, rawTable, (yield* SqlEventStore.tableNames()).events)
     return { target, store, sql }
   })
 
