@@ -36,6 +36,15 @@ export interface Metadata {
   readonly correlationId: string | null
   /** The runtime node that wrote the event. */
   readonly node: string | null
+  /**
+   * Unique id of the commit that wrote the event (shared by the events of
+   * one commit). After a failure whose outcome is unknown (a lost
+   * acknowledgement), the runtime reads the log and looks for its commit id
+   * to learn whether the write landed, so it never decides a command twice.
+   */
+  readonly commitId: string | null
+  /** For `source: "timeout"`: the name of the timeout that fired; replay disarms exactly that one. */
+  readonly timer: string | null
 }
 
 /**

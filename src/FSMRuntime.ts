@@ -653,7 +653,9 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
               timestamp,
               source: options?.source ?? (fired === undefined ? "user" : "timeout"),
               correlationId: options?.correlationId ?? null,
-              node: nodeId
+              node: nodeId,
+              commitId: crypto.randomUUID(),
+              timer: fired?.name ?? null
             }
           }],
           snapshot,

@@ -14,6 +14,8 @@ const metadata = (overrides: Partial<EventStore.Metadata> = {}): EventStore.Meta
   source: "user",
   correlationId: null,
   node: "node-a",
+  commitId: null,
+  timer: null,
   ...overrides
 })
 

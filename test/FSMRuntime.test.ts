@@ -52,7 +52,14 @@ for (const backend of backends) {
           [4, "Event", "Shipped"],
           [5, "Event", "Delivered"]
         ])
-        expect(history[1]!.metadata).toEqual({ timestamp: 1_000, source: "user", correlationId: "c-1", node: runtime.nodeId })
+        expect(history[1]!.metadata).toEqual({
+          timestamp: 1_000,
+          source: "user",
+          correlationId: "c-1",
+          node: runtime.nodeId,
+          commitId: expect.any(String),
+          timer: null
+        })
         expect(history[3]!.metadata.timestamp).toBe(2_000)
         expect(yield* Ref.get(log)).toEqual(["exit Pending o1", "entry Paid 42", "entry Shipped TRK"])
       }))
@@ -301,7 +308,7 @@ for (const backend of backends) {
         const { eventStore, runtime, store } = yield* setup()
         yield* runtime.create(Counter, "c")
         const es = yield* eventStore
-        const metadata = { timestamp: 0, source: "user", correlationId: null, node: null } as const
+        const metadata = { timestamp: 0, source: "user", correlationId: null, node: null, commitId: null, timer: null } as const
         yield* es.append({
           machine: "counter",
           instanceId: "c",
@@ -318,7 +325,7 @@ for (const backend of backends) {
         const { eventStore, runtime, store } = yield* setup()
         yield* runtime.create(Counter, "c")
         const es = yield* eventStore
-        const metadata = { timestamp: 0, source: "user", correlationId: null, node: null } as const
+        const metadata = { timestamp: 0, source: "user", correlationId: null, node: null, commitId: null, timer: null } as const
         yield* es.append({
           machine: "counter",
           instanceId: "c",

@@ -69,7 +69,7 @@ const event = (tag: string, payload: unknown = { _tag: tag }): EventStore.NewEve
   payload,
   stateTag: "Pending",
   schemaVersion: 1,
-  metadata: { timestamp: 1_700_000_000_000, source: "user", correlationId: null, node: "node-a" }
+  metadata: { timestamp: 1_700_000_000_000, source: "user", correlationId: null, node: "node-a", commitId: null, timer: null }
 })
 
 const commit = (
@@ -208,7 +208,7 @@ const sqlSuite = (target: Target) =>
         const client = Context.get(yield* Layer.build(db.client()), SqlClient.SqlClient)
         const migrate = (options?: { readonly tablePrefix?: string }) =>
           Effect.provideService(SqlEventStore.migrate(options), SqlClient.SqlClient, client)
-        expect(yield* migrate()).toEqual([[1, "create_tables"]])
+        expect(yield* migrate()).toEqual([[1, "create_tables"], [2, "commit_columns"]])
         expect(yield* migrate()).toEqual([])
 
         const first = yield* storeOn(db.client())
@@ -217,7 +217,7 @@ const sqlSuite = (target: Target) =>
         expect(yield* second.store.highestSequenceNr(machine, "o1")).toBe(2)
         expect(yield* migrate()).toEqual([])
         const recorded = yield* client<{ readonly migration_id: unknown; readonly name: string }>`SELECT migration_id, name FROM fsm_migrations`
-        expect(recorded.map((row) => [Number(row.migration_id), row.name])).toEqual([[1, "create_tables"]])
+        expect(recorded.map((row) => [Number(row.migration_id), row.name])).toEqual([[1, "create_tables"], [2, "commit_columns"]])
 
         // migrate: false leaves a database alone.
         const untouched = yield* storeOn(db.client(), { tablePrefix: "untouched_", migrate: false })
@@ -235,7 +235,7 @@ const sqlSuite = (target: Target) =>
           concurrency: "unbounded"
         })
         const recorded = yield* nodes[0].sql<{ readonly name: string }>`SELECT name FROM fsm_migrations`
-        expect(recorded.map((row) => row.name)).toEqual(["create_tables"])
+        expect(recorded.map((row) => row.name)).toEqual(["create_tables", "commit_columns"])
         yield* Effect.forEach(nodes, (node, i) => node.store.append(commit(`from-${i}`, 0, [event("@created")])), {
           concurrency: "unbounded"
         })

@@ -302,7 +302,7 @@ for (const backend of backends) {
               payload: { _tag: "Expire" },
               stateTag: "Expired",
               schemaVersion: 1,
-              metadata: { timestamp: 600_000, source: "timeout", correlationId: null, node: "stalled" }
+              metadata: { timestamp: 600_000, source: "timeout", correlationId: null, node: "stalled", commitId: null, timer: "expire" }
             }],
             timers: { cancelAll: true, schedule: [], fired: { name: "expire", generation: 1 } }
           })).pipe(Effect.provide(store as Context.Context<EventStore.EventStore>), Effect.flip)

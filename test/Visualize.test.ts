@@ -584,7 +584,9 @@ describe("Visualize.trace", () => {
     timestamp,
     source: source as "user",
     correlationId: null,
-    node: null
+    node: null,
+    commitId: null,
+    timer: null
   })
 
   it("keeps odd input drawable: unknown sources, bad timestamps, tags Mermaid would misread, a tail without creation", () => {

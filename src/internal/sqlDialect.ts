@@ -38,6 +38,8 @@ export interface EncodedEvent {
   readonly source: string
   readonly correlationId: string | null
   readonly node: string | null
+  readonly commitId: string | null
+  readonly timer: string | null
 }
 
 export interface EncodedSnapshot {
@@ -80,6 +82,8 @@ export interface Dialect {
   readonly skipLocked: Fragment
   /** The statements of migration 1. */
   readonly createTables: Effect.Effect<void, SqlError>
+  /** Migration 2: each event's commit id and fired timer name. */
+  readonly addCommitColumns: Effect.Effect<void, SqlError>
   /** Runs the migrator so that nodes starting at once take turns. */
   readonly serializeMigrations: <A, E, R>(run: Effect.Effect<A, E, R>) => Effect.Effect<A, E | SqlError, R>
   /** A transaction for writes of several statements. */
@@ -93,7 +97,7 @@ export interface Dialect {
 }
 
 const eventColumns =
-  "machine, instance_id, seq_nr, tag, payload, state_tag, schema_version, ts, source, correlation_id, node"
+  "machine, instance_id, seq_nr, tag, payload, state_tag, schema_version, ts, source, correlation_id, node, commit_id, timer"
 const snapshotColumns = "machine, instance_id, seq_nr, state, stopped, schema_version, ts"
 const snapshotUpdate =
   "seq_nr = excluded.seq_nr, state = excluded.state, stopped = excluded.stopped, schema_version = excluded.schema_version, ts = excluded.ts"
@@ -144,7 +148,7 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
         typed(e.stateTag, "text")
       }, ${typed(e.schemaVersion, "integer")}, ${typed(e.timestamp, "bigint")}, ${typed(e.source, "text")}, ${
         typed(e.correlationId, "text")
-      }, ${typed(e.node, "text")})`
+      }, ${typed(e.node, "text")}, ${typed(e.commitId, "text")}, ${typed(e.timer, "text")})`
     ))
 
   const upsertSnapshot = (json: (text: string) => Fragment, bool: (value: boolean) => boolean | number) =>
@@ -304,6 +308,10 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           PRIMARY KEY (machine, instance_id, name)
         )`
       ], { discard: true }),
+      addCommitColumns: Effect.all([
+        sql`ALTER TABLE ${E} ADD COLUMN commit_id text`,
+        sql`ALTER TABLE ${E} ADD COLUMN timer text`
+      ], { discard: true }),
       // The Migrator creates its table with "SELECT 'name'::regclass, else
       // CREATE TABLE", which races between nodes and, inside a transaction,
       // aborts it. So: one transaction holding an advisory lock per schema and
@@ -434,6 +442,10 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           failed_at INTEGER NOT NULL,
           PRIMARY KEY (machine, instance_id, name)
         ) STRICT, WITHOUT ROWID`
+      ], { discard: true }),
+      addCommitColumns: Effect.all([
+        sql`ALTER TABLE ${E} ADD COLUMN commit_id TEXT`,
+        sql`ALTER TABLE ${E} ADD COLUMN timer TEXT`
       ], { discard: true }),
       // The migrations table (same shape as the Migrator's) is created first,
       // on its own; the migration transaction then starts with a write to it,

@@ -35,6 +35,8 @@ interface EventRow {
   readonly source: string
   readonly correlation_id: string | null
   readonly node: string | null
+  readonly commit_id: string | null
+  readonly timer: string | null
 }
 
 interface SnapshotRow {
@@ -59,7 +61,9 @@ const encodeCommit = (commit: EventStore.Commit): Effect.Effect<EncodedCommit, P
         timestamp: event.metadata.timestamp,
         source: event.metadata.source,
         correlationId: event.metadata.correlationId,
-        node: event.metadata.node
+        node: event.metadata.node,
+        commitId: event.metadata.commitId,
+        timer: event.metadata.timer
       })
     }
     const snapshot = commit.snapshot === undefined ? undefined : {
@@ -113,14 +117,16 @@ export const makeBackend = (sql: SqlClient.SqlClient, dialect: Dialect, t: Table
       timestamp: toNumber(row.ts),
       source: row.source as EventStore.Source,
       correlationId: toStringOrNull(row.correlation_id),
-      node: toStringOrNull(row.node)
+      node: toStringOrNull(row.node),
+      commitId: toStringOrNull(row.commit_id),
+      timer: toStringOrNull(row.timer)
     }
   })
 
   const eventsPage = (machine: string, instanceId: string, from: number) =>
     sql<EventRow>`SELECT seq_nr, tag, ${
       dialect.jsonText("payload")
-    } AS payload, state_tag, schema_version, ts, source, correlation_id, node FROM ${E} WHERE machine = ${machine} AND instance_id = ${instanceId} AND seq_nr >= ${from} ORDER BY seq_nr LIMIT ${pageSize}`.pipe(
+    } AS payload, state_tag, schema_version, ts, source, correlation_id, node, commit_id, timer FROM ${E} WHERE machine = ${machine} AND instance_id = ${instanceId} AND seq_nr >= ${from} ORDER BY seq_nr LIMIT ${pageSize}`.pipe(
       mapSqlError("events"),
       Effect.flatMap((rows) => decodeRows("events", rows, decodeEvent(machine, instanceId)))
     )

@@ -24,7 +24,10 @@ export const migrate = (
 ): Effect.Effect<ReadonlyArray<readonly [id: number, name: string]>, PersistenceError, SqlClient.SqlClient> =>
   dialect.serializeMigrations(
     Migrator.make({})({
-      loader: Migrator.fromRecord({ "1_create_tables": dialect.createTables }),
+      loader: Migrator.fromRecord({
+        "1_create_tables": dialect.createTables,
+        "2_commit_columns": dialect.addCommitColumns
+      }),
       table: t.migrations
     })
   ).pipe(
