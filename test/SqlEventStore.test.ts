@@ -173,6 +173,57 @@ const sqlSuite = (target: Target) =>
         expect((yield* timers.pending(machine, "o1")).map((t) => t.name)).toEqual(["payment"])
       }))
 
+    it.scoped("a commit whose COMMIT fails (a deferred foreign key) writes nothing, and the store works after it", () =>
+      Effect.gen(function*() {
+        const db = yield* target.fresh
+        const { sql, store, timers } = yield* storeOn(db.client())
+        // Every event tagged "Poison" adds a row that breaks a deferred
+        // foreign key: each statement succeeds, the COMMIT fails. On SQLite
+        // the failed COMMIT leaves the transaction open unless it is rolled back.
+        yield* sql`CREATE TABLE fsm_test_parent (id integer PRIMARY KEY)`
+        yield* sql`CREATE TABLE fsm_test_child (parent integer REFERENCES fsm_test_parent (id) DEFERRABLE INITIALLY DEFERRED)`
+        yield* sql.onDialectOrElse({
+          pg: () =>
+            sql`CREATE FUNCTION fsm_test_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO fsm_test_child VALUES (1); RETURN NULL; END $$`
+              .pipe(
+                Effect.zipRight(
+                  sql`CREATE TRIGGER poison AFTER INSERT ON fsm_events FOR EACH ROW WHEN (NEW.tag = 'Poison') EXECUTE FUNCTION fsm_test_poison()`
+                )
+              ),
+          orElse: () =>
+            sql`PRAGMA foreign_keys = ON`.pipe(
+              Effect.zipRight(
+                sql`CREATE TRIGGER poison AFTER INSERT ON fsm_events WHEN NEW.tag = 'Poison' BEGIN INSERT INTO fsm_test_child VALUES (1); END`
+              )
+            )
+        })
+        const poisoned = commit("o1", 0, [event("@created"), event("Poison")], {
+          snapshot: snapshot("o1", 2),
+          timers: {
+            cancelAll: false,
+            schedule: [{ name: "payment", stateTag: "Pending", generation: 1, dueAt: 300_000, payload: { _tag: "T" } }]
+          }
+        })
+        for (let attempt = 0; attempt < 2; attempt++) {
+          const failed = yield* Effect.flip(store.append(poisoned))
+          expect(failed).toMatchObject({ _tag: "PersistenceError", operation: "append" })
+          expect(failed.message).toMatch(/foreign key/i)
+          yield* expectNothingStored(store, timers, "o1")
+          expect(Number((yield* sql<{ readonly n: unknown }>`SELECT COUNT(*) AS n FROM fsm_test_child`)[0]!.n)).toBe(0)
+        }
+
+        // The connection is not left inside the failed transaction: writes
+        // commit, and transactions begin, as before.
+        yield* store.append(fullCommit("o1"))
+        expect(yield* store.highestSequenceNr(machine, "o1")).toBe(2)
+        expect((yield* timers.pending(machine, "o1")).map((t) => t.name)).toEqual(["payment"])
+        yield* timers.deadLetter({ machine, instanceId: "o1", name: "payment", generation: 1 }, { error: "gave up", now: 1 })
+        expect((yield* timers.deadLetters(machine)).map((d) => d.name)).toEqual(["payment"])
+        yield* sql.withTransaction(store.append(commit("o1", 2, [event("Ship")])))
+        const other = yield* storeOn(db.client())
+        expect(yield* other.store.highestSequenceNr(machine, "o1")).toBe(3)
+      }))
+
     it.scoped("interrupting the fiber inside a transaction that holds a commit leaves nothing", () =>
       Effect.gen(function*() {
         const db = yield* target.fresh
@@ -476,6 +527,96 @@ describe.skipIf(pgTarget.skip !== undefined)("SqlEventStore on postgres: stateme
       expect(yield* Fiber.join(ours)).toMatchObject({ _tag: "SequenceConflict", expected: 0, actual: 1 })
       const log = Chunk.toArray(yield* Stream.runCollect(mine.store.events(machine, "o1", 1)))
       expect(log.map((r) => [r.seqNr, r.payload])).toEqual([[1, { by: "other" }], [2, { _tag: "Pay" }]])
+    }))
+
+  it.scoped("a delivery committing while deadLetter moves its timer leaves no dead letter to redrive", () =>
+    Effect.gen(function*() {
+      const schema = yield* Pg.freshSchema
+      const applicationName = `fsm-test-${crypto.randomUUID().slice(0, 8)}`
+      const sweeper = yield* storeOn(PgClient.layer({ ...Pg.clientConfig(schema), applicationName }))
+      const runtime = yield* storeOn(Pg.layerClient(schema))
+      yield* runtime.store.append(fullCommit("o1"))
+      const payment = { machine, instanceId: "o1", name: "payment", generation: 1 }
+
+      // The delivery of the timer has deleted its row (with the timeout
+      // event) and not committed yet.
+      const holding = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const timeout: EventStore.NewEvent = {
+        ...event("PaymentTimeout"),
+        metadata: { ...event("PaymentTimeout").metadata, source: "timeout", timer: "payment" }
+      }
+      const delivery = yield* runtime.sql.withTransaction(
+        runtime.store.append(
+          commit("o1", 2, [timeout], { timers: { cancelAll: false, schedule: [], fired: { name: "payment", generation: 1 } } })
+        ).pipe(
+          Effect.zipRight(Deferred.succeed(holding, undefined)),
+          Effect.zipRight(Deferred.await(release))
+        )
+      ).pipe(Effect.fork)
+      yield* Deferred.await(holding)
+
+      // The sweeper gives up on the same timer: it waits on the row...
+      const moving = yield* Effect.fork(sweeper.timers.deadLetter(payment, { error: "gave up", now: 1 }))
+      const waiting = sweeper.sql<{ readonly n: unknown }>`SELECT COUNT(*) AS n FROM pg_stat_activity WHERE application_name = ${applicationName} AND wait_event_type = 'Lock'`
+      let blocked = false
+      for (let tries = 0; tries < 10_000 && !blocked; tries++) {
+        blocked = Number((yield* waiting)[0]!.n) === 1
+      }
+      expect(blocked).toBe(true)
+      // ...and, once the delivery commits, finds it gone: nothing to move.
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(delivery)
+      yield* Fiber.join(moving)
+
+      expect(yield* sweeper.timers.deadLetters(machine)).toEqual([])
+      expect(yield* sweeper.timers.pending(machine, "o1")).toEqual([])
+      expect(yield* sweeper.timers.redrive(payment, 2)).toBe(false)
+      expect(yield* sweeper.timers.pending(machine, "o1")).toEqual([])
+      const log = Chunk.toArray(yield* Stream.runCollect(sweeper.store.events(machine, "o1", 1)))
+      expect(log.map((r) => r.tag)).toEqual(["@created", "Pay", "PaymentTimeout"])
+    }))
+
+  it.scoped("redrive racing a commit that schedules a timer of the same name keeps the dead letter", () =>
+    Effect.gen(function*() {
+      const schema = yield* Pg.freshSchema
+      const applicationName = `fsm-test-${crypto.randomUUID().slice(0, 8)}`
+      const operator = yield* storeOn(PgClient.layer({ ...Pg.clientConfig(schema), applicationName }))
+      const runtime = yield* storeOn(Pg.layerClient(schema))
+      yield* runtime.store.append(fullCommit("o1"))
+      const payment = { machine, instanceId: "o1", name: "payment" }
+      yield* runtime.timers.deadLetter({ ...payment, generation: 1 }, { error: "gave up", now: 1 })
+
+      // A commit arms a new "payment" timer and has not committed yet.
+      const holding = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const rearm = yield* runtime.sql.withTransaction(
+        runtime.store.append(commit("o1", 2, [event("Retry")], {
+          timers: {
+            cancelAll: false,
+            schedule: [{ name: "payment", stateTag: "Pending", generation: 2, dueAt: 600_000, payload: { _tag: "T" } }]
+          }
+        })).pipe(
+          Effect.zipRight(Deferred.succeed(holding, undefined)),
+          Effect.zipRight(Deferred.await(release))
+        )
+      ).pipe(Effect.fork)
+      yield* Deferred.await(holding)
+
+      // The redrive does not see that timer yet, so its insert waits on the key...
+      const redriving = yield* Effect.fork(operator.timers.redrive(payment, 2))
+      const waiting = operator.sql<{ readonly n: unknown }>`SELECT COUNT(*) AS n FROM pg_stat_activity WHERE application_name = ${applicationName} AND wait_event_type = 'Lock'`
+      let blocked = false
+      for (let tries = 0; tries < 10_000 && !blocked; tries++) {
+        blocked = Number((yield* waiting)[0]!.n) === 1
+      }
+      expect(blocked).toBe(true)
+      // ...and loses to it once it commits, deleting nothing.
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(rearm)
+      expect(yield* Fiber.join(redriving)).toBe(false)
+      expect((yield* operator.timers.deadLetters(machine)).map((d) => [d.generation, d.lastError])).toEqual([[1, "gave up"]])
+      expect((yield* operator.timers.pending(machine, "o1")).map((t) => [t.generation, t.dueAt])).toEqual([[2, 600_000]])
     }))
 
   it.effect("pgConfigFromEnv reads DATABASE_URL, else the PG* variables", () =>

@@ -15,7 +15,10 @@
  *   before anything is read. The transaction runs without a cooperative yield:
  *   another connection of the same process can then never find the write lock
  *   held by a suspended fiber (better-sqlite3 waits for a lock by blocking the
- *   thread, which would freeze the very fiber that holds it).
+ *   thread, which would freeze the very fiber that holds it). Its COMMIT and
+ *   ROLLBACK are issued here rather than by `sql.withTransaction`: a COMMIT
+ *   that fails leaves a SQLite transaction open, and it must be rolled back
+ *   before the connection serves anyone else.
  *
  * @internal
  */
@@ -23,6 +26,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import { SqlError } from "@effect/sql/SqlError"
 import type { Fragment } from "@effect/sql/Statement"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import { PersistenceError, SequenceConflict, StaleTimer } from "../Errors.js"
 import { driverCode, type Tables, toNumber, transactionFailures } from "./sqlShared.js"
@@ -88,6 +92,19 @@ export interface Dialect {
   readonly serializeMigrations: <A, E, R>(run: Effect.Effect<A, E, R>) => Effect.Effect<A, E | SqlError, R>
   /** A transaction for writes of several statements. */
   readonly writeTransaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | SqlError, R>
+  /**
+   * Deletes the rows of table `from` matching `where` and inserts what the delete
+   * returned (`columns`), through `insert`, which reads them from the
+   * relation `moved`: a row is moved only by the writer whose delete removed
+   * it, never copied after a concurrent writer deleted or changed it.
+   * Returns the rows `insert` returns.
+   */
+  readonly move: <A extends object>(options: {
+    readonly from: string
+    readonly where: Fragment
+    readonly columns: ReadonlyArray<string>
+    readonly insert: (moved: Fragment) => Fragment
+  }) => Effect.Effect<ReadonlyArray<A>, SqlError>
   /** Writes a snapshot unless a newer one is stored. */
   readonly upsertSnapshot: (machine: string, instanceId: string, snapshot: EncodedSnapshot) => Effect.Effect<unknown, SqlError>
   /** Applies a commit atomically. */
@@ -331,6 +348,13 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           )
         ),
       writeTransaction: (effect) => transactionFailures(sql.withTransaction(effect)),
+      // One statement: the delete locks the row (waiting for a commit that
+      // holds it, then re-checking `where`), and the insert sees only what it
+      // deleted.
+      move: <A extends object>({ columns, from, insert, where }: Parameters<Dialect["move"]>[0]) =>
+        sql<A>`WITH moved AS (DELETE FROM ${sql(from)} WHERE ${where} RETURNING ${sql.literal(columns.join(", "))}) ${
+          insert(sql.literal("moved"))
+        }`,
       upsertSnapshot: upsertSnapshot(json, bool),
       append
     }
@@ -341,8 +365,34 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
     const json = (text: string) => sql`${text}`
     const bool = (value: boolean) => value ? 1 : 0
     const snapshotWriter = upsertSnapshot(json, bool)
-    const writeTransaction = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-      transactionFailures(Effect.withMaxOpsBeforeYield(sql.withTransaction(effect), Number.MAX_SAFE_INTEGER))
+    // `sql.withTransaction` turns a failed COMMIT into a defect and releases
+    // the connection as it is; SQLite (unlike PostgreSQL) keeps a transaction
+    // whose COMMIT failed (a deferred foreign key, SQLITE_BUSY) open, so the
+    // next statements of any fiber would run inside it and the next BEGIN
+    // would fail. So the outermost transaction is run here: COMMIT, and
+    // ROLLBACK when it fails, on the reserved connection, before its permit
+    // is released (the rollback cannot hit another fiber's transaction).
+    const outermost = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.scoped(Effect.gen(function*() {
+          const conn = yield* sql.reserve
+          const run = (statement: string) => conn.executeUnprepared(statement, [], undefined)
+          yield* run("BEGIN")
+          const exit = yield* Effect.exit(restore(Effect.provideService(effect, SqlClient.TransactionConnection, [conn, 0])))
+          if (Exit.isFailure(exit)) return yield* Effect.zipRight(run("ROLLBACK"), exit)
+          // The ROLLBACK fails only where SQLite has ended the transaction itself.
+          yield* Effect.tapError(run("COMMIT"), () => Effect.ignore(run("ROLLBACK")))
+          return exit.value
+        }))
+      ).pipe(Effect.withSpan("sql.transaction", { kind: "client", captureStackTrace: false }))
+    const writeTransaction = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>
+      Effect.withMaxOpsBeforeYield(
+        Effect.flatMap(
+          Effect.serviceOption(SqlClient.TransactionConnection),
+          (outer) => Option.isSome(outer) ? transactionFailures(sql.withTransaction(effect)) : outermost(effect)
+        ),
+        Number.MAX_SAFE_INTEGER
+      )
 
     const append = (c: EncodedCommit) =>
       onSequenceKeyViolation(
@@ -460,6 +510,20 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           Effect.zipRight(writeTransaction(Effect.zipRight(sql`DELETE FROM ${sql(t.migrations)} WHERE 1 = 0`, run)))
         ),
       writeTransaction,
+      // The delete comes first, so the transaction takes the write lock
+      // before it reads, and inserts only the row it deleted (at most one:
+      // callers match a primary key, but every returned row is moved).
+      move: <A extends object>({ columns, from, insert, where }: Parameters<Dialect["move"]>[0]) =>
+        writeTransaction(Effect.flatMap(
+          sql<Record<string, unknown>>`DELETE FROM ${sql(from)} WHERE ${where} RETURNING ${sql.literal(columns.join(", "))}`,
+          (rows): Effect.Effect<ReadonlyArray<A>, SqlError> => {
+            if (rows.length === 0) return Effect.succeed([])
+            const moved = sql.join(" UNION ALL ", false)(
+              rows.map((row) => sql`SELECT ${sql.csv(columns.map((column) => sql`${row[column] ?? null} AS ${sql(column)}`))}`)
+            )
+            return sql<A>`${insert(sql`(${moved}) AS moved`)}`
+          }
+        )),
       upsertSnapshot: snapshotWriter,
       append
     }

@@ -2,6 +2,12 @@
  * The `TimeoutStore` on a `SqlClient`, over the timer and dead-letter tables
  * that `append` writes in the same commit as the events.
  *
+ * Every operation is one atomic step against a delivery commit, which
+ * deletes the timer row it delivers: `complete` and `retryLater` are single
+ * statements; `deadLetter` and `redrive` move a row with `dialect.move`, so a
+ * row is moved only by the operation whose delete removed it (a timer that
+ * fired meanwhile leaves no dead letter for `redrive` to fire again).
+ *
  * @internal
  */
 import type * as SqlClient from "@effect/sql/SqlClient"
@@ -9,7 +15,7 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import type * as TimeoutStore from "../TimeoutStore.js"
 import type { Dialect } from "./sqlDialect.js"
-import { decodeRows, mapSqlError, type Tables, toNumber, toStringOrNull } from "./sqlShared.js"
+import { decodeRows, driverCode, mapSqlError, type Tables, toNumber, toStringOrNull } from "./sqlShared.js"
 
 interface TimerRow {
   readonly machine: string
@@ -55,6 +61,8 @@ export const makeTimeoutStore = (
   } AS payload, attempts, last_error`
   const keyOf = (timer: Omit<TimeoutStore.TimerKey, "generation">) =>
     sql`machine = ${timer.machine} AND instance_id = ${timer.instanceId} AND name = ${timer.name}`
+  /** What a move between the timer and dead-letter tables carries over. */
+  const movedColumns = ["machine", "instance_id", "name", "generation", "state_tag", "due_at", "payload", "attempts", "last_error"]
 
   const claimDue = (options: TimeoutStore.ClaimOptions) => {
     if (options.machines.length === 0 || options.limit <= 0) return Effect.succeed([])
@@ -83,13 +91,15 @@ export const makeTimeoutStore = (
       keyOf(timer)
     } AND generation = ${timer.generation}`.pipe(Effect.asVoid, mapSqlError("retryLater"))
 
+  // `WHERE true` lets SQLite parse the ON CONFLICT of an INSERT ... SELECT.
   const deadLetter = (timer: TimeoutStore.TimerKey, options: { readonly error: string; readonly now: number }) =>
-    dialect.writeTransaction(
-      sql`INSERT INTO ${D} (machine, instance_id, name, generation, state_tag, due_at, payload, attempts, last_error, failed_at) SELECT machine, instance_id, name, generation, state_tag, due_at, payload, attempts + 1, ${options.error}, CAST(${options.now} AS BIGINT) FROM ${T} WHERE ${
-        keyOf(timer)
-      } AND generation = ${timer.generation} ON CONFLICT (machine, instance_id, name) DO UPDATE SET generation = excluded.generation, state_tag = excluded.state_tag, due_at = excluded.due_at, payload = excluded.payload, attempts = excluded.attempts, last_error = excluded.last_error, failed_at = excluded.failed_at`
-        .pipe(Effect.zipRight(sql`DELETE FROM ${T} WHERE ${keyOf(timer)} AND generation = ${timer.generation}`))
-    ).pipe(Effect.asVoid, mapSqlError("deadLetter"))
+    dialect.move({
+      from: t.timers,
+      where: sql`${keyOf(timer)} AND generation = ${timer.generation}`,
+      columns: movedColumns,
+      insert: (moved) =>
+        sql`INSERT INTO ${D} (machine, instance_id, name, generation, state_tag, due_at, payload, attempts, last_error, failed_at) SELECT machine, instance_id, name, generation, state_tag, due_at, payload, attempts + 1, ${options.error}, CAST(${options.now} AS BIGINT) FROM ${moved} WHERE true ON CONFLICT (machine, instance_id, name) DO UPDATE SET generation = excluded.generation, state_tag = excluded.state_tag, due_at = excluded.due_at, payload = excluded.payload, attempts = excluded.attempts, last_error = excluded.last_error, failed_at = excluded.failed_at`
+    }).pipe(Effect.asVoid, mapSqlError("deadLetter"))
 
   // When claimDue could next return something: a timer's deadline, or the
   // end of its claim when that is later.
@@ -121,15 +131,24 @@ export const makeTimeoutStore = (
       )
     )
 
+  // A live timer of that name wins: the dead letter is not deleted when one
+  // is stored, and one committed concurrently (after the check, before the
+  // insert) makes the insert hit the primary key, which fails the whole move.
   const redrive = (timer: Omit<TimeoutStore.TimerKey, "generation">, now: number) =>
-    dialect.writeTransaction(Effect.gen(function*() {
-      const moved = yield* sql`INSERT INTO ${T} (machine, instance_id, name, generation, state_tag, due_at, payload, attempts, last_error) SELECT machine, instance_id, name, generation, state_tag, CAST(${now} AS BIGINT), payload, 0, last_error FROM ${D} WHERE ${
-        keyOf(timer)
-      } ON CONFLICT (machine, instance_id, name) DO NOTHING RETURNING name`
-      if (moved.length === 0) return false
-      yield* sql`DELETE FROM ${D} WHERE ${keyOf(timer)}`
-      return true
-    })).pipe(mapSqlError("redrive"))
+    dialect.move<{ readonly name: string }>({
+      from: t.deadLetters,
+      where: sql`${keyOf(timer)} AND NOT EXISTS (SELECT 1 FROM ${T} WHERE ${keyOf(timer)})`,
+      columns: movedColumns,
+      insert: (moved) =>
+        sql`INSERT INTO ${T} (machine, instance_id, name, generation, state_tag, due_at, payload, attempts, last_error) SELECT machine, instance_id, name, generation, state_tag, CAST(${now} AS BIGINT), payload, 0, last_error FROM ${moved} WHERE true RETURNING name`
+    }).pipe(
+      Effect.map((moved) => moved.length > 0),
+      Effect.catchIf(
+        (error) => driverCode(error) === "23505" || driverCode(error) === "SQLITE_CONSTRAINT_PRIMARYKEY",
+        () => Effect.succeed(false)
+      ),
+      mapSqlError("redrive")
+    )
 
   return { claimDue, complete, retryLater, deadLetter, nextDueAt, pending, deadLetters, redrive }
 }
