@@ -4,8 +4,10 @@
  * Backends see encoded JSON only; the runtime encodes and decodes with the
  * machine's schemas. A backend implements `EventStore.Backend` and is turned
  * into the service by `EventStore.make`, which adds the checks every backend
- * must share (instance ids, commit shape), so that memory, SQLite and
- * PostgreSQL behave the same.
+ * must share (instance ids, commit shape, values that JSON and every
+ * database store exactly), so that memory, SQLite and PostgreSQL behave the
+ * same. The memory backend stores JSON text too, so it cannot hide a
+ * difference.
  *
  * @since 0.1.0
  */
@@ -15,6 +17,7 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import { InvalidInstanceId, PersistenceError, SequenceConflict, StaleTimer } from "./Errors.js"
+import { jsonProblem, stringProblem } from "./internal/jsonValue.js"
 import * as TimeoutStore from "./TimeoutStore.js"
 
 /**
@@ -189,9 +192,20 @@ export class EventStore extends Context.Tag("effect-fsm/EventStore")<EventStore,
 export const maxInstanceIdLength = 255
 
 /**
- * Why an instance id is invalid, or `undefined` when it is fine: non-empty,
- * at most 255 characters, no NUL. Quotes, SQL fragments and any other
- * Unicode are fine: backends bind ids as parameters, never as SQL text.
+ * Why an instance id is invalid, or `undefined` when it is fine. The rule is
+ * the same on every backend: a string, non-empty, at most 255 UTF-16 code
+ * units, well-formed Unicode (no lone surrogate: database drivers would turn
+ * one into U+FFFD, so `"s\uD800"` and `"s\uDBFF"` would become the same
+ * row) and without NUL (PostgreSQL cannot store it). A surrogate pair such
+ * as `"🔗"` is fine and counts as two code units; quotes, SQL fragments and
+ * any other Unicode are fine too: backends bind ids as parameters, never as
+ * SQL text.
+ *
+ * @example
+ * ```ts
+ * EventStore.instanceIdProblem("order-🔗") // undefined
+ * EventStore.instanceIdProblem("s\uD800") // "contains a lone surrogate (U+D800) at index 1"
+ * ```
  *
  * @since 0.1.0
  */
@@ -201,10 +215,8 @@ export const instanceIdProblem = (instanceId: string): string | undefined =>
     : instanceId.length === 0
     ? "must not be empty"
     : instanceId.length > maxInstanceIdLength
-    ? `must be at most ${maxInstanceIdLength} characters`
-    : instanceId.includes("\u0000")
-    ? "must not contain NUL"
-    : undefined
+    ? `must be at most ${maxInstanceIdLength} UTF-16 code units, got ${instanceId.length}`
+    : stringProblem(instanceId)
 
 /**
  * `instanceIdProblem` as an Effect.
@@ -222,6 +234,64 @@ export const validateInstanceId = (
 }
 
 const invalidCommit = (reason: string) => Effect.fail(new PersistenceError({ operation: "append", reason }))
+
+/** Why a nullable string field cannot be stored, or `undefined`. */
+const nullableStringProblem = (value: string | null): string | undefined =>
+  value === null ? undefined : typeof value === "string" ? stringProblem(value) : "must be a string or null"
+
+/** Why a required string field cannot be stored, or `undefined`. */
+const requiredStringProblem = (value: string): string | undefined =>
+  typeof value === "string" ? stringProblem(value) : "must be a string"
+
+const eventValuesProblem = (event: NewEvent): string | undefined => {
+  const tag = requiredStringProblem(event.tag)
+  if (tag !== undefined) return `tag ${tag}`
+  const stateTag = requiredStringProblem(event.stateTag)
+  if (stateTag !== undefined) return `stateTag ${stateTag}`
+  return jsonProblem(event.payload, "payload") ?? metadataStringsProblem(event.metadata)
+}
+
+const metadataStringsProblem = (metadata: Metadata): string | undefined => {
+  const correlationId = nullableStringProblem(metadata.correlationId)
+  if (correlationId !== undefined) return `metadata.correlationId ${correlationId}`
+  const node = nullableStringProblem(metadata.node)
+  if (node !== undefined) return `metadata.node ${node}`
+  const commitId = nullableStringProblem(metadata.commitId)
+  if (commitId !== undefined) return `metadata.commitId ${commitId}`
+  const timer = nullableStringProblem(metadata.timer)
+  if (timer !== undefined) return `metadata.timer ${timer}`
+  return undefined
+}
+
+/**
+ * Why a value of a commit cannot be stored exactly by every backend (see
+ * `internal/jsonValue.ts`), or `undefined`. Synchronous, allocation-free when
+ * everything is fine: it runs on every commit.
+ */
+const commitValuesProblem = (commit: Commit): string | undefined => {
+  const events = commit.events
+  for (let i = 0; i < events.length; i++) {
+    const problem = eventValuesProblem(events[i]!)
+    if (problem !== undefined) return `events[${i}] ${problem}`
+  }
+  if (commit.snapshot !== undefined) {
+    const problem = jsonProblem(commit.snapshot.state, "state")
+    if (problem !== undefined) return `snapshot ${problem}`
+  }
+  const schedule = commit.timers?.schedule
+  if (schedule !== undefined) {
+    for (let i = 0; i < schedule.length; i++) {
+      const timer = schedule[i]!
+      const nameProblem = requiredStringProblem(timer.name)
+      if (nameProblem !== undefined) return `timers.schedule[${i}] name ${nameProblem}`
+      const stateTagProblem = requiredStringProblem(timer.stateTag)
+      if (stateTagProblem !== undefined) return `timers.schedule[${i}] stateTag ${stateTagProblem}`
+      const problem = jsonProblem(timer.payload, "payload")
+      if (problem !== undefined) return `timers.schedule[${i}] ${problem}`
+    }
+  }
+  return undefined
+}
 
 /** A failure when `commit` is malformed, `undefined` when it is fine: checked without an Effect per commit. */
 const commitProblem = (commit: Commit): Effect.Effect<never, InvalidInstanceId | PersistenceError> | undefined => {
@@ -243,11 +313,33 @@ const commitProblem = (commit: Commit): Effect.Effect<never, InvalidInstanceId |
       return invalidCommit(`the snapshot must belong to the committed instance and to a seqNr in 1..${last}`)
     }
   }
-  return undefined
+  const valuesProblem = commitValuesProblem(commit)
+  return valuesProblem === undefined ? undefined : invalidCommit(`cannot be stored exactly: ${valuesProblem}`)
+}
+
+/** A failure when `snapshot` cannot be saved, `undefined` when it is fine. */
+const snapshotProblem = (snapshot: SnapshotRecord): Effect.Effect<never, InvalidInstanceId | PersistenceError> | undefined => {
+  const idProblem = instanceIdProblem(snapshot.instanceId)
+  if (idProblem !== undefined) {
+    return Effect.fail(
+      new InvalidInstanceId({ machine: snapshot.machine, instanceId: String(snapshot.instanceId), reason: idProblem })
+    )
+  }
+  const stateProblem = jsonProblem(snapshot.state, "state")
+  return stateProblem === undefined
+    ? undefined
+    : Effect.fail(new PersistenceError({ operation: "saveSnapshot", reason: `cannot be stored exactly: ${stateProblem}` }))
 }
 
 /**
- * Wraps a backend into the service, adding the validation every backend shares.
+ * Wraps a backend into the service, adding the validation every backend
+ * shares: instance ids (`instanceIdProblem`, failing with
+ * `InvalidInstanceId`), the commit's shape, and the values it writes (event
+ * payloads, snapshot states, timer payloads, tags and metadata strings must
+ * be JSON values that every backend stores and returns exactly: finite
+ * numbers, well-formed strings without NUL, plain objects and arrays). A
+ * value that is not fails the commit or `saveSnapshot` with
+ * `PersistenceError` naming where it is, and nothing is written.
  *
  * @since 0.1.0
  */
@@ -261,7 +353,9 @@ export const make = (backend: Backend): EventStore["Type"] => ({
   highestSequenceNr: (machine, instanceId) =>
     Effect.zipRight(validateInstanceId(machine, instanceId), backend.highestSequenceNr(machine, instanceId)),
   saveSnapshot: (snapshot) =>
-    Effect.zipRight(validateInstanceId(snapshot.machine, snapshot.instanceId), backend.saveSnapshot(snapshot)),
+    Effect.suspend((): Effect.Effect<void, PersistenceError | InvalidInstanceId> =>
+      snapshotProblem(snapshot) ?? backend.saveSnapshot(snapshot)
+    ),
   loadSnapshot: (machine, instanceId) =>
     Effect.zipRight(validateInstanceId(machine, instanceId), backend.loadSnapshot(machine, instanceId)),
   instances: backend.instances
@@ -273,28 +367,143 @@ export const make = (backend: Backend): EventStore["Type"] => ({
 
 const keyOf = (machine: string, instanceId: string) => `${machine}\u0000${instanceId}`
 
-interface MemoryTimer extends TimeoutStore.TimerRecord {
+// What the memory backend keeps is what the SQL backends keep: rows whose
+// payloads and states are JSON text. Every read parses a fresh value, so a
+// caller mutating what it passed in or got back cannot change the store, and
+// a value that does not survive JSON is as visible here as on SQL.
+
+/** An event row; the metadata is spelt out, as in the SQL tables. */
+interface MemoryEvent {
+  readonly seqNr: number
+  readonly tag: string
+  readonly payload: string
+  readonly stateTag: string
+  readonly schemaVersion: number
+  readonly timestamp: number
+  readonly source: Source
+  readonly correlationId: string | null
+  readonly node: string | null
+  readonly commitId: string | null
+  readonly timer: string | null
+}
+
+interface MemorySnapshot {
+  readonly seqNr: number
+  readonly state: string
+  readonly stopped: boolean
+  readonly schemaVersion: number
+  readonly timestamp: number
+}
+
+interface MemoryTimer {
+  readonly machine: string
+  readonly instanceId: string
+  readonly name: string
+  readonly stateTag: string
+  readonly generation: number
+  readonly dueAt: number
+  readonly payload: string
+  readonly attempts: number
+  readonly lastError: string | null
   readonly claimedUntil: number | null
 }
 
+interface MemoryDeadLetter extends MemoryTimer {
+  readonly failedAt: number
+}
+
+/** JSON text of a value, or `undefined` when JSON cannot write it. Never throws. */
+const toJsonText = (value: unknown): string | undefined => {
+  try {
+    return JSON.stringify(value)
+  } catch {
+    return undefined
+  }
+}
+
+const notJson = (operation: string, what: string) =>
+  Effect.fail(new PersistenceError({ operation, reason: `${what} is not JSON-serializable` }))
+
+const eventRecord = (machine: string, instanceId: string, row: MemoryEvent): EventRecord => ({
+  machine,
+  instanceId,
+  seqNr: row.seqNr,
+  tag: row.tag,
+  payload: JSON.parse(row.payload),
+  stateTag: row.stateTag,
+  schemaVersion: row.schemaVersion,
+  metadata: {
+    timestamp: row.timestamp,
+    source: row.source,
+    correlationId: row.correlationId,
+    node: row.node,
+    commitId: row.commitId,
+    timer: row.timer
+  }
+})
+
+const snapshotRecord = (machine: string, instanceId: string, row: MemorySnapshot): SnapshotRecord => ({
+  machine,
+  instanceId,
+  seqNr: row.seqNr,
+  state: JSON.parse(row.state),
+  stopped: row.stopped,
+  schemaVersion: row.schemaVersion,
+  timestamp: row.timestamp
+})
+
+const timerRecord = (row: MemoryTimer): TimeoutStore.TimerRecord => ({
+  machine: row.machine,
+  instanceId: row.instanceId,
+  name: row.name,
+  stateTag: row.stateTag,
+  generation: row.generation,
+  dueAt: row.dueAt,
+  payload: JSON.parse(row.payload),
+  attempts: row.attempts,
+  lastError: row.lastError
+})
+
+const deadLetterRecord = (row: MemoryDeadLetter): TimeoutStore.DeadLetter => ({
+  machine: row.machine,
+  instanceId: row.instanceId,
+  name: row.name,
+  stateTag: row.stateTag,
+  generation: row.generation,
+  dueAt: row.dueAt,
+  payload: JSON.parse(row.payload),
+  attempts: row.attempts,
+  lastError: row.lastError,
+  failedAt: row.failedAt
+})
+
+const memorySnapshot = (snapshot: SnapshotRecord, state: string): MemorySnapshot => ({
+  seqNr: snapshot.seqNr,
+  state,
+  stopped: snapshot.stopped,
+  schemaVersion: snapshot.schemaVersion,
+  timestamp: snapshot.timestamp
+})
+
 /**
- * An in-memory database: the event log, snapshots and timers. Each commit is
- * applied in one synchronous step, so it is atomic even under interruption;
+ * An in-memory database: the event log, snapshots and timers, kept as the
+ * SQL backends keep them (payloads and states as JSON text, read back as
+ * fresh values). Each commit is encoded first, then applied in one
+ * synchronous step, so it is atomic even under interruption;
  * `expectedSeqNr` is honoured exactly as a database would; nothing is ever
  * evicted.
  *
  * @since 0.1.0
  */
 export const makeMemory = (): { readonly backend: Backend; readonly timeouts: TimeoutStore.TimeoutStore["Type"] } => {
-  const logs = new Map<string, Array<EventRecord>>()
-  const snapshots = new Map<string, SnapshotRecord>()
+  const logs = new Map<string, Array<MemoryEvent>>()
+  const snapshots = new Map<string, MemorySnapshot>()
   const byMachine = new Map<string, Set<string>>()
   /** instance key -> timer name -> timer */
   const timers = new Map<string, Map<string, MemoryTimer>>()
-  const deadLetters = new Map<string, Map<string, TimeoutStore.DeadLetter>>()
+  const deadLetters = new Map<string, Map<string, MemoryDeadLetter>>()
 
-  const putSnapshot = (snapshot: SnapshotRecord) => {
-    const key = keyOf(snapshot.machine, snapshot.instanceId)
+  const putSnapshot = (key: string, snapshot: MemorySnapshot) => {
     const current = snapshots.get(key)
     if (current === undefined || snapshot.seqNr > current.seqNr) snapshots.set(key, snapshot)
   }
@@ -318,79 +527,110 @@ export const makeMemory = (): { readonly backend: Backend; readonly timeouts: Ti
     if (named?.size === 0) timers.delete(key)
   }
 
-  const applyTimers = (commit: Commit, changes: TimeoutStore.TimerChanges) => {
-    if (changes.fired !== undefined) deleteTimer(commit.machine, commit.instanceId, changes.fired.name)
-    if (changes.cancelAll) timers.delete(keyOf(commit.machine, commit.instanceId))
-    for (const timer of changes.schedule) {
-      putTimer({
-        ...timer,
-        machine: commit.machine,
-        instanceId: commit.instanceId,
-        attempts: 0,
-        lastError: null,
-        claimedUntil: null
-      })
-    }
-  }
-
-  const publicTimer = ({ claimedUntil: _, ...timer }: MemoryTimer): TimeoutStore.TimerRecord => timer
-
   const backend: Backend = {
     append: (commit) =>
-      Effect.suspend((): Effect.Effect<void, SequenceConflict | StaleTimer> => {
-        const key = keyOf(commit.machine, commit.instanceId)
+      Effect.suspend((): Effect.Effect<void, SequenceConflict | StaleTimer | PersistenceError> => {
+        const { machine, instanceId } = commit
+        const key = keyOf(machine, instanceId)
         const log = logs.get(key)
         const actual = log === undefined ? 0 : log.length
         if (actual !== commit.expectedSeqNr) {
-          return Effect.fail(
-            new SequenceConflict({
-              machine: commit.machine,
-              instanceId: commit.instanceId,
-              expected: commit.expectedSeqNr,
-              actual
-            })
-          )
+          return Effect.fail(new SequenceConflict({ machine, instanceId, expected: commit.expectedSeqNr, actual }))
         }
-        const fired = commit.timers?.fired
-        if (fired !== undefined && timerOf({ ...fired, machine: commit.machine, instanceId: commit.instanceId }) === undefined) {
-          return Effect.fail(
-            new StaleTimer({ machine: commit.machine, instanceId: commit.instanceId, ...fired })
-          )
+        const changes = commit.timers
+        const fired = changes?.fired
+        if (fired !== undefined && timerOf({ machine, instanceId, name: fired.name, generation: fired.generation }) === undefined) {
+          return Effect.fail(new StaleTimer({ machine, instanceId, name: fired.name, generation: fired.generation }))
         }
-        const target = log ?? []
+
+        // Encode everything first: a value JSON cannot write fails the commit before anything changes.
+        const rows: Array<MemoryEvent> = []
         let seqNr = commit.expectedSeqNr
         for (const event of commit.events) {
-          // Spelt out: on Node 20 (V8 11) a spread followed by more properties
-          // takes a slow path costing microseconds per record.
-          target.push({
-            machine: commit.machine,
-            instanceId: commit.instanceId,
+          const payload = toJsonText(event.payload)
+          if (payload === undefined) return notJson("append", `the payload of event ${event.tag}`)
+          const metadata = event.metadata
+          rows.push({
             seqNr: ++seqNr,
             tag: event.tag,
-            payload: event.payload,
+            payload,
             stateTag: event.stateTag,
             schemaVersion: event.schemaVersion,
-            metadata: event.metadata
+            timestamp: metadata.timestamp,
+            source: metadata.source,
+            correlationId: metadata.correlationId,
+            node: metadata.node,
+            commitId: metadata.commitId,
+            timer: metadata.timer
           })
         }
-        if (log === undefined) {
-          logs.set(key, target)
-          let ids = byMachine.get(commit.machine)
-          if (ids === undefined) byMachine.set(commit.machine, ids = new Set())
-          ids.add(commit.instanceId)
+        let snapshot: MemorySnapshot | undefined
+        if (commit.snapshot !== undefined) {
+          const state = toJsonText(commit.snapshot.state)
+          if (state === undefined) return notJson("append", "the snapshot state")
+          snapshot = memorySnapshot(commit.snapshot, state)
         }
-        if (commit.snapshot !== undefined) putSnapshot(commit.snapshot)
-        if (commit.timers !== undefined) applyTimers(commit, commit.timers)
+        let scheduled: Array<MemoryTimer> | undefined
+        if (changes !== undefined) {
+          scheduled = []
+          for (const timer of changes.schedule) {
+            const payload = toJsonText(timer.payload)
+            if (payload === undefined) return notJson("append", `the payload of timer ${timer.name}`)
+            scheduled.push({
+              machine,
+              instanceId,
+              name: timer.name,
+              stateTag: timer.stateTag,
+              generation: timer.generation,
+              dueAt: timer.dueAt,
+              payload,
+              attempts: 0,
+              lastError: null,
+              claimedUntil: null
+            })
+          }
+        }
+
+        // Then apply it in one synchronous step.
+        if (log === undefined) {
+          logs.set(key, rows)
+          let ids = byMachine.get(machine)
+          if (ids === undefined) byMachine.set(machine, ids = new Set())
+          ids.add(instanceId)
+        } else {
+          for (const row of rows) log.push(row)
+        }
+        if (snapshot !== undefined) putSnapshot(key, snapshot)
+        if (changes !== undefined && scheduled !== undefined) {
+          if (fired !== undefined) deleteTimer(machine, instanceId, fired.name)
+          if (changes.cancelAll) timers.delete(key)
+          for (const timer of scheduled) putTimer(timer)
+        }
         return Effect.void
       }),
     events: (machine, instanceId, fromSeqNr) =>
       Stream.suspend(() => {
-        const log = logs.get(keyOf(machine, instanceId)) ?? []
-        return Stream.fromIterable(log.slice(Math.max(0, fromSeqNr - 1)))
+        const log = logs.get(keyOf(machine, instanceId))
+        if (log === undefined) return Stream.empty
+        const records: Array<EventRecord> = []
+        // As the SQL stores read `fromSeqNr`: NaN means from the start, a fraction is rounded down.
+        const start = Number.isNaN(fromSeqNr) ? 0 : Math.max(0, Math.floor(fromSeqNr) - 1)
+        for (let i = start; i < log.length; i++) records.push(eventRecord(machine, instanceId, log[i]!))
+        return Stream.fromIterable(records)
       }),
     highestSequenceNr: (machine, instanceId) => Effect.sync(() => logs.get(keyOf(machine, instanceId))?.length ?? 0),
-    saveSnapshot: (snapshot) => Effect.sync(() => putSnapshot(snapshot)),
-    loadSnapshot: (machine, instanceId) => Effect.sync(() => Option.fromNullable(snapshots.get(keyOf(machine, instanceId)))),
+    saveSnapshot: (snapshot) =>
+      Effect.suspend(() => {
+        const state = toJsonText(snapshot.state)
+        if (state === undefined) return notJson("saveSnapshot", "the snapshot state")
+        putSnapshot(keyOf(snapshot.machine, snapshot.instanceId), memorySnapshot(snapshot, state))
+        return Effect.void
+      }),
+    loadSnapshot: (machine, instanceId) =>
+      Effect.sync(() => {
+        const row = snapshots.get(keyOf(machine, instanceId))
+        return row === undefined ? Option.none() : Option.some(snapshotRecord(machine, instanceId, row))
+      }),
     instances: (machine) => Stream.suspend(() => Stream.fromIterable([...(byMachine.get(machine) ?? [])]))
   }
 
@@ -410,7 +650,7 @@ export const makeMemory = (): { readonly backend: Backend; readonly timeouts: Ti
           .sort((a, b) => a.dueAt - b.dueAt)
           .slice(0, Math.max(0, options.limit))
         for (const timer of due) putTimer({ ...timer, claimedUntil: options.claimUntil })
-        return due.map(publicTimer)
+        return due.map(timerRecord)
       }),
     complete: (timer) =>
       Effect.sync(() => {
@@ -438,9 +678,10 @@ export const makeMemory = (): { readonly backend: Backend; readonly timeouts: Ti
         let named = deadLetters.get(key)
         if (named === undefined) deadLetters.set(key, named = new Map())
         named.set(timer.name, {
-          ...publicTimer(found),
+          ...found,
           attempts: found.attempts + 1,
           lastError: options.error,
+          claimedUntil: null,
           failedAt: options.now
         })
       }),
@@ -454,10 +695,12 @@ export const makeMemory = (): { readonly backend: Backend; readonly timeouts: Ti
         return Option.fromNullable(next)
       }),
     pending: (machine, instanceId) =>
-      Effect.sync(() => [...(timers.get(keyOf(machine, instanceId))?.values() ?? [])].map(publicTimer)),
+      Effect.sync(() => [...(timers.get(keyOf(machine, instanceId))?.values() ?? [])].map(timerRecord)),
     deadLetters: (machine) =>
       Effect.sync(() =>
-        [...deadLetters.values()].flatMap((named) => [...named.values()]).filter((d) => d.machine === machine)
+        [...deadLetters.values()].flatMap((named) => [...named.values()]).filter((d) => d.machine === machine).map(
+          deadLetterRecord
+        )
       ),
     redrive: (timer, now) =>
       Effect.sync(() => {

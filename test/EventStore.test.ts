@@ -58,6 +58,37 @@ const timer = (name: string, generation: number, dueAt: number, payload: unknown
   payload
 })
 
+/** Well-formed Unicode is required of ids: each of these is rejected (NUL, or a lone surrogate). */
+const badWellFormedIds = ["nul\u0000byte", "s\uD800", "s\uDBFF", "\uDC00x", "\uD800", "x\uDFFF", "a\uDC00\uD800b"]
+
+/** Values that JSON does not carry exactly, or that some backend cannot store: each must be refused. */
+const badJsonValues = (): ReadonlyArray<readonly [string, unknown]> => {
+  const cycle: Record<string, unknown> = { _tag: "Loop" }
+  cycle["self"] = { back: cycle }
+  const sparse: Array<number> = [1]
+  sparse[2] = 3
+  return [
+    ["NaN", { _tag: "Pay", amount: Number.NaN }],
+    ["Infinity", { _tag: "Pay", amount: Number.POSITIVE_INFINITY }],
+    ["-Infinity", [1, Number.NEGATIVE_INFINITY]],
+    ["NUL in a string", { note: "a\u0000b" }],
+    ["lone high surrogate in a string", { note: "s\uD800" }],
+    ["lone low surrogate in a string", ["\uDC00x"]],
+    ["lone surrogate in a key", { ["k\uDBFF"]: 1 }],
+    ["NUL in a key", { ["k\u0000"]: 1 }],
+    ["an undefined property", { _tag: "Pay", amount: undefined }],
+    ["an undefined element", [1, undefined]],
+    ["a hole", sparse],
+    ["undefined", undefined],
+    ["a Date", { at: new Date(0) }],
+    ["a Map", new Map([["a", 1]])],
+    ["a class instance", new (class Money { amount = 1 })()],
+    ["a bigint", { amount: BigInt(1) }],
+    ["a function", { f: () => 1 }],
+    ["a cycle", cycle]
+  ]
+}
+
 const byName = <A extends { readonly name: string }>(timers: ReadonlyArray<A>) =>
   [...timers].sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
 
@@ -313,7 +344,7 @@ export const eventStoreSuite = (backend: Backend) =>
         yield* store.append(commit("after", 0, [event("@created")]))
         expect(yield* store.highestSequenceNr(machine, "after")).toBe(1)
 
-        for (const bad of ["", "x".repeat(EventStore.maxInstanceIdLength + 1), "nul\u0000byte"]) {
+        for (const bad of ["", "x".repeat(EventStore.maxInstanceIdLength + 1), ...badWellFormedIds]) {
           const failures = [
             yield* Effect.flip(store.append(commit(bad, 0, [event("@created")]))),
             yield* Effect.flip(readAll(store, bad)),
@@ -324,6 +355,260 @@ export const eventStoreSuite = (backend: Backend) =>
           for (const failure of failures) expect(failure).toMatchObject({ _tag: "InvalidInstanceId", instanceId: bad })
         }
         expect(yield* instancesOf(store, machine)).toEqual([...hostile, "after"].sort())
+      }))
+
+    it.scoped("ids with lone surrogates or NUL are InvalidInstanceId on every operation and write nothing", () =>
+      Effect.gen(function*() {
+        const { store, timers } = yield* setup
+        for (const bad of badWellFormedIds) {
+          const failures = [
+            yield* Effect.flip(store.append(commit(bad, 0, [event("@created")], {
+              snapshot: snapshot(bad, 1, {}),
+              timers: { cancelAll: false, schedule: [timer("t", 1, 10)] }
+            }))),
+            yield* Effect.flip(readAll(store, bad)),
+            yield* Effect.flip(store.highestSequenceNr(machine, bad)),
+            yield* Effect.flip(store.saveSnapshot(snapshot(bad, 1, {}))),
+            yield* Effect.flip(store.loadSnapshot(machine, bad))
+          ]
+          for (const failure of failures) {
+            expect(failure).toMatchObject({ _tag: "InvalidInstanceId", machine, instanceId: bad })
+          }
+        }
+        expect(yield* instancesOf(store, machine)).toEqual([])
+        expect(yield* timers.nextDueAt([machine])).toEqual(Option.none())
+        // What a lossy encoder would have turned them into: nothing was written there either.
+        for (const collapsed of ["s\uFFFD", "\uFFFDx", "s", "x"]) {
+          expect(yield* store.highestSequenceNr(machine, collapsed)).toBe(0)
+          expect(yield* store.loadSnapshot(machine, collapsed)).toEqual(Option.none())
+        }
+      }))
+
+    it.scoped("\"s\\uD800\" and \"s\\uDBFF\" are both rejected, not collapsed into one id next to a real \"s\\uFFFD\"", () =>
+      Effect.gen(function*() {
+        const { store } = yield* setup
+        yield* store.append(commit("s\uFFFD", 0, [event("@created", { id: "s\uFFFD" })]))
+        for (const lone of ["s\uD800", "s\uDBFF"]) {
+          expect(yield* Effect.flip(store.append(commit(lone, 0, [event("@created")])))).toMatchObject({
+            _tag: "InvalidInstanceId",
+            instanceId: lone
+          })
+          expect(yield* Effect.flip(store.append(commit(lone, 1, [event("more")])))).toMatchObject({
+            _tag: "InvalidInstanceId",
+            instanceId: lone
+          })
+        }
+        expect(yield* instancesOf(store, machine)).toEqual(["s\uFFFD"])
+        expect((yield* readAll(store, "s\uFFFD")).map((r) => [r.instanceId, r.tag, r.payload])).toEqual([
+          ["s\uFFFD", "@created", { id: "s\uFFFD" }]
+        ])
+      }))
+
+    it.scoped("ids with surrogate pairs round-trip exactly, up to 255 UTF-16 code units", () =>
+      Effect.gen(function*() {
+        const { store } = yield* setup
+        const paired = ["🔗", "a\uD83D\uDD17b", "👩‍👩‍👧‍👦", "\uDBFF\uDFFF", "x".repeat(EventStore.maxInstanceIdLength - 2) + "🔗"]
+        expect(paired.at(-1)).toHaveLength(EventStore.maxInstanceIdLength)
+        for (const id of paired) {
+          expect(EventStore.instanceIdProblem(id)).toBeUndefined()
+          yield* store.append(commit(id, 0, [event("@created", { id })], { snapshot: snapshot(id, 1, { id }) }))
+        }
+        for (const id of paired) {
+          const log = yield* readAll(store, id)
+          expect(log.map((r) => [r.instanceId, r.payload])).toEqual([[id, { id }]])
+          expect(log[0]!.instanceId === id).toBe(true)
+          expect(Option.map(yield* store.loadSnapshot(machine, id), (s) => [s.instanceId, s.state])).toEqual(
+            Option.some([id, { id }])
+          )
+        }
+        const listed = yield* instancesOf(store, machine)
+        expect(listed).toEqual([...paired].sort())
+        expect(listed.every((id) => paired.includes(id))).toBe(true)
+        const tooLong = "x".repeat(EventStore.maxInstanceIdLength - 1) + "🔗"
+        expect(yield* Effect.flip(store.append(commit(tooLong, 0, [event("@created")])))).toMatchObject({
+          _tag: "InvalidInstanceId"
+        })
+      }))
+
+    it.scoped("values JSON cannot carry exactly, in payloads, snapshot states or timer payloads, are a PersistenceError and write nothing", () =>
+      Effect.gen(function*() {
+        const { store, timers } = yield* setup
+        const armed = timer("t", 1, 100)
+        const first = snapshot("p", 1, { ok: true })
+        yield* store.append(commit("p", 0, [event("@created")], { snapshot: first, timers: { cancelAll: false, schedule: [armed] } }))
+        const unchanged = Effect.gen(function*() {
+          expect((yield* readAll(store, "p")).map((r) => r.tag)).toEqual(["@created"])
+          expect(yield* store.loadSnapshot(machine, "p")).toEqual(Option.some(first))
+          expect(yield* timers.pending(machine, "p")).toEqual([
+            { ...armed, machine, instanceId: "p", attempts: 0, lastError: null }
+          ])
+          expect(yield* store.highestSequenceNr(machine, "fresh")).toBe(0)
+          expect(yield* store.loadSnapshot(machine, "fresh")).toEqual(Option.none())
+          expect(yield* timers.pending(machine, "fresh")).toEqual([])
+          expect(yield* instancesOf(store, machine)).toEqual(["p"])
+        })
+        for (const [name, bad] of badJsonValues()) {
+          // Spelt out rather than through `event(tag, payload)`, which puts a default in place of `undefined`.
+          const withPayload = (tag: string, payload: unknown): EventStore.NewEvent => ({ ...event(tag), payload })
+          const timerWith = (payload: unknown) => ({ ...timer("u", 2, 5), payload })
+          const attempts = [
+            commit("p", 1, [withPayload("Pay", bad)]),
+            commit("p", 1, [event("Ok"), event("Pay", { _tag: "Pay", nested: [bad] })]),
+            commit("fresh", 0, [withPayload("@created", bad)]),
+            commit("p", 1, [event("Ok")], { snapshot: snapshot("p", 2, bad) }),
+            commit("fresh", 0, [event("@created")], { snapshot: snapshot("fresh", 1, { state: bad }) }),
+            commit("p", 1, [event("Ok")], { timers: { cancelAll: true, schedule: [timerWith(bad)] } }),
+            commit("fresh", 0, [event("@created")], {
+              timers: { cancelAll: false, schedule: [timer("v", 1, 5), timerWith({ bad })] }
+            })
+          ]
+          for (const [i, attempt] of attempts.entries()) {
+            const result = yield* Effect.either(store.append(attempt))
+            expect(Either.isLeft(result) ? result.left : "the append succeeded", `${name}, attempt ${i}`).toMatchObject({
+              _tag: "PersistenceError",
+              operation: "append"
+            })
+          }
+          for (const id of ["p", "fresh"]) {
+            const result = yield* Effect.either(store.saveSnapshot(snapshot(id, 9, bad)))
+            expect(Either.isLeft(result) ? result.left : "the save succeeded", `${name}, saveSnapshot ${id}`).toMatchObject({
+              _tag: "PersistenceError",
+              operation: "saveSnapshot"
+            })
+          }
+          yield* unchanged
+        }
+      }))
+
+    it.scoped("metadata strings and tags with NUL or a lone surrogate are a PersistenceError and write nothing", () =>
+      Effect.gen(function*() {
+        const { store } = yield* setup
+        yield* store.append(commit("m", 0, [event("@created")]))
+        const bad = ["nul\u0000", "lone\uD800", "\uDC00lone"]
+        for (const text of bad) {
+          const attempts = [
+            event("Pay", null, "Paid", metadata({ correlationId: text })),
+            event("Pay", null, "Paid", metadata({ node: text })),
+            event("Pay", null, "Paid", metadata({ commitId: text })),
+            event("Pay", null, "Paid", metadata({ source: "timeout", timer: text })),
+            event(text, null, "Paid"),
+            event("Pay", null, text)
+          ]
+          for (const attempt of attempts) {
+            const failure = yield* Effect.flip(store.append(commit("m", 1, [event("Ok"), attempt])))
+            expect(failure).toMatchObject({ _tag: "PersistenceError", operation: "append" })
+          }
+          const badTimer = { ...timer("t", 2, 5), name: text }
+          const failure = yield* Effect.flip(
+            store.append(commit("m", 1, [event("Ok")], { timers: { cancelAll: false, schedule: [badTimer] } }))
+          )
+          expect(failure).toMatchObject({ _tag: "PersistenceError", operation: "append" })
+        }
+        expect((yield* readAll(store, "m")).map((r) => r.tag)).toEqual(["@created"])
+        // Well-formed metadata with every kind of character is stored as given.
+        const fancy = metadata({ correlationId: "🔗 корр \u2028", node: "n\uFFFD", commitId: "c-😀", timer: "⏰" })
+        yield* store.append(commit("m", 1, [event("Ok", null, "Paid", fancy)]))
+        expect((yield* readAll(store, "m", 2))[0]!.metadata).toEqual(fancy)
+      }))
+
+    it.scoped("a 5 MiB payload round-trips exactly, as an event, a snapshot and a timer payload", () =>
+      Effect.gen(function*() {
+        const { store, timers } = yield* setup
+        const items = Array.from({ length: 20_000 }, (_, i) => ({
+          sku: `sku-${i}-ü`,
+          qty: i % 7,
+          price: i / 8,
+          tags: ["a", "😀", ""],
+          ok: i % 2 === 0,
+          note: null
+        }))
+        const big = { _tag: "Big", items, blob: "ab€😀\"\\\n\u2028".repeat(300_000) }
+        expect(JSON.stringify(big).length).toBeGreaterThan(5 * 1024 * 1024)
+        yield* store.append(commit("big", 0, [event("@created", big)], {
+          snapshot: snapshot("big", 1, big),
+          timers: { cancelAll: false, schedule: [timer("t", 1, 100, big)] }
+        }))
+        const [record] = yield* readAll(store, "big")
+        expect(record!.payload).toEqual(big)
+        expect(Option.map(yield* store.loadSnapshot(machine, "big"), (s) => s.state)).toEqual(Option.some(big))
+        expect((yield* timers.pending(machine, "big"))[0]!.payload).toEqual(big)
+      }))
+
+    it.scoped("nesting up to 1000 levels is stored; deeper is a PersistenceError", () =>
+      Effect.gen(function*() {
+        const { store } = yield* setup
+        const nested = (levels: number): unknown => {
+          let value: unknown = "leaf"
+          for (let i = 0; i < levels; i++) value = i % 2 === 0 ? [value] : { next: value }
+          return value
+        }
+        yield* store.append(commit("deep", 0, [event("@created", nested(1000))]))
+        expect((yield* readAll(store, "deep"))[0]!.payload).toEqual(nested(1000))
+        expect(yield* Effect.flip(store.append(commit("deep", 1, [event("Deeper", nested(1001))])))).toMatchObject({
+          _tag: "PersistenceError",
+          operation: "append"
+        })
+        expect(yield* store.highestSequenceNr(machine, "deep")).toBe(1)
+      }))
+
+    it.scoped("what is stored is a copy: mutating what was appended, or what was read, changes nothing stored", () =>
+      Effect.gen(function*() {
+        const { store, timers } = yield* setup
+        const fresh = () => ({
+          payload: { _tag: "Pay", items: [{ sku: "a", qty: 1 }] as Array<{ sku: string; qty: number }> },
+          state: { _tag: "Paid", items: [{ sku: "a", qty: 1 }] as Array<{ sku: string; qty: number }> },
+          timerPayload: { _tag: "Timeout", nested: { n: 1 } as { n: number; extra?: boolean } },
+          meta: { ...metadata({ correlationId: "c-1" }) }
+        })
+        const given = fresh()
+        const expected = fresh()
+        const armed = timer("t", 1, 100, given.timerPayload)
+        yield* store.append(commit("copy", 0, [event("@created", given.payload, "Paid", given.meta)], {
+          snapshot: snapshot("copy", 1, given.state),
+          timers: { cancelAll: false, schedule: [armed] }
+        }))
+        given.payload.items[0]!.qty = 99
+        given.payload.items.push({ sku: "b", qty: 2 })
+        given.state.items.length = 0
+        given.timerPayload.nested.n = 99
+        Object.assign(given.meta, { node: "mutated", correlationId: "mutated" })
+        Object.assign(armed, { dueAt: 1, name: "mutated" })
+
+        const expectedEvent = { ...event("@created", expected.payload, "Paid", expected.meta), machine, instanceId: "copy", seqNr: 1 }
+        const expectedTimer = { ...timer("t", 1, 100, expected.timerPayload), machine, instanceId: "copy", attempts: 0, lastError: null }
+        const expectedSnapshot = snapshot("copy", 1, expected.state)
+
+        for (let round = 0; round < 2; round++) {
+          const [read] = yield* readAll(store, "copy")
+          expect(read).toEqual(expectedEvent)
+          expect(read!.payload).not.toBe(given.payload)
+          const loaded = Option.getOrThrow(yield* store.loadSnapshot(machine, "copy"))
+          expect(loaded).toEqual(expectedSnapshot)
+          expect(loaded.state).not.toBe(given.state)
+          const [pending] = yield* timers.pending(machine, "copy")
+          expect(pending).toEqual(expectedTimer)
+          expect(pending!.payload).not.toBe(given.timerPayload)
+          // Vandalize everything that was handed out; the next round must not see it.
+          ;(read!.payload as typeof given.payload).items[0]!.qty = -1
+          Object.assign(read!.metadata, { node: "vandal" })
+          Object.assign(read!, { seqNr: 42, tag: "vandal" })
+          ;(loaded.state as typeof given.state).items.push({ sku: "vandal", qty: 0 })
+          Object.assign(loaded, { seqNr: 42 })
+          ;(pending!.payload as typeof given.timerPayload).nested.extra = true
+          Object.assign(pending!, { dueAt: -1, generation: 42 })
+        }
+
+        const [claimed] = yield* timers.claimDue({ machines: [machine], now: 100, limit: 10, nodeId: "n", claimUntil: 200 })
+        expect(claimed).toEqual(expectedTimer)
+        ;(claimed!.payload as typeof given.timerPayload).nested.n = -1
+        yield* timers.deadLetter({ machine, instanceId: "copy", name: "t", generation: 1 }, { error: "boom", now: 300 })
+        const expectedLetter = { ...expectedTimer, attempts: 1, lastError: "boom", failedAt: 300 }
+        const [letter] = yield* timers.deadLetters(machine)
+        expect(letter).toEqual(expectedLetter)
+        ;(letter!.payload as typeof given.timerPayload).nested.n = -1
+        expect(yield* timers.deadLetters(machine)).toEqual([expectedLetter])
+        expect(yield* timers.redrive({ machine, instanceId: "copy", name: "t" }, 400)).toBe(true)
+        expect(yield* timers.pending(machine, "copy")).toEqual([{ ...expectedTimer, dueAt: 400, lastError: "boom" }])
       }))
 
     it.scoped("a commit writes its timer changes with its events; a stale fired timer fails it and writes nothing", () =>
