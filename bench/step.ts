@@ -45,7 +45,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
       const events = fsmEvents[i]!
       for (let j = 0; j < events.length; j++) {
         const decision = Machine.step(Order, state, events[j]!)
-        if (decision._tag !== "Rejected") state = decision.state
+        if (decision._tag !== "Rejected" && decision._tag !== "Failed") state = decision.state
       }
       if (state._tag === "Delivered") delivered++
     }
@@ -93,7 +93,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   const fsmFinal = Array.from({ length: n }, (_, i) =>
     fsmEvents[i]!.reduce<OrderState>((s, e) => {
       const d = Machine.step(Order, s, e)
-      return d._tag === "Rejected" ? s : d.state
+      return d._tag === "Rejected" || d._tag === "Failed" ? s : d.state
     }, fsmInitial[i]!))
   const xFinal = xInitial.map((snap, i) => xEvents[i]!.reduce((s, e) => transition(xOrder, s, e)[0], snap))
   for (let i = 0; i < n; i++) {

@@ -242,3 +242,43 @@ export class StaleTimer extends Schema.TaggedError<StaleTimer>()(
     return `${this.machine}/${this.instanceId}: timer "${this.name}" of generation ${this.generation} is no longer armed`
   }
 }
+
+/**
+ * A function of the machine threw while deciding an event: a `guard`, a
+ * `build`, or a timeout's `after` (which may also have returned something
+ * that is not a duration). Nothing was written; `cause` is what it threw.
+ *
+ * @since 0.1.0
+ */
+export class TransitionFailed extends Schema.TaggedError<TransitionFailed>()(
+  "TransitionFailed",
+  {
+    machine: Schema.String,
+    instanceId: Schema.String,
+    state: Schema.String,
+    event: Schema.String,
+    stage: Schema.Literal("guard", "build", "after"),
+    reason: Schema.String,
+    cause: Schema.Defect
+  }
+) {
+  override get message() {
+    return `${this.machine}/${this.instanceId}: deciding event "${this.event}" in state "${this.state}" failed: ${this.reason}`
+  }
+}
+
+/**
+ * An option given to a layer is unusable (a duration that does not parse, a
+ * zero poll interval, a negative count). Reported when the layer is built,
+ * never later.
+ *
+ * @since 0.1.0
+ */
+export class InvalidConfiguration extends Schema.TaggedError<InvalidConfiguration>()(
+  "InvalidConfiguration",
+  { component: Schema.String, option: Schema.String, reason: Schema.String }
+) {
+  override get message() {
+    return `${this.component}: option "${this.option}" ${this.reason}`
+  }
+}

@@ -128,13 +128,31 @@ export interface Commit {
 }
 
 /**
+ * What `append` reports about a commit that succeeded.
+ *
+ * @since 0.1.0
+ */
+export interface AppendResult {
+  /**
+   * `true` when the commit is durable now. `false` when it joined a
+   * transaction the caller has open (an `@effect/sql` transaction around the
+   * call): it becomes durable only if that transaction commits, and vanishes
+   * if it rolls back, so the runtime does not cache what it wrote.
+   */
+  readonly durable: boolean
+}
+
+/** The result of every commit that is durable when `append` returns. */
+const committed: Effect.Effect<AppendResult> = Effect.succeed({ durable: true })
+
+/**
  * What a storage backend implements. Instance ids and commits reaching it
  * have already been validated by `EventStore.make`.
  *
  * @since 0.1.0
  */
 export interface Backend {
-  readonly append: (commit: Commit) => Effect.Effect<void, SequenceConflict | StaleTimer | PersistenceError>
+  readonly append: (commit: Commit) => Effect.Effect<AppendResult, SequenceConflict | StaleTimer | PersistenceError>
   readonly events: (
     machine: string,
     instanceId: string,
@@ -162,7 +180,7 @@ export class EventStore extends Context.Tag("effect-fsm/EventStore")<EventStore,
    */
   readonly append: (
     commit: Commit
-  ) => Effect.Effect<void, SequenceConflict | StaleTimer | PersistenceError | InvalidInstanceId>
+  ) => Effect.Effect<AppendResult, SequenceConflict | StaleTimer | PersistenceError | InvalidInstanceId>
   /** The events of an instance with `seqNr >= fromSeqNr`, in order. */
   readonly events: (
     machine: string,
@@ -345,7 +363,7 @@ const snapshotProblem = (snapshot: SnapshotRecord): Effect.Effect<never, Invalid
  */
 export const make = (backend: Backend): EventStore["Type"] => ({
   append: (commit) =>
-    Effect.suspend((): Effect.Effect<void, SequenceConflict | StaleTimer | PersistenceError | InvalidInstanceId> =>
+    Effect.suspend((): Effect.Effect<AppendResult, SequenceConflict | StaleTimer | PersistenceError | InvalidInstanceId> =>
       commitProblem(commit) ?? backend.append(commit)
     ),
   events: (machine, instanceId, fromSeqNr) =>
@@ -529,7 +547,7 @@ export const makeMemory = (): { readonly backend: Backend; readonly timeouts: Ti
 
   const backend: Backend = {
     append: (commit) =>
-      Effect.suspend((): Effect.Effect<void, SequenceConflict | StaleTimer | PersistenceError> => {
+      Effect.suspend((): Effect.Effect<AppendResult, SequenceConflict | StaleTimer | PersistenceError> => {
         const { machine, instanceId } = commit
         const key = keyOf(machine, instanceId)
         const log = logs.get(key)
@@ -606,7 +624,7 @@ export const makeMemory = (): { readonly backend: Backend; readonly timeouts: Ti
           if (changes.cancelAll) timers.delete(key)
           for (const timer of scheduled) putTimer(timer)
         }
-        return Effect.void
+        return committed
       }),
     events: (machine, instanceId, fromSeqNr) =>
       Stream.suspend(() => {

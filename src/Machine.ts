@@ -10,9 +10,11 @@
  */
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import type * as Schema from "effect/Schema"
 import { MachineDefinitionError } from "./Errors.js"
+import { describeValue } from "./internal/describe.js"
 import { tagsOfSchema } from "./internal/schemaTags.js"
 
 // ---------------------------------------------------------------------------
@@ -582,6 +584,8 @@ export const unreachableStates = (machine: Any): ReadonlyArray<string> => {
  *   running timeouts keep their deadlines.
  * - `Stop`: the instance moves to `state` (or stays) and stops.
  * - `Rejected`: nothing happens; `reason` says why.
+ * - `Failed`: a `guard` or `build` function of the machine threw `error`;
+ *   nothing happens. `step` itself never throws.
  *
  * @since 0.1.0
  */
@@ -590,6 +594,7 @@ export type Decision<S> =
   | { readonly _tag: "Stay"; readonly state: S }
   | { readonly _tag: "Stop"; readonly state: S; readonly entered: boolean }
   | { readonly _tag: "Rejected"; readonly reason: "NoTransition" | "GuardRejected" | "Stopped" }
+  | { readonly _tag: "Failed"; readonly stage: "guard" | "build"; readonly error: unknown }
 
 // `_tag` is written last so that a `build` returning a whole state object
 // cannot smuggle its own tag into the target.
@@ -615,7 +620,8 @@ export interface StepOptions {
 
 /**
  * Decides what `event` does to an instance in `state`. Pure and synchronous:
- * the only place where transition semantics live.
+ * the only place where transition semantics live. Never throws: a `guard`
+ * or `build` that throws gives a `Failed` decision.
  *
  * @example
  * ```ts
@@ -636,13 +642,33 @@ export const step = <S extends Tagged, E extends Tagged, R>(
   if (alternatives === undefined) return rejectedNoTransition
   for (let i = 0; i < alternatives.length; i++) {
     const alt = alternatives[i]!
-    if (alt.guard !== undefined && !(alt.guard as (s: S, e: E) => boolean)(state, event)) continue
+    if (alt.guard !== undefined) {
+      let holds: boolean
+      try {
+        holds = (alt.guard as (s: S, e: E) => boolean)(state, event)
+      } catch (error) {
+        return { _tag: "Failed", stage: "guard", error }
+      }
+      if (!holds) continue
+    }
     if (alt.op === "stay") return { _tag: "Stay", state }
     if (alt.op === "stop") return { _tag: "Stop", state, entered: false }
     const to = alt.to!
-    const next = (alt.build === undefined
-      ? { _tag: to }
-      : withTag(to, (alt.build as (s: S, e: E) => object)(state, event))) as S
+    let next: S
+    if (alt.build === undefined) {
+      next = { _tag: to } as S
+    } else {
+      let data: unknown
+      try {
+        data = (alt.build as (s: S, e: E) => unknown)(state, event)
+      } catch (error) {
+        return { _tag: "Failed", stage: "build", error }
+      }
+      if (typeof data !== "object" || data === null) {
+        return { _tag: "Failed", stage: "build", error: new TypeError(`build returned ${String(data)}, not an object`) }
+      }
+      next = withTag(to, data) as S
+    }
     const entered = to !== state._tag || alt.reenter
     if (alt.stop) return { _tag: "Stop", state: next, entered }
     return entered ? { _tag: "Goto", state: next } : { _tag: "Stay", state: next }
@@ -667,9 +693,30 @@ export interface Deadline<E> {
 }
 
 /**
+ * Why `deadlines` could not arm a state's timeouts: its `after` function
+ * threw, or gave something that is not a duration.
+ *
+ * @since 0.1.0
+ */
+export interface DeadlineFailure {
+  /** The timeout's name. */
+  readonly timeout: string
+  readonly reason: string
+  readonly error: unknown
+}
+
+/**
  * The timeouts that entering `state` at `enteredAt` (epoch ms) arms, with
  * absolute deadlines. Pure: replay recomputes the same deadlines from the
  * timestamp stored with the entry event, so reloading never moves them.
+ * An infinite duration arms nothing. Never throws: an `after` function
+ * that throws or returns a non-duration is a `DeadlineFailure`.
+ *
+ * @example
+ * ```ts
+ * Machine.deadlines(Order, { _tag: "Pending", orderId: "o1" }, 0)
+ * // Either.right([{ name: "payment", dueAt: 300000, event: { _tag: "PaymentTimeout" } }])
+ * ```
  *
  * @since 0.1.0
  */
@@ -677,19 +724,34 @@ export const deadlines = <S extends Tagged, E extends Tagged, R>(
   machine: Machine<S, E, R>,
   state: NoInfer<S>,
   enteredAt: number
-): ReadonlyArray<Deadline<E>> => {
+): Either.Either<ReadonlyArray<Deadline<E>>, DeadlineFailure> => {
   const timeouts = machine.timeouts.get(state._tag)
-  if (timeouts === undefined || timeouts.length === 0) return []
+  if (timeouts === undefined || timeouts.length === 0) return noDeadlines
   const armed: Array<Deadline<E>> = []
   for (const timeout of timeouts) {
-    const after = typeof timeout.after === "function"
-      ? (timeout.after as (s: S) => Duration.DurationInput)(state)
-      : timeout.after
-    const millis = Option.getOrElse(Option.map(Duration.decodeUnknown(after), Duration.toMillis), () => Infinity)
-    // An infinite (or undecodable) duration never fires; deadlines are whole milliseconds.
+    let after: unknown
+    try {
+      after = typeof timeout.after === "function"
+        ? (timeout.after as (s: S) => Duration.DurationInput)(state)
+        : timeout.after
+    } catch (error) {
+      return Either.left({ timeout: timeout.name, reason: `its "after" function threw: ${describeValue(error)}`, error })
+    }
+    const duration = Duration.decodeUnknown(after)
+    if (Option.isNone(duration)) {
+      return Either.left({
+        timeout: timeout.name,
+        reason: `its "after" is not a duration: ${describeValue(after)}`,
+        error: after
+      })
+    }
+    const millis = Duration.toMillis(duration.value)
+    // Deadlines are whole milliseconds; an infinite duration never fires.
     if (Number.isFinite(millis)) {
       armed.push({ name: timeout.name, dueAt: enteredAt + Math.max(0, Math.ceil(millis)), event: timeout.event as E })
     }
   }
-  return armed
+  return Either.right(armed)
 }
+
+const noDeadlines = Either.right([])

@@ -22,6 +22,7 @@
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as FiberMap from "effect/FiberMap"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
@@ -30,6 +31,8 @@ import * as Queue from "effect/Queue"
 import * as Random from "effect/Random"
 import type * as Scope from "effect/Scope"
 import * as Clock from "effect/Clock"
+import { InvalidConfiguration } from "./Errors.js"
+import { describeValue } from "./internal/describe.js"
 import * as Metrics from "./Metrics.js"
 import * as TimeoutStore from "./TimeoutStore.js"
 
@@ -57,6 +60,10 @@ export interface Delivery {
  * - `Rejected`: the machine rejected the event (or the instance is gone or
  *   stopped); the timer is done, nothing written.
  * - `Failed`: a transient failure; the timer should be tried again.
+ * - `Undeliverable`: trying again would decide the same thing (the stored
+ *   event no longer decodes, a machine function throws, the instance's log
+ *   does not replay): the timer is dead-lettered at once, to be inspected
+ *   and re-driven after a fix.
  *
  * @since 0.1.0
  */
@@ -65,6 +72,7 @@ export type DeliveryResult =
   | { readonly _tag: "Stale"; readonly raced: boolean }
   | { readonly _tag: "Rejected"; readonly reason: string }
   | { readonly _tag: "Failed"; readonly error: string }
+  | { readonly _tag: "Undeliverable"; readonly error: string }
 
 /**
  * What a runtime offers the strategy when it starts.
@@ -126,15 +134,58 @@ export interface RetryOptions {
   readonly maxAttempts?: number
   /** Delay before the first retry, doubled each time. Default 1 second. */
   readonly retryBase?: Duration.DurationInput
-  /** Longest delay between retries. Default 5 minutes. */
+  /** Longest delay between retries. Default 5 minutes (or `retryBase`, when that is longer). */
   readonly retryMax?: Duration.DurationInput
 }
 
-const retryDelayMillis = (options: RetryOptions, attempts: number): number => {
-  const base = Duration.toMillis(Duration.decode(options.retryBase ?? "1 second"))
-  const max = Duration.toMillis(Duration.decode(options.retryMax ?? "5 minutes"))
-  return Math.min(max, base * 2 ** Math.max(0, attempts - 1))
+const component = "TimeoutStrategy"
+
+const invalid = (option: string, reason: string) => Effect.fail(new InvalidConfiguration({ component, option, reason }))
+
+/** A duration option in milliseconds, or a typed error naming the option. */
+const millisOption = (
+  option: string,
+  input: unknown,
+  fallback: Duration.DurationInput,
+  check: { readonly min: number; readonly allowZero?: boolean }
+): Effect.Effect<number, InvalidConfiguration> => {
+  const decoded = Duration.decodeUnknown(input === undefined ? fallback : input)
+  if (Option.isNone(decoded)) return invalid(option, `is not a duration: ${describeValue(input)}`)
+  const millis = Duration.toMillis(decoded.value)
+  if (!Number.isFinite(millis)) return invalid(option, `must be finite, got ${describeValue(input)}`)
+  if (millis < check.min || (millis === 0 && check.allowZero !== true)) {
+    return invalid(option, `must be at least ${Math.max(check.min, 1)} ms, got ${describeValue(input)}`)
+  }
+  return Effect.succeed(millis)
 }
+
+const countOption = (option: string, input: unknown, fallback: number, min: number) =>
+  input === undefined
+    ? Effect.succeed(fallback)
+    : typeof input === "number" && Number.isSafeInteger(input) && input >= min
+    ? Effect.succeed(input)
+    : invalid(option, `must be a whole number >= ${min}, got ${describeValue(input)}`)
+
+interface RetryPolicy {
+  readonly maxAttempts: number
+  readonly baseMillis: number
+  readonly maxMillis: number
+}
+
+const resolveRetry = (options: RetryOptions) =>
+  Effect.gen(function*() {
+    const maxAttempts = yield* countOption("maxAttempts", options.maxAttempts, 5, 1)
+    const baseMillis = yield* millisOption("retryBase", options.retryBase, "1 second", { min: 1 })
+    // Left out, the cap grows with a longer base rather than contradicting it.
+    const maxMillis = options.retryMax === undefined
+      ? Math.max(baseMillis, 300_000)
+      : yield* millisOption("retryMax", options.retryMax, "5 minutes", { min: 1 })
+    if (maxMillis < baseMillis) return yield* invalid("retryMax", `must not be below retryBase (${baseMillis} ms)`)
+    return { maxAttempts, baseMillis, maxMillis } satisfies RetryPolicy
+  })
+
+const retryDelayMillis = (policy: RetryPolicy, attempts: number): number =>
+  Math.min(policy.maxMillis, policy.baseMillis * 2 ** Math.max(0, attempts - 1))
 
 const logResult = (delivery: Delivery, result: DeliveryResult) => {
   const where = `${delivery.machine}/${delivery.instanceId} timer "${delivery.name}"`
@@ -160,6 +211,7 @@ const logResult = (delivery: Delivery, result: DeliveryResult) => {
         Effect.logInfo(`${where}: event rejected (${result.reason}), timer completed`)
       )
     case "Failed":
+    case "Undeliverable":
       return Effect.void
   }
 }
@@ -176,26 +228,28 @@ const logResult = (delivery: Delivery, result: DeliveryResult) => {
  *
  * @since 0.1.0
  */
-export const makeInProcess = (options: RetryOptions = {}): TimeoutStrategy["Type"] => ({
+export const makeInProcess = (
+  options: RetryOptions = {}
+): Effect.Effect<TimeoutStrategy["Type"], InvalidConfiguration> =>
+  Effect.map(resolveRetry(options), (policy) => ({
     start: (target) =>
       Effect.gen(function*() {
         const fibers = yield* FiberMap.make<string>()
         const scope = yield* Effect.scope
-        const maxAttempts = options.maxAttempts ?? 5
+
+        const drop = (delivery: Delivery, why: string) =>
+          Effect.zipRight(
+            Metric.increment(Metrics.timeoutsDeadLettered),
+            Effect.logError(`${delivery.machine}/${delivery.instanceId} timer "${delivery.name}": dropped ${why}`)
+          )
 
         const deliverWithRetry = (delivery: Delivery, attempt: number): Effect.Effect<void> =>
           Effect.flatMap(target.deliver(delivery), (result) => {
+            if (result._tag === "Undeliverable") return drop(delivery, `as undeliverable: ${result.error}`)
             if (result._tag !== "Failed") return logResult(delivery, result)
-            if (attempt >= maxAttempts) {
-              return Effect.zipRight(
-                Metric.increment(Metrics.timeoutsDeadLettered),
-                Effect.logError(
-                  `${delivery.machine}/${delivery.instanceId} timer "${delivery.name}": dropped after ${attempt} attempts: ${result.error}`
-                )
-              )
-            }
+            if (attempt >= policy.maxAttempts) return drop(delivery, `after ${attempt} attempts: ${result.error}`)
             return Metric.increment(Metrics.timeoutsRetries).pipe(
-              Effect.zipRight(Effect.sleep(retryDelayMillis(options, attempt))),
+              Effect.zipRight(Effect.sleep(retryDelayMillis(policy, attempt))),
               Effect.zipRight(deliverWithRetry(delivery, attempt + 1))
             )
           })
@@ -219,22 +273,31 @@ export const makeInProcess = (options: RetryOptions = {}): TimeoutStrategy["Type
         }
         return { durable: false, armed }
       })
-  })
+  }))
 
 /**
- * The in-process strategy as a layer.
+ * The in-process strategy as a layer. Fails to build with
+ * `InvalidConfiguration` when an option is unusable.
+ *
+ * @example
+ * ```ts
+ * const Runtime = FSMRuntime.layer({ machines: [Order] }).pipe(
+ *   Layer.provide(TimeoutStrategy.layerInProcess({ maxAttempts: 3 })),
+ *   Layer.provide(EventStore.layerMemory)
+ * )
+ * ```
  *
  * @since 0.1.0
  */
-export const layerInProcess = (options: RetryOptions = {}): Layer.Layer<TimeoutStrategy> =>
-  Layer.succeed(TimeoutStrategy, makeInProcess(options))
+export const layerInProcess = (options: RetryOptions = {}): Layer.Layer<TimeoutStrategy, InvalidConfiguration> =>
+  Layer.effect(TimeoutStrategy, makeInProcess(options))
 
 /**
  * The in-process strategy with default retry options.
  *
  * @since 0.1.0
  */
-export const inProcess: Layer.Layer<TimeoutStrategy> = layerInProcess()
+export const inProcess: Layer.Layer<TimeoutStrategy> = Layer.orDie(layerInProcess())
 
 // ---------------------------------------------------------------------------
 // Durable
@@ -264,7 +327,51 @@ export interface DurableOptions extends RetryOptions {
   readonly claimLease?: Duration.DurationInput
   /** Deliveries run at once. Default 16. */
   readonly concurrency?: number
+  /**
+   * Longest time a poll waits for one delivery before it goes on without
+   * it (the delivery keeps running and settles its timer when it ends), so a
+   * delivery stuck on a slow database call never holds up the other timers.
+   * Must be shorter than `claimLease`. Default 10 seconds, or half the claim
+   * lease when that is shorter.
+   */
+  readonly deliveryTimeout?: Duration.DurationInput
 }
+
+interface SweeperConfig {
+  readonly pollMillis: number
+  readonly maxIdleMillis: number
+  readonly leaseMillis: number
+  readonly deliveryMillis: number
+  readonly jitter: number
+  readonly batchSize: number
+  readonly concurrency: number
+  readonly retry: RetryPolicy
+}
+
+const resolveDurable = (options: DurableOptions): Effect.Effect<SweeperConfig, InvalidConfiguration> =>
+  Effect.gen(function*() {
+    if (typeof options !== "object" || options === null) return yield* invalid("options", "must be an object")
+    const pollMillis = yield* millisOption("pollInterval", options.pollInterval, "500 millis", { min: 1 })
+    const maxIdleMillis = yield* millisOption("maxIdleInterval", options.maxIdleInterval, "2 seconds", { min: 1 })
+    if (maxIdleMillis < pollMillis) {
+      return yield* invalid("maxIdleInterval", `must not be below pollInterval (${pollMillis} ms)`)
+    }
+    const leaseMillis = yield* millisOption("claimLease", options.claimLease, "30 seconds", { min: 1 })
+    const deliveryMillis = options.deliveryTimeout === undefined
+      ? Math.max(1, Math.min(10_000, Math.floor(leaseMillis / 2)))
+      : yield* millisOption("deliveryTimeout", options.deliveryTimeout, "10 seconds", { min: 1 })
+    if (deliveryMillis >= leaseMillis) {
+      return yield* invalid("deliveryTimeout", `must be shorter than claimLease (${leaseMillis} ms), got ${deliveryMillis} ms`)
+    }
+    const jitter = options.jitter ?? 0.1
+    if (typeof jitter !== "number" || !Number.isFinite(jitter) || jitter < 0 || jitter > 10) {
+      return yield* invalid("jitter", `must be a number from 0 to 10, got ${describeValue(jitter)}`)
+    }
+    const batchSize = yield* countOption("batchSize", options.batchSize, 200, 1)
+    const concurrency = yield* countOption("concurrency", options.concurrency, 16, 1)
+    const retry = yield* resolveRetry(options)
+    return { pollMillis, maxIdleMillis, leaseMillis, deliveryMillis, jitter, batchSize, concurrency, retry }
+  })
 
 /**
  * Durable timers: rows in the `TimeoutStore` written with the commits, and a
@@ -283,11 +390,11 @@ export interface DurableOptions extends RetryOptions {
  */
 export const layerDurable = (
   options: DurableOptions = {}
-): Layer.Layer<TimeoutStrategy, never, TimeoutStore.TimeoutStore> =>
+): Layer.Layer<TimeoutStrategy, InvalidConfiguration, TimeoutStore.TimeoutStore> =>
   Layer.effect(
     TimeoutStrategy,
-    Effect.map(TimeoutStore.TimeoutStore, (store) => ({
-      start: (target) => startSweeper(store, target, options)
+    Effect.zipWith(resolveDurable(options), TimeoutStore.TimeoutStore, (config, store) => ({
+      start: (target) => startSweeper(store, target, config)
     }))
   )
 
@@ -296,25 +403,29 @@ export const layerDurable = (
  *
  * @since 0.1.0
  */
-export const durable: Layer.Layer<TimeoutStrategy, never, TimeoutStore.TimeoutStore> = layerDurable()
+export const durable: Layer.Layer<TimeoutStrategy, never, TimeoutStore.TimeoutStore> = Layer.orDie(layerDurable())
 
 const startSweeper = (
   store: TimeoutStore.TimeoutStore["Type"],
   target: Target,
-  options: DurableOptions
+  config: SweeperConfig
 ): Effect.Effect<Running, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const pollMillis = Duration.toMillis(Duration.decode(options.pollInterval ?? "500 millis"))
-    const maxIdleMillis = Math.max(pollMillis, Duration.toMillis(Duration.decode(options.maxIdleInterval ?? "2 seconds")))
-    const leaseMillis = Duration.toMillis(Duration.decode(options.claimLease ?? "30 seconds"))
-    const jitter = Math.max(0, options.jitter ?? 0.1)
-    const batchSize = Math.max(1, options.batchSize ?? 200)
-    const concurrency = Math.max(1, options.concurrency ?? 16)
-    const maxAttempts = Math.max(1, options.maxAttempts ?? 5)
+    const { batchSize, concurrency, deliveryMillis, jitter, leaseMillis, maxIdleMillis, pollMillis } = config
+    const sweeperScope = yield* Effect.scope
     const wake = yield* Queue.sliding<void>(1)
     let plannedWake = Number.POSITIVE_INFINITY
     let idleMillis = pollMillis
     let eagerPolls = 0
+
+    const deadLetter = (timer: TimeoutStore.TimerRecord, error: string, why: string) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        store.deadLetter(timer, { error, now }).pipe(
+          Effect.zipRight(Metric.increment(Metrics.timeoutsDeadLettered)),
+          Effect.zipRight(
+            Effect.logError(`${timer.machine}/${timer.instanceId} timer "${timer.name}": dead-lettered ${why}: ${error}`)
+          )
+        ))
 
     const settle = (timer: TimeoutStore.TimerRecord) =>
       Effect.flatMap(target.deliver(timer), (result): Effect.Effect<void, unknown> => {
@@ -325,21 +436,13 @@ const startSweeper = (
           case "Rejected":
             // The row (if it is still this generation's) is done for good.
             return Effect.zipRight(store.complete(timer), logResult(timer, result))
+          case "Undeliverable":
+            return deadLetter(timer, result.error, "as undeliverable")
           case "Failed": {
             const attempts = timer.attempts + 1
-            if (attempts >= maxAttempts) {
-              return Effect.flatMap(Clock.currentTimeMillis, (now) =>
-                store.deadLetter(timer, { error: result.error, now }).pipe(
-                  Effect.zipRight(Metric.increment(Metrics.timeoutsDeadLettered)),
-                  Effect.zipRight(
-                    Effect.logError(
-                      `${timer.machine}/${timer.instanceId} timer "${timer.name}": dead-lettered after ${attempts} attempts: ${result.error}`
-                    )
-                  )
-                ))
-            }
+            if (attempts >= config.retry.maxAttempts) return deadLetter(timer, result.error, `after ${attempts} attempts`)
             return Effect.flatMap(Clock.currentTimeMillis, (now) =>
-              store.retryLater(timer, { dueAt: now + retryDelayMillis(options, attempts), error: result.error }).pipe(
+              store.retryLater(timer, { dueAt: now + retryDelayMillis(config.retry, attempts), error: result.error }).pipe(
                 Effect.zipRight(Metric.increment(Metrics.timeoutsRetries)),
                 Effect.zipRight(Effect.logWarning(
                   `${timer.machine}/${timer.instanceId} timer "${timer.name}": attempt ${attempts} failed, retrying: ${result.error}`
@@ -348,6 +451,36 @@ const startSweeper = (
           }
         }
       })
+
+    // A poll waits for a delivery at most `deliveryTimeout` (shorter than the
+    // claim lease), then goes on without it: a delivery stuck on a slow
+    // database call holds up nothing but itself. It keeps running in the
+    // sweeper's scope and settles its timer row when it ends; should its claim
+    // expire first, another delivery of the same row is still harmless, since
+    // a delivery commits only while the row has its generation.
+    const settleBounded = (timer: TimeoutStore.TimerRecord) =>
+      Effect.flatMap(
+        Effect.forkIn(
+          settle(timer).pipe(
+            Effect.catchAllCause((cause) =>
+              Effect.logError(`${timer.machine}/${timer.instanceId} timer "${timer.name}": settling failed`, cause)
+            )
+          ),
+          sweeperScope
+        ),
+        (fiber) =>
+          Fiber.await(fiber).pipe(
+            Effect.timeoutTo({
+              duration: deliveryMillis,
+              onSuccess: () => Effect.void,
+              onTimeout: () =>
+                Effect.logWarning(
+                  `${timer.machine}/${timer.instanceId} timer "${timer.name}": delivery still running after ${deliveryMillis} ms; the sweeper goes on`
+                )
+            }),
+            Effect.flatten
+          )
+      )
 
     /**
      * One poll: claim a batch, deliver it, and say how long to wait before
@@ -363,16 +496,7 @@ const startSweeper = (
         nodeId: target.nodeId,
         claimUntil: now + leaseMillis
       })
-      yield* Effect.forEach(
-        claimed,
-        (timer) =>
-          settle(timer).pipe(
-            Effect.catchAllCause((cause) =>
-              Effect.logError(`${timer.machine}/${timer.instanceId} timer "${timer.name}": settling failed`, cause)
-            )
-          ),
-        { concurrency, discard: true }
-      )
+      yield* Effect.forEach(claimed, settleBounded, { concurrency, discard: true })
       if (claimed.length >= batchSize) {
         idleMillis = pollMillis
         eagerPolls = 0

@@ -532,10 +532,12 @@ const replay = <S extends Machine.Tagged, E extends Machine.Tagged>(
   machine: Machine.Machine<S, E, unknown>,
   state: S,
   event: E
-): Machine.Decision<S> | undefined => {
+): Exclude<Machine.Decision<S>, { readonly _tag: "Failed" }> | undefined => {
   try {
-    return Machine.step(machine, state, event)
+    const decision = Machine.step(machine, state, event)
+    return decision._tag === "Failed" ? undefined : decision
   } catch {
+    // Odd history entries (a state that is not an object) are left unexplained too.
     return undefined
   }
 }

@@ -39,7 +39,7 @@ const fold = <S extends Machine.Tagged, E extends Machine.Tagged>(
   let seqNr = 1
   for (const event of events) {
     const decision: Machine.Decision<S> = Machine.step(machine, state, event, { stopped })
-    if (decision._tag === "Rejected") continue
+    if (decision._tag === "Rejected" || decision._tag === "Failed") continue
     state = decision.state
     stopped = decision._tag === "Stop"
     seqNr++

@@ -4,7 +4,7 @@
  *
  * @internal
  */
-import type * as SqlClient from "@effect/sql/SqlClient"
+import * as SqlClient from "@effect/sql/SqlClient"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -207,6 +207,10 @@ export const makeBackend = (sql: SqlClient.SqlClient, dialect: Dialect, t: Table
 
   const append = (commit: EventStore.Commit) =>
     Effect.flatMap(encodeCommit(commit), (encoded) => mapSqlError("append")(dialect.append(encoded))).pipe(
+      // Inside a caller's transaction the write is durable only once that transaction commits.
+      Effect.zipRight(Effect.map(Effect.serviceOption(SqlClient.TransactionConnection), (outer) => ({
+        durable: Option.isNone(outer)
+      }))),
       Effect.withSpan("SqlEventStore.append", {
         attributes: {
           machine: commit.machine,

@@ -1,0 +1,242 @@
+/**
+ * Committing one accepted command: build the commit record (the event, the
+ * timer changes it implies, a snapshot when one is due), append it as one
+ * atomic unit, and settle the cache.
+ *
+ * A failed append whose outcome is unknown (the acknowledgement of a commit
+ * that landed was lost, a COMMIT failed after the write) is resolved from the
+ * log: every commit carries a fresh commit id, and the first event after the
+ * expected sequence number tells whether this commit landed. So a command is
+ * never decided twice, and a `PersistenceError` from here means the commit
+ * did not land — unless the log could not be read either, in which case the
+ * instance is evicted and its next use reloads it.
+ *
+ * @internal
+ */
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Option from "effect/Option"
+import * as Stream from "effect/Stream"
+import {
+  InvalidInput,
+  type InvalidInstanceId,
+  PersistenceError,
+  SequenceConflict,
+  type StaleTimer
+} from "../../Errors.js"
+import type * as EventStore from "../../EventStore.js"
+import type * as TimeoutStore from "../../TimeoutStore.js"
+import type * as Core from "../core.js"
+import { jsonProblem } from "../jsonValue.js"
+import { type MachineCodec, parseMessage } from "./codec.js"
+import type { Instances, Loaded } from "./instances.js"
+
+export type CommitError = SequenceConflict | StaleTimer | PersistenceError | InvalidInstanceId | InvalidInput
+
+/** What one commit writes, before the store-level record is built. */
+export interface Proposal {
+  readonly codec: MachineCodec
+  readonly instanceId: string
+  /** The instance before the command; `undefined` for `create`. */
+  readonly loaded: Loaded | undefined
+  readonly next: Core.InstanceState
+  readonly tag: string
+  /** The encoded event (or initial state), checked by the caller to be JSON-safe. */
+  readonly payload: unknown
+  readonly timers: Core.TimerPlan
+  readonly timestamp: number
+  readonly source: EventStore.Source
+  readonly correlationId: string | null
+  readonly timer: string | null
+}
+
+export interface Committer {
+  readonly commit: (proposal: Proposal) => Effect.Effect<Loaded, CommitError>
+}
+
+export const makeCommitter = (options: {
+  readonly store: EventStore.EventStore["Type"]
+  readonly instances: Instances
+  readonly nodeId: string
+  readonly snapshotEvery: number
+  /** Timer rows belong in the commit (the durable strategy). */
+  readonly durable: () => boolean
+  /** Tells the timeout strategy the instance's new deadlines. */
+  readonly arm: (codec: MachineCodec, instanceId: string, loaded: Loaded) => Effect.Effect<void>
+}): Committer => {
+  const { instances, nodeId, snapshotEvery, store } = options
+
+  const snapshotOf = (p: Proposal): EventStore.SnapshotRecord | undefined => {
+    const since = p.loaded?.snapshotSeqNr ?? 0
+    if (snapshotEvery <= 0 || p.next.seqNr - since < snapshotEvery) return undefined
+    const encoded = p.codec.encodeSnapshot({ value: p.next.state, generation: p.next.generation, deadlines: p.next.deadlines })
+    // A snapshot is an optimisation: one that cannot be stored exactly is skipped.
+    if (Either.isLeft(encoded) || jsonProblem(encoded.right) !== undefined) return undefined
+    return {
+      machine: p.codec.machine.name,
+      instanceId: p.instanceId,
+      seqNr: p.next.seqNr,
+      state: encoded.right,
+      stopped: p.next.stopped,
+      schemaVersion: p.codec.machine.version,
+      timestamp: p.timestamp
+    }
+  }
+
+  const timerChanges = (p: Proposal): Either.Either<TimeoutStore.TimerChanges | undefined, string> => {
+    if (!options.durable()) return Either.right(undefined)
+    const plan = p.timers
+    if (!plan.cancelAll && plan.fired === undefined) return Either.right(undefined)
+    const schedule: Array<TimeoutStore.ScheduledTimer> = []
+    for (const deadline of plan.schedule) {
+      const payload = p.codec.encodeEvent(deadline.event)
+      if (Either.isLeft(payload)) return Either.left(`timeout "${deadline.name}": ${parseMessage(payload.left)}`)
+      const problem = jsonProblem(payload.right)
+      if (problem !== undefined) return Either.left(`timeout "${deadline.name}": ${problem}`)
+      schedule.push({
+        name: deadline.name,
+        stateTag: p.next.state._tag,
+        generation: p.next.generation,
+        dueAt: deadline.dueAt,
+        payload: payload.right
+      })
+    }
+    // A new instance has no rows to cancel.
+    return Either.right({ cancelAll: plan.cancelAll && p.loaded !== undefined, schedule, fired: plan.fired })
+  }
+
+  /** Caches the committed instance and re-arms its deadlines when they changed. */
+  const settle = (p: Proposal, snapshotted: boolean, durable: boolean): Effect.Effect<Loaded> => {
+    const machine = p.codec.machine.name
+    const loaded = p.loaded
+    const result: Loaded = {
+      state: p.next.state,
+      seqNr: p.next.seqNr,
+      stopped: p.next.stopped,
+      generation: p.next.generation,
+      deadlines: p.next.deadlines,
+      snapshotSeqNr: snapshotted ? p.next.seqNr : (loaded?.snapshotSeqNr ?? 0)
+    }
+    // A write inside a caller's open transaction is not durable yet: it may
+    // still roll back, so it must not be what the next command decides on.
+    if (durable) instances.remember(machine, p.instanceId, result)
+    else instances.evict(machine, p.instanceId)
+    const changed = result.generation !== loaded?.generation || result.deadlines !== loaded.deadlines
+    const anyArmed = result.deadlines.length > 0 || (loaded !== undefined && loaded.deadlines.length > 0)
+    return changed && anyArmed ? Effect.as(options.arm(p.codec, p.instanceId, result), result) : Effect.succeed(result)
+  }
+
+  /**
+   * Whether the commit `commitId` landed: `true`, `false` (the log still
+   * ends at the expected seqNr), or a `SequenceConflict` when another
+   * writer's event is there instead.
+   */
+  const landed = (p: Proposal, commitId: string, expectedSeqNr: number) =>
+    store.events(p.codec.machine.name, p.instanceId, expectedSeqNr + 1).pipe(
+      Stream.take(1),
+      Stream.runHead,
+      Effect.flatMap((first): Effect.Effect<boolean, SequenceConflict> => {
+        if (Option.isNone(first)) return Effect.succeed(false)
+        if (first.value.metadata.commitId === commitId) return Effect.succeed(true)
+        return Effect.fail(
+          new SequenceConflict({
+            machine: p.codec.machine.name,
+            instanceId: p.instanceId,
+            expected: expectedSeqNr,
+            actual: first.value.seqNr
+          })
+        )
+      })
+    )
+
+  const commit = (p: Proposal): Effect.Effect<Loaded, CommitError> =>
+    Effect.suspend(() => {
+      const changes = timerChanges(p)
+      if (Either.isLeft(changes)) {
+        return Effect.fail(new InvalidInput({ machine: p.codec.machine.name, instanceId: p.instanceId, reason: changes.left }))
+      }
+      const commitId = crypto.randomUUID()
+      const expectedSeqNr = p.loaded?.seqNr ?? 0
+      const record: EventStore.Commit = {
+        machine: p.codec.machine.name,
+        instanceId: p.instanceId,
+        expectedSeqNr,
+        events: [{
+          tag: p.tag,
+          payload: p.payload,
+          stateTag: p.next.state._tag,
+          schemaVersion: p.codec.machine.version,
+          metadata: {
+            timestamp: p.timestamp,
+            source: p.source,
+            correlationId: p.correlationId,
+            node: nodeId,
+            commitId,
+            timer: p.timer
+          }
+        }],
+        snapshot: snapshotOf(p),
+        timers: changes.right
+      }
+      return appendResolved(p, record, commitId)
+    })
+
+  /**
+   * Appends `record`; after a `PersistenceError` asks the log whether it
+   * landed. A commit with a snapshot that did not land is tried once more
+   * without it, so a failed snapshot write never fails a command.
+   */
+  const appendResolved = (
+    p: Proposal,
+    record: EventStore.Commit,
+    commitId: string,
+    retried = false
+  ): Effect.Effect<Loaded, CommitError> =>
+    store.append(record).pipe(
+      Effect.flatMap((result) => settle(p, record.snapshot !== undefined, result.durable)),
+      // The earlier attempt may have landed after all, after it was looked for.
+      Effect.catchTag("SequenceConflict", (conflict) =>
+        retried
+          ? Effect.flatMap(
+            Effect.catchTag(landed(p, commitId, record.expectedSeqNr), "SequenceConflict", () => Effect.succeed(false)),
+            (didLand) => didLand ? settle(p, true, true) : Effect.fail(conflict)
+          )
+          : Effect.fail(conflict)),
+      Effect.catchTag("PersistenceError", (error) =>
+        landed(p, commitId, record.expectedSeqNr).pipe(
+          Effect.catchTag("PersistenceError", (unknown) => {
+            instances.evict(p.codec.machine.name, p.instanceId)
+            return Effect.fail(
+              new PersistenceError({
+                operation: "append",
+                reason: `the commit failed (${error.reason}) and whether it landed is unknown (${unknown.reason})`,
+                cause: error
+              })
+            )
+          }),
+          Effect.flatMap((didLand): Effect.Effect<Loaded, CommitError> => {
+            if (didLand) {
+              return Effect.zipRight(
+                Effect.logWarning(
+                  `${p.codec.machine.name}/${p.instanceId}: commit ${commitId} reported a failure but landed`,
+                  error
+                ),
+                settle(p, record.snapshot !== undefined, true)
+              )
+            }
+            if (record.snapshot === undefined) return Effect.fail(error)
+            return Effect.zipRight(
+              Effect.logWarning(
+                `${p.codec.machine.name}/${p.instanceId}: commit with snapshot failed, retrying without it`,
+                error
+              ),
+              appendResolved(p, { ...record, snapshot: undefined }, commitId, true)
+            )
+          })
+        )),
+      // Interrupted mid-commit: the commit may or may not have landed.
+      Effect.onInterrupt(() => Effect.sync(() => instances.evict(p.codec.machine.name, p.instanceId)))
+    )
+
+  return { commit }
+}

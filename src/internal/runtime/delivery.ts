@@ -1,0 +1,123 @@
+/**
+ * Timer deliveries: a due deadline, handed over by the timeout strategy, is
+ * decided as a `Fire` command through the same loop as a send, under the
+ * same instance lock. It is valid only while its deadline is armed — checked
+ * against the instance fresh from the log, and again by every retry — so an
+ * arming fires at most once whatever the strategy; the durable strategy's
+ * timer row (consumed in the same commit) adds the same guarantee across
+ * nodes.
+ *
+ * Entry and exit actions of a delivered timeout run in their own fiber, so a
+ * slow or hung action never holds up the sweeper or other deliveries.
+ *
+ * @internal
+ */
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import type * as Scope from "effect/Scope"
+import * as EventStore from "../../EventStore.js"
+import type * as TimeoutStrategy from "../../TimeoutStrategy.js"
+import * as Core from "../core.js"
+import type { Transition } from "./actions.js"
+import type { Traced } from "./actions.js"
+import { type MachineCodec, parseMessage } from "./codec.js"
+import type { ExecuteError, Executed } from "./execute.js"
+import type { Instances } from "./instances.js"
+
+/** What a failed delivery means for its timer. One case per error: a new error must be placed here. */
+export const deliveryResultOf = (error: ExecuteError): TimeoutStrategy.DeliveryResult => {
+  switch (error._tag) {
+    case "StaleTimer":
+      // The deadline was armed when the delivery started: another writer
+      // (another node's delivery, or a send) got there first.
+      return { _tag: "Stale", raced: true }
+    case "InvalidTransition":
+    case "GuardRejected":
+    case "InstanceStopped":
+      return { _tag: "Rejected", reason: error.message }
+    case "InstanceNotFound":
+    case "InvalidInstanceId":
+      return { _tag: "Rejected", reason: error.message }
+    case "TransitionFailed":
+    case "InvalidInput":
+    case "EventDecodeError":
+    case "EventReplayError":
+      // Trying again decides the same thing: keep the timer for inspection and re-drive after a fix.
+      return { _tag: "Undeliverable", error: error.message }
+    case "PersistenceError":
+    case "SequenceConflict":
+      return { _tag: "Failed", error: error.message }
+  }
+}
+
+export const makeDeliver = (options: {
+  readonly codecs: ReadonlyMap<string, MachineCodec>
+  readonly instances: Instances
+  readonly withLock: (machine: string, instanceId: string) => <A, E>(effect: Effect.Effect<A, E>) => Effect.Effect<A, E>
+  readonly execute: (
+    codec: MachineCodec,
+    instanceId: string,
+    command: Core.Command
+  ) => Effect.Effect<Executed, ExecuteError>
+  readonly runActions: (codec: MachineCodec, transition: Transition) => Effect.Effect<void, unknown>
+  /** Where the actions of delivered timeouts run. */
+  readonly scope: Scope.Scope
+  readonly traced: Traced
+}) =>
+(delivery: TimeoutStrategy.Delivery): Effect.Effect<TimeoutStrategy.DeliveryResult> => {
+  const { instances } = options
+  const codec = options.codecs.get(delivery.machine)
+  if (codec === undefined) return Effect.succeed({ _tag: "Rejected", reason: "machine not registered" })
+  const idProblem = EventStore.instanceIdProblem(delivery.instanceId)
+  if (idProblem !== undefined) return Effect.succeed({ _tag: "Rejected", reason: `invalid instance id: ${idProblem}` })
+
+  const underLock = Effect.flatMap(
+    // Fresh from the log: another node may have moved the instance on.
+    instances.loadFresh(codec, delivery.instanceId),
+    (loaded): Effect.Effect<TimeoutStrategy.DeliveryResult | Executed, ExecuteError> => {
+      if (Core.armedDeadline(loaded, delivery.name, delivery.generation) === undefined) {
+        return Effect.succeed({ _tag: "Stale", raced: false })
+      }
+      let event: Core.Command & { readonly _tag: "Fire" }
+      if (delivery.payload !== undefined) {
+        const decoded = codec.decodeEvent(delivery.payload)
+        if (Either.isLeft(decoded)) {
+          return Effect.succeed({
+            _tag: "Undeliverable",
+            error: `the stored timeout event does not decode: ${parseMessage(decoded.left)}`
+          })
+        }
+        event = { _tag: "Fire", name: delivery.name, generation: delivery.generation, event: decoded.right }
+      } else {
+        event = { _tag: "Fire", name: delivery.name, generation: delivery.generation }
+      }
+      return options.execute(codec, delivery.instanceId, event)
+    }
+  )
+
+  return options.withLock(codec.machine.name, delivery.instanceId)(underLock).pipe(
+    Effect.flatMap((result): Effect.Effect<TimeoutStrategy.DeliveryResult> => {
+      if (!("accepted" in result)) return Effect.succeed(result)
+      const { accepted, loaded } = result
+      const actions = options.runActions(codec, {
+        instanceId: delivery.instanceId,
+        seqNr: loaded.seqNr,
+        previous: accepted.previous,
+        state: accepted.next.state,
+        event: accepted.record.event,
+        entered: accepted.entered,
+        initial: false
+      }).pipe(
+        Effect.catchAllCause((cause) => Effect.logWarning("timeout delivered, but an action failed", cause))
+      )
+      return Effect.as(Effect.forkIn(actions, options.scope), { _tag: "Fired", seqNr: loaded.seqNr } as const)
+    }),
+    Effect.catchAll((error) => Effect.succeed(deliveryResultOf(error))),
+    Effect.catchAllDefect((defect) => Effect.succeed({ _tag: "Failed", error: String(defect) } as const)),
+    options.traced("FSMRuntime.deliverTimeout", {
+      machine: delivery.machine,
+      instanceId: delivery.instanceId,
+      timer: delivery.name
+    })
+  )
+}

@@ -1,0 +1,200 @@
+/**
+ * The decide-and-commit loop of one command, run under the instance's lock:
+ *
+ * 1. load the instance (cache hit, or snapshot + replay);
+ * 2. decide the command with the pure core (`Core.decide`);
+ * 3. a rejection or a stale delivery on a cached instance is checked again
+ *    against the log (another writer may have moved the instance on);
+ * 4. commit what was accepted; on a `SequenceConflict`, resync with the log
+ *    and go back to 2 under the retry schedule. Every attempt decides from
+ *    scratch, so a timer delivery is re-checked against the fresh instance
+ *    each time and can never be committed twice.
+ *
+ * @internal
+ */
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import type * as Schedule from "effect/Schedule"
+import {
+  GuardRejected,
+  InstanceStopped,
+  InvalidInput,
+  InvalidTransition,
+  SequenceConflict,
+  StaleTimer,
+  TransitionFailed
+} from "../../Errors.js"
+import type * as EventStore from "../../EventStore.js"
+import * as Core from "../core.js"
+import { describeValue } from "../describe.js"
+import { jsonProblem } from "../jsonValue.js"
+import { type MachineCodec, parseMessage } from "./codec.js"
+import type { CommitError, Committer } from "./commit.js"
+import type { Instances, LoadError, Loaded } from "./instances.js"
+
+/** A committed command. */
+export interface Executed {
+  readonly accepted: Core.Accepted
+  readonly loaded: Loaded
+}
+
+export type ExecuteError =
+  | LoadError
+  | CommitError
+  | InvalidTransition
+  | GuardRejected
+  | InstanceStopped
+  | TransitionFailed
+  | StaleTimer
+
+export interface CommandOptions {
+  readonly source: EventStore.Source
+  readonly correlationId: string | null
+  /** The encoded event of a `Send` (already checked by the caller). */
+  readonly payload?: unknown
+}
+
+const rejection = (
+  machine: string,
+  instanceId: string,
+  state: string,
+  event: string,
+  reason: "NoTransition" | "GuardRejected" | "Stopped"
+) => {
+  const fields = { machine, instanceId, state, event }
+  switch (reason) {
+    case "NoTransition":
+      return new InvalidTransition(fields)
+    case "GuardRejected":
+      return new GuardRejected(fields)
+    case "Stopped":
+      return new InstanceStopped(fields)
+  }
+}
+
+export const makeExecutor = (options: {
+  readonly instances: Instances
+  readonly committer: Committer
+  readonly retry: Schedule.Schedule<unknown, SequenceConflict>
+}) => {
+  const { committer, instances, retry } = options
+
+  /** The payload the accepted record stores: JSON-safe encoded event, or `null` for `@stopped`. */
+  const payloadOf = (
+    codec: MachineCodec,
+    instanceId: string,
+    command: Core.Command,
+    accepted: Core.Accepted,
+    given: unknown
+  ): Either.Either<unknown, InvalidInput> => {
+    if (command._tag === "Stop") return Either.right(null)
+    if (command._tag === "Send") return Either.right(given)
+    const invalid = (reason: string) =>
+      Either.left(new InvalidInput({ machine: codec.machine.name, instanceId, reason: `timeout event: ${reason}` }))
+    const encoded = codec.encodeEvent(accepted.record.event)
+    if (Either.isLeft(encoded)) return invalid(parseMessage(encoded.left))
+    const problem = jsonProblem(encoded.right)
+    return problem === undefined ? Either.right(encoded.right) : invalid(problem)
+  }
+
+  const attempt = (
+    codec: MachineCodec,
+    instanceId: string,
+    command: Core.Command,
+    commandOptions: CommandOptions
+  ): Effect.Effect<Executed, ExecuteError> => {
+    const machine = codec.machine
+    const decideOn = (loaded: Loaded, fromCache: boolean): Effect.Effect<Executed, ExecuteError> =>
+      Effect.flatMap(Clock.currentTimeMillis, (now): Effect.Effect<Executed, ExecuteError> => {
+        const decided = Core.decide(machine, loaded, command, now)
+        switch (decided._tag) {
+          case "Rejected":
+          case "Stale": {
+            const failure = decided._tag === "Stale" && command._tag === "Fire"
+              ? new StaleTimer({ machine: machine.name, instanceId, name: command.name, generation: command.generation })
+              : rejection(
+                machine.name,
+                instanceId,
+                loaded.state._tag,
+                decided._tag === "Rejected" ? decided.event : "@timer",
+                decided._tag === "Rejected" ? decided.reason : "NoTransition"
+              )
+            // The cache may be behind another runtime's writes: ask the log once.
+            if (!fromCache) return Effect.fail(failure)
+            return Effect.flatMap(
+              instances.catchUp(codec, instanceId, loaded),
+              (fresh) => fresh.seqNr === loaded.seqNr ? Effect.fail(failure) : decideOn(fresh, false)
+            )
+          }
+          case "Failed":
+            return Effect.fail(
+              new TransitionFailed({
+                machine: machine.name,
+                instanceId,
+                state: loaded.state._tag,
+                event: decided.event,
+                stage: decided.stage,
+                reason: `${decided.reason}: ${describeValue(decided.error)}`,
+                cause: decided.error
+              })
+            )
+          case "Accepted": {
+            const payload = payloadOf(codec, instanceId, command, decided, commandOptions.payload)
+            if (Either.isLeft(payload)) return Effect.fail(payload.left)
+            return committer.commit({
+              codec,
+              instanceId,
+              loaded,
+              next: decided.next,
+              tag: decided.record.tag,
+              payload: payload.right,
+              timers: decided.timers,
+              timestamp: now,
+              source: command._tag === "Fire" ? "timeout" : commandOptions.source,
+              correlationId: commandOptions.correlationId,
+              timer: decided.record.timer ?? null
+            }).pipe(
+              Effect.catchTag("SequenceConflict", (conflict) =>
+                Effect.zipRight(instances.resync(codec, instanceId, loaded, conflict), Effect.fail(conflict))),
+              Effect.map((committed) => ({ accepted: decided, loaded: committed }))
+            )
+          }
+        }
+      })
+    return Effect.suspend(() => {
+      const cached = instances.cached(machine.name, instanceId)
+      return cached !== undefined
+        ? decideOn(cached, true)
+        : Effect.flatMap(instances.load(codec, instanceId), (loaded) => decideOn(loaded, false))
+    })
+  }
+
+  /** Retries `effect` on `SequenceConflict` only, under the configured schedule. */
+  const retryConflicts = <A, E>(effect: Effect.Effect<A, E | SequenceConflict>): Effect.Effect<A, E | SequenceConflict> =>
+    // The schedule (and its driver) is only set up after a first conflict;
+    // that failure is replayed as its first input, so delays and the number
+    // of retries are as if it had been running from the start.
+    Effect.catchIf(effect, (error): error is SequenceConflict => error instanceof SequenceConflict, (conflict) => {
+      let replayed = false
+      return Effect.suspend(() => replayed ? effect : (replayed = true, Effect.fail(conflict))).pipe(
+        Effect.map(Effect.succeed),
+        Effect.catchIf(
+          (error): error is E => !(error instanceof SequenceConflict),
+          (error) => Effect.succeed(Effect.fail(error))
+        ),
+        Effect.retry(retry),
+        Effect.flatten
+      )
+    })
+
+  /** Decides and commits `command`, retrying conflicts. Call under the instance's lock. */
+  const execute = (
+    codec: MachineCodec,
+    instanceId: string,
+    command: Core.Command,
+    commandOptions: CommandOptions
+  ): Effect.Effect<Executed, ExecuteError> => retryConflicts(attempt(codec, instanceId, command, commandOptions))
+
+  return { execute }
+}

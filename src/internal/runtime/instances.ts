@@ -1,0 +1,219 @@
+/**
+ * Loading instances: the bounded cache of loaded instances, and recovery
+ * from the latest valid snapshot plus a replay of the tail through
+ * `Core.evolve`.
+ *
+ * The cache only ever holds committed state: the committer puts an instance
+ * there after a commit the store reports durable, and evicts it after any
+ * commit whose outcome is not known. Every function here is called under the
+ * instance's lock.
+ *
+ * @internal
+ */
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Option from "effect/Option"
+import * as Stream from "effect/Stream"
+import {
+  EventDecodeError,
+  EventReplayError,
+  InstanceNotFound,
+  type InvalidInstanceId,
+  PersistenceError,
+  type SequenceConflict
+} from "../../Errors.js"
+import type * as EventStore from "../../EventStore.js"
+import * as Core from "../core.js"
+import { Lru } from "../lru.js"
+import { decodeRecord, type MachineCodec, parseMessage } from "./codec.js"
+
+/** A loaded instance: the core's view plus where its latest snapshot is. */
+export interface Loaded extends Core.InstanceState {
+  readonly snapshotSeqNr: number
+}
+
+export type ReplayError = EventReplayError | EventDecodeError | PersistenceError | InvalidInstanceId
+
+export type LoadError = ReplayError | InstanceNotFound
+
+export interface Instances {
+  readonly cached: (machine: string, instanceId: string) => Loaded | undefined
+  readonly remember: (machine: string, instanceId: string, loaded: Loaded) => void
+  readonly evict: (machine: string, instanceId: string) => void
+  readonly clear: () => void
+  /** Cache hit, or snapshot + tail replay (which re-arms the instance's deadlines). */
+  readonly load: (codec: MachineCodec, instanceId: string) => Effect.Effect<Loaded, LoadError>
+  /** Up to date with the log: a cached instance catches up; a store load has just read to the end. */
+  readonly loadFresh: (codec: MachineCodec, instanceId: string) => Effect.Effect<Loaded, LoadError>
+  /** Applies the events written after `loaded` (by other writers). */
+  readonly catchUp: (codec: MachineCodec, instanceId: string, loaded: Loaded) => Effect.Effect<Loaded, ReplayError>
+  /**
+   * After a `SequenceConflict`: catch up when the log is ahead of `loaded`,
+   * or drop `loaded` and load again when the log is behind it (the cache held
+   * a write that never became durable).
+   */
+  readonly resync: (
+    codec: MachineCodec,
+    instanceId: string,
+    loaded: Loaded,
+    conflict: SequenceConflict
+  ) => Effect.Effect<Loaded, LoadError>
+}
+
+export const cacheKey = (machine: string, instanceId: string) => `${machine}\u0000${instanceId}`
+
+export const makeInstances = (options: {
+  readonly store: EventStore.EventStore["Type"]
+  readonly cacheSize: number
+  /** Tells the timeout strategy the instance's deadlines (after a load that changed them). */
+  readonly arm: (codec: MachineCodec, instanceId: string, loaded: Loaded) => Effect.Effect<void>
+}): Instances => {
+  const { arm, store } = options
+  const cache = new Lru<string, Loaded>(options.cacheSize)
+
+  const replayFrom = (
+    codec: MachineCodec,
+    instanceId: string,
+    start: Loaded | undefined
+  ): Effect.Effect<Loaded | undefined, ReplayError> => {
+    const machine = codec.machine
+    const snapshotSeqNr = start?.snapshotSeqNr ?? 0
+    return Stream.runFoldEffect(
+      store.events(machine.name, instanceId, (start?.seqNr ?? 0) + 1),
+      start,
+      (acc: Loaded | undefined, record): Effect.Effect<Loaded, ReplayError> => {
+        const decoded = decodeRecord(codec, record)
+        if (Either.isLeft(decoded)) {
+          return Effect.fail(
+            new EventDecodeError({ machine: machine.name, instanceId, seqNr: record.seqNr, reason: decoded.left })
+          )
+        }
+        const next = Core.evolve(machine, acc, decoded.right)
+        if (Either.isRight(next)) {
+          const n = next.right
+          return Effect.succeed({
+            state: n.state,
+            seqNr: n.seqNr,
+            stopped: n.stopped,
+            generation: n.generation,
+            deadlines: n.deadlines,
+            snapshotSeqNr
+          })
+        }
+        const problem = next.left
+        switch (problem.kind) {
+          case "sequence":
+            return Effect.fail(
+              new PersistenceError({
+                operation: "replay",
+                reason: `${machine.name}/${instanceId}: expected event ${problem.expected}, the store returned ${problem.actual}`
+              })
+            )
+          case "lifecycle":
+            return Effect.fail(
+              new EventDecodeError({ machine: machine.name, instanceId, seqNr: problem.seqNr, reason: problem.actual })
+            )
+          case "replay":
+            return Effect.fail(
+              new EventReplayError({
+                machine: machine.name,
+                instanceId,
+                seqNr: problem.seqNr,
+                expected: problem.expected,
+                actual: problem.actual
+              })
+            )
+        }
+      }
+    )
+  }
+
+  const fromSnapshot = (codec: MachineCodec, instanceId: string) =>
+    Effect.flatMap(
+      store.loadSnapshot(codec.machine.name, instanceId),
+      (snapshot): Effect.Effect<Loaded | undefined> => {
+        if (Option.isNone(snapshot)) return Effect.succeed(undefined)
+        const s = snapshot.value
+        const where = `${codec.machine.name}/${instanceId}`
+        if (s.schemaVersion !== codec.machine.version) {
+          return Effect.as(
+            Effect.logInfo(
+              `${where}: snapshot of schema version ${s.schemaVersion} discarded (machine is at ${codec.machine.version}), replaying the whole log`
+            ),
+            undefined
+          )
+        }
+        const envelope = codec.decodeSnapshot(s.state)
+        if (Either.isLeft(envelope)) {
+          return Effect.as(
+            Effect.logWarning(
+              `${where}: snapshot at ${s.seqNr} does not decode, replaying the whole log: ${parseMessage(envelope.left)}`
+            ),
+            undefined
+          )
+        }
+        return Effect.succeed({
+          state: envelope.right.value,
+          seqNr: s.seqNr,
+          stopped: s.stopped,
+          snapshotSeqNr: s.seqNr,
+          generation: envelope.right.generation,
+          deadlines: envelope.right.deadlines
+        })
+      }
+    )
+
+  const load = (codec: MachineCodec, instanceId: string): Effect.Effect<Loaded, LoadError> =>
+    Effect.suspend(() => {
+      const key = cacheKey(codec.machine.name, instanceId)
+      const hit = cache.get(key)
+      if (hit !== undefined) return Effect.succeed(hit)
+      return fromSnapshot(codec, instanceId).pipe(
+        Effect.flatMap((start) => replayFrom(codec, instanceId, start)),
+        Effect.flatMap((loaded) => {
+          if (loaded === undefined) return Effect.fail(new InstanceNotFound({ machine: codec.machine.name, instanceId }))
+          cache.set(key, loaded)
+          return Effect.as(arm(codec, instanceId, loaded), loaded)
+        })
+      )
+    })
+
+  const catchUp = (codec: MachineCodec, instanceId: string, loaded: Loaded) =>
+    Effect.flatMap(replayFrom(codec, instanceId, loaded), (fresh) => {
+      const next = fresh ?? loaded
+      cache.set(cacheKey(codec.machine.name, instanceId), next)
+      return next.seqNr === loaded.seqNr ? Effect.succeed(next) : Effect.as(arm(codec, instanceId, next), next)
+    })
+
+  const loadFresh = (codec: MachineCodec, instanceId: string) =>
+    Effect.suspend(() => {
+      const hit = cache.get(cacheKey(codec.machine.name, instanceId))
+      return hit === undefined ? load(codec, instanceId) : catchUp(codec, instanceId, hit)
+    })
+
+  const evict = (machine: string, instanceId: string) => cache.delete(cacheKey(machine, instanceId))
+
+  const resync = (codec: MachineCodec, instanceId: string, loaded: Loaded, conflict: SequenceConflict) =>
+    conflict.actual > loaded.seqNr
+      ? catchUp(codec, instanceId, loaded)
+      : Effect.suspend(() => {
+        evict(codec.machine.name, instanceId)
+        return Effect.zipRight(
+          Effect.logWarning(
+            `${codec.machine.name}/${instanceId}: the log ends at ${conflict.actual}, before the loaded instance (${loaded.seqNr}); reloading`
+          ),
+          load(codec, instanceId)
+        )
+      })
+
+  return {
+    cached: (machine, instanceId) => cache.get(cacheKey(machine, instanceId)),
+    remember: (machine, instanceId, loaded) => cache.set(cacheKey(machine, instanceId), loaded),
+    evict,
+    clear: () => cache.clear(),
+    load,
+    loadFresh,
+    catchUp,
+    resync
+  }
+}

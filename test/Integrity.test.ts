@@ -1,0 +1,470 @@
+/**
+ * Integrity under faults, bad input and several runtimes: each test here
+ * reproduces a way the engine once lost, duplicated or corrupted data, on
+ * every backend, and checks the log.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Context, Deferred, Effect, Exit, Layer, Schedule, Schema, TestClock } from "effect"
+import { Errors, EventStore, FSMRuntime, Machine, TimeoutStore, TimeoutStrategy } from "effect-fsm"
+import { Counter, Order } from "./fixtures/machines.js"
+import { backends } from "./utils/backends.js"
+import { eventually } from "./utils/eventually.js"
+import { faulty, withStore } from "./utils/faults.js"
+import { buildStore, runtimeOn } from "./utils/runtime.js"
+
+// Conflicts retried at once: TestClock would hold back-off sleeps forever.
+const retry = Schedule.recurs(1000)
+
+/** Two timeouts of one state that share their event, each a stay that counts. */
+const Pinger = Machine.make({
+  name: "pinger",
+  version: 1,
+  state: Schema.Union(Schema.TaggedStruct("Waiting", { count: Schema.Number })),
+  event: Schema.Union(Schema.TaggedStruct("Ping", {}), Schema.TaggedStruct("Poke", {})),
+  transitions: {
+    Waiting: {
+      Ping: { to: "Waiting", build: (s) => ({ count: s.count + 1 }) },
+      Poke: { to: "Waiting", build: (s) => ({ count: s.count + 1 }) }
+    }
+  },
+  timeouts: {
+    Waiting: {
+      early: { after: "1 minute", event: { _tag: "Ping" } },
+      late: { after: "3 minutes", event: { _tag: "Ping" } }
+    }
+  }
+})
+
+class Unlucky extends Error {}
+
+/** Machine functions that throw (or give no duration) for some inputs. */
+const Fragile = Machine.make({
+  name: "fragile",
+  version: 1,
+  state: Schema.Union(
+    Schema.TaggedStruct("Idle", { n: Schema.Number }),
+    Schema.TaggedStruct("Busy", { n: Schema.Number })
+  ),
+  event: Schema.Union(Schema.TaggedStruct("Go", { n: Schema.Number })),
+  transitions: {
+    Idle: {
+      Go: {
+        to: "Busy",
+        guard: (_, e) => {
+          if (e.n === 13) throw new Unlucky("guard: unlucky")
+          return true
+        },
+        build: (_, e) => {
+          if (e.n === 7) throw new Unlucky("build: seven")
+          return { n: e.n }
+        }
+      }
+    },
+    Busy: { Go: { to: "Idle", build: (_, e) => ({ n: e.n }) } }
+  },
+  timeouts: {
+    Busy: {
+      back: {
+        after: (s) => {
+          if (s.n === 99) throw new Unlucky("after: ninety-nine")
+          return s.n === 98 ? ("soon" as never) : "1 minute"
+        },
+        event: { _tag: "Go", n: 0 }
+      }
+    }
+  }
+})
+
+const counterAt = (count: number) => ({ _tag: "Even", count, trail: [] }) as const
+
+const durableContext = (
+  store: Context.Context<EventStore.EventStore | TimeoutStore.TimeoutStore>,
+  options: TimeoutStrategy.DurableOptions = {}
+) =>
+  Effect.map(
+    Layer.build(Layer.provide(
+      TimeoutStrategy.layerDurable({ pollInterval: "1 second", maxIdleInterval: "10 minutes", claimLease: "30 seconds", ...options }),
+      Layer.succeedContext(store)
+    )),
+    (strategy) => Context.merge(store, strategy)
+  )
+
+const logOf = (runtime: FSMRuntime.FSMRuntime["Type"], machine: Machine.Any, id: string) =>
+  Effect.map(runtime.history(machine, id), (h) =>
+    h.map((e) => e._tag === "Event" ? `${e.event._tag}${e.metadata.timer === null ? "" : `@${e.metadata.timer}`}` : e._tag))
+
+for (const backend of backends) {
+  describe(`integrity on ${backend.name}`, () => {
+    const setup = (options: Partial<FSMRuntime.Options<ReadonlyArray<Machine.Any>>> = {}) =>
+      Effect.gen(function*() {
+        yield* TestClock.setTime(0)
+        const store = (yield* buildStore(backend)) as Context.Context<EventStore.EventStore | TimeoutStore.TimeoutStore>
+        const { runtime } = yield* runtimeOn(store, { machines: [Order, Counter, Pinger, Fragile], retry, ...options })
+        return { store, runtime }
+      })
+
+    it.scoped("values that do not survive JSON are InvalidInput at send and create, and nothing is written", () =>
+      Effect.gen(function*() {
+        const { runtime } = yield* setup()
+        yield* runtime.create(Counter, "c")
+        for (const by of [NaN, Infinity, -Infinity]) {
+          expect(yield* Effect.flip(runtime.send(Counter, "c", { _tag: "Add", by }))).toBeInstanceOf(Errors.InvalidInput)
+        }
+        for (const text of ["nul\u0000", "lone \uD800", "lone \uDC00 low"]) {
+          expect(yield* Effect.flip(runtime.send(Order, "o", { _tag: "Note", text }))).toMatchObject({
+            _tag: "InvalidInput"
+          })
+          expect(yield* Effect.flip(runtime.create(Order, `o-${text.length}`, { _tag: "Pending", orderId: text })))
+            .toBeInstanceOf(Errors.InvalidInput)
+          expect(
+            yield* Effect.flip(runtime.send(Counter, "c", { _tag: "Add", by: 1 }, { correlationId: text }))
+          ).toBeInstanceOf(Errors.InvalidInput)
+        }
+        expect(
+          yield* Effect.flip(runtime.create(Counter, "nan", { _tag: "Even", count: NaN, trail: [] }))
+        ).toBeInstanceOf(Errors.InvalidInput)
+        // The instance is intact and still loads from the store.
+        yield* runtime.evictAll
+        expect(yield* runtime.inspect(Counter, "c")).toMatchObject({ state: counterAt(0), seqNr: 1 })
+        expect((yield* runtime.history(Counter, "c")).length).toBe(1)
+        expect(yield* Effect.flip(runtime.inspect(Counter, "nan"))).toBeInstanceOf(Errors.InstanceNotFound)
+      }))
+
+    it.scoped("ids that are not well-formed Unicode are InvalidInstanceId, never merged", () =>
+      Effect.gen(function*() {
+        const { runtime } = yield* setup()
+        for (const id of ["s\uD800", "s\uDBFF", "\uDC00x", "a\u0000b"]) {
+          expect(yield* Effect.flip(runtime.create(Counter, id))).toBeInstanceOf(Errors.InvalidInstanceId)
+          expect(yield* Effect.flip(runtime.inspect(Counter, id))).toBeInstanceOf(Errors.InvalidInstanceId)
+        }
+        const pair = "pair-🔗"
+        yield* runtime.create(Counter, pair)
+        expect((yield* runtime.inspect(Counter, pair)).seqNr).toBe(1)
+      }))
+
+    it.scoped("no public operation throws, whatever it is given", () =>
+      Effect.gen(function*() {
+        const { runtime } = yield* setup()
+        yield* runtime.create(Counter, "c")
+        const odd: ReadonlyArray<Effect.Effect<unknown, unknown>> = [
+          runtime.send(Counter, "c", null as never),
+          runtime.send(Counter, "c", undefined as never),
+          runtime.send(Counter, "c", 42 as never),
+          runtime.send(Counter, "c", { _tag: "Add" } as never),
+          runtime.send(Counter, "c", { _tag: "Add", by: 1 }, null as never),
+          runtime.send(Counter, "c", { _tag: "Add", by: 1 }, { correlationId: 5 } as never),
+          runtime.send(Counter, "c", { _tag: "Add", by: 1 }, { source: "timeout" }),
+          runtime.send(null as never, "c", { _tag: "Add", by: 1 } as never),
+          runtime.send(Counter, null as never, { _tag: "Add", by: 1 }),
+          runtime.create(Order, "o", null as never),
+          runtime.create(Order, "o", 7 as never),
+          runtime.inspect(undefined as never, "c"),
+          runtime.inspect(Counter, 12 as never),
+          runtime.history(Counter, "c", NaN),
+          runtime.stop(Counter, "c", null as never)
+        ]
+        for (const operation of odd) {
+          const exit = yield* Effect.exit(operation)
+          // A typed failure or a success: never a defect, never a throw.
+          if (Exit.isFailure(exit)) expect(exit.cause._tag).toBe("Fail")
+        }
+        expect(yield* Effect.flip(runtime.send(Counter, "c", null as never))).toBeInstanceOf(Errors.InvalidInput)
+        expect(yield* Effect.flip(runtime.send(null as never, "c", { _tag: "Add", by: 1 } as never))).toBeInstanceOf(
+          Errors.MachineNotRegistered
+        )
+        expect((yield* runtime.history(Counter, "c")).length).toBe(1)
+      }))
+
+    it.scoped("a throwing guard, build or after is TransitionFailed naming the stage, and writes nothing", () =>
+      Effect.gen(function*() {
+        const { runtime } = yield* setup()
+        yield* runtime.create(Fragile, "f", { _tag: "Idle", n: 0 })
+        for (const [n, stage] of [[13, "guard"], [7, "build"], [99, "after"], [98, "after"]] as const) {
+          const error = yield* Effect.flip(runtime.send(Fragile, "f", { _tag: "Go", n }))
+          expect(error).toMatchObject({ _tag: "TransitionFailed", stage, machine: "fragile", state: "Idle", event: "Go" })
+        }
+        expect(yield* Effect.flip(runtime.create(Fragile, "g", { _tag: "Busy", n: 99 }))).toMatchObject({
+          _tag: "TransitionFailed",
+          stage: "after"
+        })
+        expect((yield* runtime.history(Fragile, "f")).length).toBe(1)
+        expect((yield* runtime.send(Fragile, "f", { _tag: "Go", n: 1 })).state).toEqual({ _tag: "Busy", n: 1 })
+      }))
+
+    for (const snapshotEvery of [0, 1]) {
+      it.scoped(`a lost acknowledgement never duplicates the event (snapshotEvery ${snapshotEvery})`, () =>
+        Effect.gen(function*() {
+          const store = yield* buildStore(backend)
+          const wrapped = faulty(Context.get(store, EventStore.EventStore))
+          const { runtime } = yield* runtimeOn(withStore(store, wrapped.store), { machines: [Counter], retry, snapshotEvery })
+          yield* runtime.create(Counter, "c")
+          wrapped.setPlan((commit) => commit.events[0]?.tag === "Add" ? { _tag: "FailAfter" } : undefined)
+          const outcome = yield* runtime.send(Counter, "c", { _tag: "Add", by: 5 })
+          expect(outcome).toEqual({ _tag: "Goto", state: { _tag: "Odd", count: 5, trail: [5] }, seqNr: 2 })
+          wrapped.setPlan(() => undefined)
+          yield* runtime.send(Counter, "c", { _tag: "Add", by: 1 })
+          const fresh = (yield* runtimeOn(store, { machines: [Counter], retry })).runtime
+          expect(yield* fresh.inspect(Counter, "c")).toEqual(yield* runtime.inspect(Counter, "c"))
+          expect((yield* fresh.inspect(Counter, "c")).state).toEqual({ _tag: "Even", count: 6, trail: [5, 1] })
+        }))
+    }
+
+    it.scoped("a failure before the write is a PersistenceError, writes nothing, and the next send works", () =>
+      Effect.gen(function*() {
+        const store = yield* buildStore(backend)
+        const wrapped = faulty(Context.get(store, EventStore.EventStore))
+        const { runtime } = yield* runtimeOn(withStore(store, wrapped.store), { machines: [Counter], retry })
+        yield* runtime.create(Counter, "c")
+        wrapped.setPlan(() => ({ _tag: "FailBefore" }))
+        expect(yield* Effect.flip(runtime.send(Counter, "c", { _tag: "Add", by: 5 }))).toBeInstanceOf(Errors.PersistenceError)
+        wrapped.setPlan(() => undefined)
+        expect((yield* runtime.send(Counter, "c", { _tag: "Add", by: 2 })).seqNr).toBe(2)
+        expect((yield* runtime.inspect(Counter, "c")).state).toEqual({ _tag: "Even", count: 2, trail: [2] })
+      }))
+
+    it.scoped("an interruption after the write leaves the runtime consistent with the log", () =>
+      Effect.gen(function*() {
+        const store = yield* buildStore(backend)
+        const wrapped = faulty(Context.get(store, EventStore.EventStore))
+        const { runtime } = yield* runtimeOn(withStore(store, wrapped.store), {
+          machines: [Counter],
+          retry: Schedule.recurs(3)
+        })
+        yield* runtime.create(Counter, "c")
+        wrapped.setPlan(() => ({ _tag: "InterruptAfter" }))
+        const exit = yield* Effect.exit(runtime.send(Counter, "c", { _tag: "Add", by: 5 }))
+        expect(Exit.isInterrupted(exit)).toBe(true)
+        wrapped.setPlan(() => undefined)
+        const next = yield* runtime.send(Counter, "c", { _tag: "Add", by: 1 })
+        expect(next).toMatchObject({ seqNr: 3, state: { count: 6, trail: [5, 1] } })
+      }))
+
+    it.scoped("two runtimes with in-process timers commit one timeout event per arming", () =>
+      Effect.gen(function*() {
+        yield* TestClock.setTime(0)
+        const store = yield* buildStore(backend)
+        const inner = Context.get(store, EventStore.EventStore)
+        const bReached = yield* Deferred.make<void>()
+        const aDone = yield* Deferred.make<void>()
+        const isTimeout = (commit: EventStore.Commit) => commit.events[0]?.metadata.source === "timeout"
+        // A's delivery commits only once B's has decided on the same state,
+        // and B's commits only after A's: B loses the race and retries.
+        const a = faulty(inner, (commit) =>
+          isTimeout(commit) ? { _tag: "Around", before: Deferred.await(bReached), after: Deferred.succeed(aDone, void 0) } : undefined)
+        const b = faulty(inner, (commit) =>
+          isTimeout(commit)
+            ? { _tag: "Around", before: Effect.zipRight(Deferred.succeed(bReached, void 0), Deferred.await(aDone)), after: Effect.void }
+            : undefined)
+        const runtimeA = (yield* runtimeOn(withStore(store, a.store), { machines: [Pinger], retry })).runtime
+        const runtimeB = (yield* runtimeOn(withStore(store, b.store), { machines: [Pinger], retry })).runtime
+        yield* runtimeA.create(Pinger, "p", { _tag: "Waiting", count: 0 })
+        yield* runtimeB.inspect(Pinger, "p") // B loads it and arms its timers too
+        yield* TestClock.adjust("2 minutes")
+        yield* eventually(Effect.filterOrFail(logOf(runtimeA, Pinger, "p"), (log) => log.length >= 2, () => "not fired"))
+        yield* eventually(Effect.filterOrFail(
+          Effect.sync(() => b.seen.filter((s) => isTimeout(s.commit)).length),
+          (n) => n >= 1,
+          () => "B did not try"
+        ))
+        yield* TestClock.adjust("2 minutes")
+        yield* eventually(Effect.filterOrFail(logOf(runtimeA, Pinger, "p"), (log) => log.length >= 3, () => "late not fired"))
+        yield* TestClock.adjust("10 minutes")
+        yield* eventually(Effect.void)
+        expect(yield* logOf(runtimeA, Pinger, "p")).toEqual(["Created", "Ping@early", "Ping@late"])
+      }))
+
+    it.scoped("a delivery of an arming that already fired is stale, even carrying its stored event (a re-driven timer)", () =>
+      Effect.gen(function*() {
+        yield* TestClock.setTime(0)
+        const store = yield* buildStore(backend)
+        let captured: TimeoutStrategy.Target | undefined
+        const capture = TimeoutStrategy.TimeoutStrategy.of({
+          start: (target) =>
+            Effect.sync(() => {
+              captured = target
+              return { durable: false, armed: () => Effect.void }
+            })
+        })
+        const { runtime } = yield* runtimeOn(
+          Context.add(store, TimeoutStrategy.TimeoutStrategy, capture) as Context.Context<EventStore.EventStore>,
+          { machines: [Pinger], retry }
+        )
+        yield* runtime.create(Pinger, "p", { _tag: "Waiting", count: 0 })
+        const delivery: TimeoutStrategy.Delivery = {
+          machine: "pinger",
+          instanceId: "p",
+          name: "early",
+          generation: 1,
+          dueAt: 60_000,
+          payload: { _tag: "Ping" }
+        }
+        yield* TestClock.adjust("1 minute")
+        expect(yield* captured!.deliver(delivery)).toEqual({ _tag: "Fired", seqNr: 2 })
+        expect(yield* captured!.deliver(delivery)).toEqual({ _tag: "Stale", raced: false })
+        yield* runtime.evictAll
+        expect(yield* captured!.deliver(delivery)).toEqual({ _tag: "Stale", raced: false })
+        expect(yield* logOf(runtime, Pinger, "p")).toEqual(["Created", "Ping@early"])
+      }))
+
+    it.scoped("replay disarms the timeout that fired, by name, when timeouts share an event", () =>
+      Effect.gen(function*() {
+        yield* TestClock.setTime(0)
+        const store = (yield* buildStore(backend)) as Context.Context<EventStore.EventStore | TimeoutStore.TimeoutStore>
+        const wrapped = faulty(Context.get(store, EventStore.EventStore))
+        let failedEarly = false
+        // The early timer's first delivery fails, so the late one fires first.
+        wrapped.setPlan((commit) => {
+          if (commit.events[0]?.metadata.timer !== "early" || failedEarly) return undefined
+          failedEarly = true
+          return { _tag: "FailBefore" }
+        })
+        const context = yield* durableContext(withStore(store, wrapped.store), { retryBase: "10 minutes" })
+        const { runtime } = yield* runtimeOn(context as Context.Context<EventStore.EventStore>, { machines: [Pinger], retry })
+        yield* runtime.create(Pinger, "p", { _tag: "Waiting", count: 0 })
+        yield* TestClock.adjust("2 minutes")
+        yield* eventually(Effect.filterOrFail(Effect.sync(() => failedEarly), (f) => f, () => "early not tried"))
+        yield* TestClock.adjust("2 minutes")
+        yield* eventually(Effect.filterOrFail(logOf(runtime, Pinger, "p"), (log) => log.length === 2, () => "late not fired"))
+        const live = yield* runtime.inspect(Pinger, "p")
+        expect(live.timeouts).toEqual([{ name: "early", dueAt: 60_000 }])
+        yield* runtime.evictAll
+        expect(yield* runtime.inspect(Pinger, "p")).toEqual(live)
+        yield* TestClock.adjust("20 minutes")
+        yield* eventually(Effect.filterOrFail(logOf(runtime, Pinger, "p"), (log) => log.length === 3, () => "early not fired"))
+        expect(yield* logOf(runtime, Pinger, "p")).toEqual(["Created", "Ping@late", "Ping@early"])
+      }))
+
+    it.scoped("a hung entry action of a delivered timeout does not hold up later timeouts", () =>
+      Effect.gen(function*() {
+        yield* TestClock.setTime(0)
+        const Alarm = Machine.make({
+          name: "alarm",
+          version: 1,
+          state: Schema.Union(
+            Schema.TaggedStruct("Armed", { minutes: Schema.Number }),
+            Schema.TaggedStruct("Rung", {})
+          ),
+          event: Schema.Union(Schema.TaggedStruct("Ring", {})),
+          transitions: { Armed: { Ring: "Rung" } },
+          timeouts: { Armed: { ring: { after: (s) => `${s.minutes} minutes` as const, event: { _tag: "Ring" } } } },
+          entry: { Rung: () => Effect.never }
+        })
+        const store = (yield* buildStore(backend)) as Context.Context<EventStore.EventStore | TimeoutStore.TimeoutStore>
+        const context = yield* durableContext(store)
+        const { runtime } = yield* runtimeOn(context as Context.Context<EventStore.EventStore>, { machines: [Alarm], retry })
+        yield* runtime.create(Alarm, "first", { _tag: "Armed", minutes: 1 })
+        yield* runtime.create(Alarm, "second", { _tag: "Armed", minutes: 3 })
+        yield* TestClock.adjust("2 minutes")
+        yield* eventually(Effect.filterOrFail(runtime.inspect(Alarm, "first"), (v) => v.state._tag === "Rung", () => "armed"))
+        yield* TestClock.adjust("2 minutes")
+        yield* eventually(Effect.filterOrFail(runtime.inspect(Alarm, "second"), (v) => v.state._tag === "Rung", () => "armed"))
+      }))
+
+    it.scoped("a delivery stuck in the database does not hold up later timeouts", () =>
+      Effect.gen(function*() {
+        yield* TestClock.setTime(0)
+        const store = (yield* buildStore(backend)) as Context.Context<EventStore.EventStore | TimeoutStore.TimeoutStore>
+        const wrapped = faulty(Context.get(store, EventStore.EventStore), (commit) =>
+          commit.instanceId === "first" && commit.events[0]?.metadata.source === "timeout"
+            ? { _tag: "Around", before: Effect.never, after: Effect.void }
+            : undefined)
+        const context = yield* durableContext(withStore(store, wrapped.store), { deliveryTimeout: "5 seconds" })
+        const { runtime } = yield* runtimeOn(context as Context.Context<EventStore.EventStore>, { machines: [Order], retry })
+        yield* runtime.create(Order, "first", { _tag: "Pending", orderId: "first" })
+        yield* TestClock.adjust("1 minute")
+        yield* runtime.create(Order, "second", { _tag: "Pending", orderId: "second" })
+        yield* TestClock.adjust("4 minutes") // first's deadline: its delivery hangs
+        yield* eventually(Effect.filterOrFail(
+          Effect.sync(() => wrapped.seen.filter((s) => s.commit.instanceId === "first").length),
+          (n) => n >= 2,
+          () => "first not delivered"
+        ))
+        yield* TestClock.adjust("10 seconds") // the poll stops waiting for it
+        yield* TestClock.adjust("1 minute") // second's deadline
+        yield* eventually(
+          Effect.filterOrFail(runtime.inspect(Order, "second"), (v) => v.state._tag === "Cancelled", () => "second pending")
+        )
+        // (Not `inspect`: the stuck delivery still holds first's lock, as a stuck database call would.)
+        expect((yield* runtime.history(Order, "first")).map((h) => h._tag)).toEqual(["Created"])
+      }))
+
+    it.scoped("a timer whose stored event no longer decodes is dead-lettered with the error", () =>
+      Effect.gen(function*() {
+        yield* TestClock.setTime(0)
+        const store = (yield* buildStore(backend)) as Context.Context<EventStore.EventStore | TimeoutStore.TimeoutStore>
+        yield* Effect.scoped(Effect.gen(function*() {
+          const context = yield* durableContext(store)
+          const { runtime } = yield* runtimeOn(context as Context.Context<EventStore.EventStore>, { machines: [Order], retry })
+          yield* runtime.create(Order, "o1", { _tag: "Pending", orderId: "o1" })
+        }))
+        // A deploy changed the timeout event's schema: the stored row no longer decodes.
+        const OrderV2 = Machine.make({
+          name: "order",
+          version: 1,
+          state: Order.stateSchema as Schema.Schema<Machine.StateOf<typeof Order>>,
+          event: Schema.Union(Schema.TaggedStruct("PaymentTimeout", { reason: Schema.String })),
+          transitions: {
+            Pending: { PaymentTimeout: { to: "Cancelled", build: (s, e) => ({ orderId: s.orderId, reason: e.reason }) } }
+          },
+          timeouts: { Pending: { payment: { after: "5 minutes", event: { _tag: "PaymentTimeout", reason: "unpaid" } } } }
+        })
+        const context = yield* durableContext(store)
+        const { runtime } = yield* runtimeOn(context as Context.Context<EventStore.EventStore>, { machines: [OrderV2], retry })
+        yield* TestClock.adjust("6 minutes")
+        const timers = Context.get(store, TimeoutStore.TimeoutStore)
+        const letters = yield* eventually(
+          Effect.filterOrFail(timers.deadLetters("order"), (d) => d.length === 1, () => "no dead letter")
+        )
+        expect(letters[0]).toMatchObject({ instanceId: "o1", name: "payment", generation: 1 })
+        expect(letters[0]!.lastError).toContain("does not decode")
+        expect(yield* timers.pending("order", "o1")).toEqual([])
+        expect((yield* runtime.history(OrderV2, "o1")).length).toBe(1)
+      }))
+  })
+}
+
+describe("configuration errors are typed, when the layer builds", () => {
+  const strategyError = (options: TimeoutStrategy.DurableOptions) =>
+    Effect.flip(Effect.scoped(Layer.build(TimeoutStrategy.layerDurable(options).pipe(Layer.provide(EventStore.layerMemory)))))
+
+  it.effect("durable sweeper options", () =>
+    Effect.gen(function*() {
+      const cases: ReadonlyArray<readonly [TimeoutStrategy.DurableOptions, string]> = [
+        [{ pollInterval: "0 millis" }, "pollInterval"],
+        [{ pollInterval: "soon" as never }, "pollInterval"],
+        [{ claimLease: NaN }, "claimLease"],
+        [{ claimLease: "1 second", deliveryTimeout: "2 seconds" }, "deliveryTimeout"],
+        [{ batchSize: 0 }, "batchSize"],
+        [{ concurrency: 1.5 }, "concurrency"],
+        [{ jitter: -1 }, "jitter"],
+        [{ maxAttempts: 0 }, "maxAttempts"],
+        [{ retryBase: "later" as never }, "retryBase"],
+        [{ retryBase: "10 minutes", retryMax: "1 minute" }, "retryMax"],
+        [{ pollInterval: "1 second", maxIdleInterval: "10 millis" }, "maxIdleInterval"]
+      ]
+      for (const [options, option] of cases) {
+        const error = yield* strategyError(options)
+        expect(error).toBeInstanceOf(Errors.InvalidConfiguration)
+        expect(error).toMatchObject({ option })
+      }
+    }))
+
+  it.effect("in-process retry options and runtime options", () =>
+    Effect.gen(function*() {
+      expect(yield* Effect.flip(Effect.scoped(Layer.build(TimeoutStrategy.layerInProcess({ maxAttempts: -1 })))))
+        .toMatchObject({ _tag: "InvalidConfiguration", option: "maxAttempts" })
+      for (
+        const [options, option] of [
+          [{ snapshotEvery: -1 }, "snapshotEvery"],
+          [{ snapshotEvery: 1.5 }, "snapshotEvery"],
+          [{ cacheSize: 0 }, "cacheSize"],
+          [{ nodeId: "" }, "nodeId"]
+        ] as const
+      ) {
+        const error = yield* Effect.flip(
+          Effect.scoped(FSMRuntime.make({ machines: [Counter], ...options }).pipe(Effect.provide(EventStore.layerMemory)))
+        )
+        expect(error).toMatchObject({ _tag: "InvalidConfiguration", option })
+      }
+    }))
+})
