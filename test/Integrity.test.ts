@@ -5,9 +5,13 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Exit, Layer, Schedule, Schema, TestClock } from "effect"
-import { Errors, EventStore, FSMRuntime, Machine, TimeoutStore, TimeoutStrategy } from "effect-fsm"
+import { Errors, EventStore, FSMRuntime, Machine, SqlEventStore, TimeoutStore, TimeoutStrategy } from "effect-fsm"
 import { Counter, Order } from "./fixtures/machines.js"
-import { backends } from "./utils/backends.js"
+import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as path from "node:path"
+import { backends, postgres, tempDirectory } from "./utils/backends.js"
+import * as Pg from "./utils/pg.js"
 import { eventually } from "./utils/eventually.js"
 import { faulty, withStore } from "./utils/faults.js"
 import { buildStore, runtimeOn } from "./utils/runtime.js"
@@ -468,3 +472,51 @@ describe("configuration errors are typed, when the layer builds", () => {
       }
     }))
 })
+
+const sqlClients: ReadonlyArray<{
+  readonly name: string
+  readonly client: () => Layer.Layer<SqlClient.SqlClient, unknown>
+  readonly skip: string | undefined
+}> = [
+  {
+    name: "sqlite",
+    client: () =>
+      Layer.unwrapScoped(
+        Effect.map(tempDirectory, (directory) => SqliteClient.layer({ filename: path.join(directory, "store.db") }))
+      ),
+    skip: undefined
+  },
+  { name: "postgres", client: () => Pg.layerFreshClient, skip: postgres.skip }
+]
+
+for (const target of sqlClients.filter((t) => t.skip === undefined)) {
+  describe(`a caller's transaction on ${target.name}`, () => {
+    it.scoped("a send or create that the caller's transaction rolls back is never cached", () =>
+      Effect.gen(function*() {
+        const context = yield* Layer.build(SqlEventStore.layer().pipe(Layer.provideMerge(target.client())))
+        const sql = Context.get(context, SqlClient.SqlClient)
+        const { runtime } = yield* runtimeOn(context, { machines: [Counter], retry: Schedule.recurs(5) })
+        yield* runtime.create(Counter, "c")
+        const rolledBack = yield* Effect.flip(
+          sql.withTransaction(Effect.zipRight(runtime.send(Counter, "c", { _tag: "Add", by: 1 }), Effect.fail("roll back")))
+        )
+        expect(rolledBack).toBe("roll back")
+        expect((yield* runtime.history(Counter, "c")).length).toBe(1)
+        // The next send decides on the committed state, not on the rolled-back one.
+        expect(yield* runtime.send(Counter, "c", { _tag: "Add", by: 2 })).toEqual({
+          _tag: "Stay",
+          state: { _tag: "Even", count: 2, trail: [2] },
+          seqNr: 2
+        })
+        // A create rolled back leaves no instance behind, in the store or in the cache.
+        yield* Effect.flip(sql.withTransaction(Effect.zipRight(runtime.create(Counter, "d"), Effect.fail("roll back"))))
+        expect(yield* Effect.flip(runtime.inspect(Counter, "d"))).toBeInstanceOf(Errors.InstanceNotFound)
+        expect((yield* runtime.create(Counter, "d")).seqNr).toBe(1)
+        // A transaction that commits is seen by the runtime and by a fresh one alike.
+        yield* sql.withTransaction(runtime.send(Counter, "c", { _tag: "Add", by: 3 }))
+        const fresh = (yield* runtimeOn(context, { machines: [Counter], retry })).runtime
+        expect(yield* fresh.inspect(Counter, "c")).toEqual(yield* runtime.inspect(Counter, "c"))
+        expect((yield* runtime.inspect(Counter, "c")).state).toEqual({ _tag: "Odd", count: 5, trail: [2, 3] })
+      }))
+  })
+}
