@@ -1,8 +1,9 @@
 /**
  * Durable sends per second: `FSMRuntime.send` on SQLite
- * (`SqlEventStore.layer` over `layerSqliteClient`, i.e. `layerSqlite`, on a
- * temporary file) and on PostgreSQL (`SqlEventStore.layer` over an
- * `@effect/sql-pg` pool, in a schema created and dropped by the script), with
+ * (`SqlEventStore.layer` over `SqliteEventStore.layerClient`, i.e.
+ * `SqliteEventStore.layer`, on a temporary file) and on PostgreSQL
+ * (`SqlEventStore.layer` over an `@effect/sql-pg` pool, in a schema created
+ * and dropped by the script), with
  * 1, 8 and 64 instances driven at once, each one sequentially (Pay, Ship,
  * Deliver of the order machine of `order-machines.ts`; one durable commit
  * per send).
@@ -34,6 +35,7 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import { Context, Effect, Layer } from "effect"
 import { type EventStore, FSMRuntime, SqlEventStore, type TimeoutStore } from "effect-fsm"
+import * as SqliteEventStore from "effect-fsm/SqliteEventStore"
 import {
   findPgbench,
   freshPgSchema,
@@ -171,7 +173,7 @@ const sqlitePart = (flags: { readonly ms: number; readonly reps: number; readonl
     const filename = yield* tempSqliteFile
     progress(`send.sqlite: ${filename}`)
     const context = yield* Layer.build(
-      SqlEventStore.layer().pipe(Layer.provideMerge(SqlEventStore.layerSqliteClient({ filename })))
+      SqlEventStore.layer().pipe(Layer.provideMerge(SqliteEventStore.layerClient({ filename })))
     )
     const sql = Context.get(context, SqlClient.SqlClient)
     yield* createRawTable(sql, "sqlite", rawTable, (yield* SqlEventStore.tableNames()).events)

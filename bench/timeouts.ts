@@ -8,8 +8,8 @@
  * after `--delay-ms` are created (untimed) by a runtime that writes timer
  * rows but runs no sweeper; once every timer is due, 1 (then `--nodes`)
  * runtimes with `TimeoutStrategy.layerDurable()` (defaults) start, each in a
- * process of its own on the same database (`SqlEventStore.layerPg` /
- * `layerSqlite` with default options), the way separate nodes run. The
+ * process of its own on the same database (`PgEventStore.layer` /
+ * `SqliteEventStore.layer` with default options), the way separate nodes run. The
  * clock runs from the moment the runtimes start to the commit timestamp of
  * the last timeout event; completion is read from the event log (one
  * `Expire` event with `source = "timeout"` per instance, exactly), not from
@@ -43,6 +43,8 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import { Context, Duration, Effect, Exit, Layer, Queue, Schema, Scope } from "effect"
 import { type EventStore, FSMRuntime, Machine, SqlEventStore, type TimeoutStore, TimeoutStrategy } from "effect-fsm"
+import * as PgEventStore from "effect-fsm/PgEventStore"
+import * as SqliteEventStore from "effect-fsm/SqliteEventStore"
 import { spawn } from "node:child_process"
 import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
@@ -116,7 +118,7 @@ const openDatabase = (backend: Backend, maxConnections: number) =>
     } else {
       const filename = yield* tempSqliteFile
       target = { backend, filename }
-      store = yield* Layer.build(SqlEventStore.layer().pipe(Layer.provideMerge(SqlEventStore.layerSqliteClient({ filename }))))
+      store = yield* Layer.build(SqlEventStore.layer().pipe(Layer.provideMerge(SqliteEventStore.layerClient({ filename }))))
     }
     const sql = Context.get(store, SqlClient.SqlClient)
     yield* createRawTable(sql, backend, rawTable, (yield* SqlEventStore.tableNames()).events)
@@ -178,9 +180,9 @@ interface WorkerConfig {
 const protocolPrefix = "@@ "
 
 /**
- * The worker's side: open the store (the default `layerPg` / `layerSqlite`),
- * say `ready`, then on `go` build a runtime with `layerDurable()` (defaults)
- * and say `started <epoch ms>`; on `stop` close it and say `stopped`; on
+ * The worker's side: open the store (the default `PgEventStore.layer` /
+ * `SqliteEventStore.layer`), say `ready`, then on `go` build a runtime with
+ * `layerDurable()` (defaults) and say `started <epoch ms>`; on `stop` close it and say `stopped`; on
  * `exit` (or when the parent goes away) finish.
  */
 const worker = async (config: WorkerConfig): Promise<void> => {
@@ -192,8 +194,8 @@ const worker = async (config: WorkerConfig): Promise<void> => {
     input.on("line", (line) => Queue.unsafeOffer(commands, line.trim()))
     input.on("close", () => Queue.unsafeOffer(commands, "exit"))
     const storeLayer = config.target.backend === "pg"
-      ? SqlEventStore.layerPg(pgConfig({ schema: config.target.schema }))
-      : SqlEventStore.layerSqlite({ filename: config.target.filename })
+      ? PgEventStore.layer(pgConfig({ schema: config.target.schema }))
+      : SqliteEventStore.layer({ filename: config.target.filename })
     const store = yield* Layer.build(storeLayer)
     say("ready")
     let running: Scope.CloseableScope | undefined

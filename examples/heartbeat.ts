@@ -12,7 +12,9 @@
  * each timeout fired once by whichever node's sweeper claims it.
  */
 import { Console, Effect, Layer, Logger, LogLevel, Schedule, Schema } from "effect"
-import { type EventStore, FSMRuntime, Machine, SqlEventStore, type TimeoutStore, TimeoutStrategy } from "effect-fsm"
+import { type EventStore, FSMRuntime, Machine, type TimeoutStore, TimeoutStrategy } from "effect-fsm"
+import * as PgEventStore from "effect-fsm/PgEventStore"
+import * as SqliteEventStore from "effect-fsm/SqliteEventStore"
 import * as fs from "node:fs"
 import { resetPgTables } from "./pgDemo.js"
 import { pathToFileURL } from "node:url"
@@ -89,7 +91,7 @@ const main = (pg: boolean) =>
     else for (const suffix of ["", "-wal", "-shm"]) fs.rmSync(`heartbeat.db${suffix}`, { force: true })
     // One store layer, built once and shared by both nodes, as one database is.
     const store = yield* Layer.memoize(
-      pg ? SqlEventStore.layerPgConfig({ tablePrefix: prefix }) : SqlEventStore.layerSqlite({ filename: "heartbeat.db" })
+      pg ? PgEventStore.layerConfig({ tablePrefix: prefix }) : SqliteEventStore.layer({ filename: "heartbeat.db" })
     )
     const a = yield* Layer.build(nodeLayer(store, "node-a"))
     const b = yield* Layer.build(nodeLayer(store, "node-b"))

@@ -14,7 +14,9 @@
  * to run the same demo on PostgreSQL.
  */
 import { Console, Context, type Duration, Effect, Layer, Logger, LogLevel, Option, Schedule, Schema } from "effect"
-import { EventStore, FSMRuntime, Machine, SqlEventStore, TimeoutStore, TimeoutStrategy } from "effect-fsm"
+import { EventStore, FSMRuntime, Machine, TimeoutStore, TimeoutStrategy } from "effect-fsm"
+import * as PgEventStore from "effect-fsm/PgEventStore"
+import * as SqliteEventStore from "effect-fsm/SqliteEventStore"
 import * as fs from "node:fs"
 import { resetPgTables } from "./pgDemo.js"
 import * as path from "node:path"
@@ -137,8 +139,8 @@ export const demo = (options: DemoOptions = {}) =>
     if (options.pg) yield* resetPgTables(prefix)
     else for (const suffix of ["", "-wal", "-shm"]) fs.rmSync(`${filename}${suffix}`, { force: true })
     const store = options.pg
-      ? SqlEventStore.layerPgConfig({ tablePrefix: prefix })
-      : SqlEventStore.layerSqlite({ filename, tablePrefix: "fsm_" })
+      ? PgEventStore.layerConfig({ tablePrefix: prefix })
+      : SqliteEventStore.layer({ filename, tablePrefix: "fsm_" })
     const where = options.pg ? `PostgreSQL (tables ${prefix}*)` : `SQLite file ${path.resolve(filename)}`
 
     /** One "process": the store, durable timeouts and the runtime, built from scratch. */

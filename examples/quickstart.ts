@@ -3,7 +3,8 @@
  * `npx tsx examples/quickstart.ts` (writes quickstart.db in the working directory).
  */
 import { Console, Effect, Schema } from "effect"
-import { FSMRuntime, Machine, SqlEventStore } from "effect-fsm"
+import { FSMRuntime, Machine } from "effect-fsm"
+import * as SqliteEventStore from "effect-fsm/SqliteEventStore"
 
 const State = Schema.Union(
   Schema.TaggedStruct("Pending", { orderId: Schema.String }),
@@ -41,7 +42,7 @@ export const program = Effect.gen(function*() {
 if (import.meta.url === `file://${process.argv[1]}`) {
   program.pipe(
     Effect.provide(FSMRuntime.layer({ machines: [Order] })),
-    Effect.provide(SqlEventStore.layerSqlite({ filename: "quickstart.db" })),
+    Effect.provide(SqliteEventStore.layer({ filename: "quickstart.db" })),
     Effect.runPromise
   )
 }

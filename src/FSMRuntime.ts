@@ -50,8 +50,6 @@ import { makeDeliver } from "./internal/runtime/delivery.js"
 import { makeExecutor } from "./internal/runtime/execute.js"
 import { cacheKey, type Loaded, makeInstances } from "./internal/runtime/instances.js"
 import * as Machine from "./Machine.js"
-import * as SqlEventStore from "./SqlEventStore.js"
-import type * as TimeoutStore from "./TimeoutStore.js"
 import * as TimeoutStrategy from "./TimeoutStrategy.js"
 
 // ---------------------------------------------------------------------------
@@ -687,45 +685,6 @@ export const layer = <const Ms extends ReadonlyArray<Machine.Any>>(
   EventStore.EventStore | Machine.Context<Ms[number]>
 > =>
   Layer.scoped(FSMRuntime, make(options))
-
-/**
- * Options of `FSMRuntime.layerSqlite`.
- *
- * @since 0.1.0
- */
-export interface SqliteOptions<Ms extends ReadonlyArray<Machine.Any>> extends Options<Ms> {
-  /** The database file; created if missing. */
-  readonly filename: string
-  /** Options of the durable timeout sweeper. */
-  readonly timeouts?: TimeoutStrategy.DurableOptions
-  /** Table prefix, default `fsm_`. */
-  readonly tablePrefix?: string
-}
-
-/**
- * The embedded default in one layer: the runtime on a SQLite file, with
- * durable timeouts. Provides the `EventStore` and `TimeoutStore` too.
- *
- * @example
- * ```ts
- * program.pipe(Effect.provide(FSMRuntime.layerSqlite({ machines: [Order], filename: "orders.db" })))
- * ```
- *
- * @since 0.1.0
- */
-export const layerSqlite = <const Ms extends ReadonlyArray<Machine.Any>>(
-  options: SqliteOptions<Ms>
-): Layer.Layer<
-  FSMRuntime | EventStore.EventStore | TimeoutStore.TimeoutStore,
-  MachineDefinitionError | InvalidConfiguration | SqlEventStore.MakeError,
-  Machine.Context<Ms[number]>
-> => {
-  const { filename, tablePrefix, timeouts, ...runtime } = options
-  return layer(runtime).pipe(
-    Layer.provide(TimeoutStrategy.layerDurable(timeouts)),
-    Layer.provideMerge(SqlEventStore.layerSqlite({ filename, tablePrefix }))
-  )
-}
 
 // ---------------------------------------------------------------------------
 // Accessors and the typed client

@@ -1,7 +1,9 @@
 /**
- * The event store (and the durable timer store) on SQL: PostgreSQL through
- * `@effect/sql-pg`, SQLite through `@effect/sql-sqlite-node`, or any
- * PostgreSQL / SQLite `SqlClient` you already have.
+ * The event store (and the durable timer store) on any PostgreSQL or SQLite
+ * `SqlClient`. This module imports `@effect/sql` only; the drivers live in
+ * their own modules, which build a client and this store in one layer:
+ * `effect-fsm/SqliteEventStore` (`@effect/sql-sqlite-node`) and
+ * `effect-fsm/PgEventStore` (`@effect/sql-pg`).
  *
  * One commit is one atomic unit: its events, the optional snapshot and its
  * timer changes are all written, or nothing is. The events table's primary
@@ -22,41 +24,32 @@
  *
  * @example
  * ```ts
- * import { Effect, Layer } from "effect"
+ * import { Layer } from "effect"
  * import { FSMRuntime, SqlEventStore } from "effect-fsm"
+ * import * as PgClient from "@effect/sql-pg/PgClient"
  *
- * // An embedded SQLite file...
- * const Local = FSMRuntime.layer({ machines: [Order] }).pipe(
- *   Layer.provide(SqlEventStore.layerSqlite({ filename: "orders.db" }))
+ * // On a client you build yourself (and share with your own queries)...
+ * const Store = SqlEventStore.layer({ tablePrefix: "orders_" }).pipe(
+ *   Layer.provideMerge(PgClient.layer({ database: "app" }))
  * )
- * // ...or PostgreSQL configured from PGHOST / PGUSER / ... or DATABASE_URL.
- * const Production = FSMRuntime.layer({ machines: [Order] }).pipe(
- *   Layer.provide(SqlEventStore.layerPgConfig())
- * )
+ * const Production = FSMRuntime.layer({ machines: [Order] }).pipe(Layer.provideMerge(Store))
+ * // ...or with the driver modules: SqliteEventStore.layer({ filename: "orders.db" }),
+ * // PgEventStore.layerConfig() (PGHOST / PGUSER / ... or DATABASE_URL).
  * ```
  *
  * @since 0.1.0
  */
-import * as PgClient from "@effect/sql-pg/PgClient"
-import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import * as SqlClient from "@effect/sql/SqlClient"
-import { SqlError } from "@effect/sql/SqlError"
-import * as Cause from "effect/Cause"
-import * as Config from "effect/Config"
-import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Option from "effect/Option"
-import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
-import { PersistenceError } from "./Errors.js"
+import type { PersistenceError } from "./Errors.js"
 import * as EventStore from "./EventStore.js"
 import { type Dialect, makeDialect } from "./internal/sqlDialect.js"
 import { makeBackend } from "./internal/sqlEventStore.js"
 import { migrate as runMigrations } from "./internal/sqlMigrations.js"
-import { mapSqlError, persistenceError, tablePrefixPattern, type Tables, tables } from "./internal/sqlShared.js"
+import { tablePrefixPattern, type Tables, tables } from "./internal/sqlShared.js"
 import { makeTimeoutStore as makeSqlTimeoutStore } from "./internal/sqlTimeoutStore.js"
 import * as TimeoutStore from "./TimeoutStore.js"
 
@@ -67,7 +60,7 @@ import * as TimeoutStore from "./TimeoutStore.js"
  *
  * @example
  * ```ts
- * SqlEventStore.layerSqlite({ filename: "x.db", tablePrefix: "Orders-" }) // fails with InvalidTablePrefix
+ * SqlEventStore.layer({ tablePrefix: "Orders-" }) // fails with InvalidTablePrefix
  * ```
  *
  * @since 0.1.0
@@ -117,7 +110,7 @@ export interface Options {
  *
  * @example
  * ```ts
- * const handled = Layer.catchAll(SqlEventStore.layerSqlite({ filename: "x.db" }), (error: SqlEventStore.MakeError) =>
+ * const handled = Layer.catchAll(SqlEventStore.layer(), (error: SqlEventStore.MakeError) =>
  *   Layer.die(error)
  * )
  * ```
@@ -261,214 +254,3 @@ export const layer = (
         Context.add(TimeoutStore.TimeoutStore, makeSqlTimeoutStore(p.sql, p.dialect, p.tables))
       ))
   )
-
-// ---------------------------------------------------------------------------
-// SQLite
-// ---------------------------------------------------------------------------
-
-/**
- * Options of the SQLite client that `layerSqlite` builds.
- *
- * @example
- * ```ts
- * const client: SqlEventStore.SqliteClientOptions = { filename: "data/orders.db", busyTimeout: "10 seconds" }
- * ```
- *
- * @since 0.1.0
- */
-export interface SqliteClientOptions {
-  /** Path of the database file; created when missing (its directory must exist). `":memory:"` works too. */
-  readonly filename: string
-  /**
-   * How long a write waits for another process holding the database's write
-   * lock before failing. Default 5 seconds.
-   */
-  readonly busyTimeout?: Duration.DurationInput | undefined
-}
-
-/**
- * Options of `layerSqlite`.
- *
- * @example
- * ```ts
- * const options: SqlEventStore.SqliteOptions = { filename: "orders.db", tablePrefix: "orders_" }
- * ```
- *
- * @since 0.1.0
- */
-export interface SqliteOptions extends Options, SqliteClientOptions {}
-
-const maxBusyTimeoutMillis = 2 ** 31 - 1
-
-/**
- * A SQLite client (better-sqlite3) tuned as an embedded event store: WAL
- * journal (readers never block the writer), `synchronous = NORMAL` (durable
- * across application crashes; an OS crash may lose the last commits, never
- * corrupt the file) and a busy timeout. Provide it yourself to share the
- * database with your own queries.
- *
- * @example
- * ```ts
- * const Client = SqlEventStore.layerSqliteClient({ filename: "orders.db" })
- * const Store = SqlEventStore.layer().pipe(Layer.provideMerge(Client)) // store + SqlClient for your own tables
- * ```
- *
- * @since 0.1.0
- */
-export const layerSqliteClient = (
-  options: SqliteClientOptions
-): Layer.Layer<SqliteClient.SqliteClient | SqlClient.SqlClient, PersistenceError> => {
-  const busyMillis = Math.min(
-    maxBusyTimeoutMillis,
-    Math.max(0, Math.round(Duration.toMillis(Duration.decode(options.busyTimeout ?? "5 seconds"))))
-  )
-  const client = SqliteClient.layer({ filename: options.filename }).pipe(
-    Layer.catchAllCause((cause) =>
-      Cause.isInterruptedOnly(cause)
-        ? Layer.failCause(cause as Cause.Cause<never>)
-        : Layer.fail(persistenceError(`open ${options.filename}`, Cause.squash(cause)))
-    )
-  )
-  const tune = Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
-    yield* sql.unsafe(`PRAGMA busy_timeout = ${busyMillis}`)
-    yield* sql.unsafe("PRAGMA synchronous = NORMAL")
-  }).pipe(mapSqlError(`open ${options.filename}`))
-  return Layer.effectDiscard(tune).pipe(Layer.provideMerge(client))
-}
-
-/**
- * The event store and timer store in a SQLite file, with the client built
- * and tuned by `layerSqliteClient`. Several layers or processes may open
- * the same file: writers take turns (a commit takes the write lock before
- * reading, and within a process never holds it across a fiber switch), so a
- * lost race on an instance is a `SequenceConflict`, not a "database is
- * locked" error — unless another process keeps the lock longer than
- * `busyTimeout`.
- *
- * @example
- * ```ts
- * program.pipe(
- *   Effect.provide(FSMRuntime.layer({ machines: [Order] })),
- *   Effect.provide(SqlEventStore.layerSqlite({ filename: "orders.db" }))
- * )
- * ```
- *
- * @since 0.1.0
- */
-export const layerSqlite = (
-  options: SqliteOptions
-): Layer.Layer<EventStore.EventStore | TimeoutStore.TimeoutStore, MakeError> =>
-  layer({ tablePrefix: options.tablePrefix, migrate: options.migrate }).pipe(
-    Layer.provide(layerSqliteClient({ filename: options.filename, busyTimeout: options.busyTimeout }))
-  )
-
-// ---------------------------------------------------------------------------
-// PostgreSQL
-// ---------------------------------------------------------------------------
-
-/**
- * Options of `layerPg`: the store's options and the `@effect/sql-pg` client's.
- *
- * @example
- * ```ts
- * const options: SqlEventStore.PgOptions = { host: "db", database: "app", username: "app", tablePrefix: "orders_" }
- * ```
- *
- * @since 0.1.0
- */
-export interface PgOptions extends Options, PgClient.PgClientConfig {}
-
-const pgClient = <E>(
-  client: Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, E | SqlError>
-): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, Exclude<E, SqlError> | PersistenceError> =>
-  Layer.catchAll(client, (error) =>
-    Layer.fail(
-      error instanceof SqlError ? persistenceError("connect", error) : error as Exclude<E, SqlError>
-    ))
-
-/**
- * The event store and timer store in PostgreSQL, with an `@effect/sql-pg`
- * client built from the options (a connection pool).
- *
- * @example
- * ```ts
- * const Store = SqlEventStore.layerPg({ host: "127.0.0.1", database: "app", username: "app", maxConnections: 20 })
- * ```
- *
- * @since 0.1.0
- */
-export const layerPg = (
-  options: PgOptions
-): Layer.Layer<EventStore.EventStore | TimeoutStore.TimeoutStore, MakeError> => {
-  const { migrate, tablePrefix, ...client } = options
-  return layer({ tablePrefix, migrate }).pipe(Layer.provide(pgClient(PgClient.layer(client))))
-}
-
-const nonEmpty = (config: Config.Config<string>) =>
-  Config.map(Config.option(config), Option.filter((value) => value !== ""))
-
-/**
- * PostgreSQL connection settings from the standard environment variables:
- * `DATABASE_URL` when it is set (it then wins), else `PGHOST`, `PGPORT`,
- * `PGUSER`, `PGPASSWORD` and `PGDATABASE` (each optional; the pg driver's
- * defaults fill the rest).
- *
- * @example
- * ```ts
- * const settings = yield* SqlEventStore.pgConfigFromEnv // { host: "db", port: 5432, ... }
- * ```
- *
- * @since 0.1.0
- */
-export const pgConfigFromEnv: Config.Config<PgClient.PgClientConfig> = Config.all({
-  url: Config.map(Config.option(Config.redacted("DATABASE_URL")), Option.filter((url) => Redacted.value(url) !== "")),
-  host: nonEmpty(Config.string("PGHOST")),
-  port: Config.option(Config.port("PGPORT")),
-  username: nonEmpty(Config.string("PGUSER")),
-  password: Config.option(Config.redacted("PGPASSWORD")),
-  database: nonEmpty(Config.string("PGDATABASE"))
-}).pipe(Config.map((env): PgClient.PgClientConfig =>
-  Option.isSome(env.url) ? { url: env.url.value } : {
-    host: Option.getOrUndefined(env.host),
-    port: Option.getOrUndefined(env.port),
-    username: Option.getOrUndefined(env.username),
-    password: Option.getOrUndefined(env.password),
-    database: Option.getOrUndefined(env.database)
-  }
-))
-
-/**
- * `layerPg` with the connection read by `pgConfigFromEnv` (the standard
- * `PG*` variables or `DATABASE_URL`, through Effect's `ConfigProvider`).
- *
- * @example
- * ```ts
- * // PGHOST=db PGUSER=app PGDATABASE=app node main.js
- * const Store = SqlEventStore.layerPgConfig({ tablePrefix: "orders_" })
- * ```
- *
- * @since 0.1.0
- */
-export const layerPgConfig = (
-  options?: Options
-): Layer.Layer<EventStore.EventStore | TimeoutStore.TimeoutStore, MakeError | ConfigError.ConfigError> =>
-  layer(options).pipe(Layer.provide(pgClient(PgClient.layerConfig(pgConfigFromEnv))))
-
-/**
- * `layerPg` with every option read from `Config`s.
- *
- * @example
- * ```ts
- * const Store = SqlEventStore.layerConfig({
- *   url: Config.redacted("ORDERS_DATABASE_URL"),
- *   tablePrefix: Config.succeed("orders_")
- * })
- * ```
- *
- * @since 0.1.0
- */
-export const layerConfig = (
-  config: Config.Config.Wrap<PgOptions>
-): Layer.Layer<EventStore.EventStore | TimeoutStore.TimeoutStore, MakeError | ConfigError.ConfigError> =>
-  Layer.unwrapEffect(Effect.map(Config.unwrap(config), layerPg))

@@ -382,7 +382,7 @@ const resolveDurable = (options: DurableOptions): Effect.Effect<SweeperConfig, I
  * ```ts
  * const Runtime = FSMRuntime.layer({ machines: [Order] }).pipe(
  *   Layer.provide(TimeoutStrategy.layerDurable({ pollInterval: "1 second" })),
- *   Layer.provide(SqlEventStore.layerSqlite({ filename: "orders.db" }))
+ *   Layer.provide(SqliteEventStore.layer({ filename: "orders.db" }))
  * )
  * ```
  *

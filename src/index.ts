@@ -1,6 +1,10 @@
 /**
  * effect-fsm: durable finite-state-machine workflows on Effect.
  *
+ * The database drivers are not re-exported here, so importing this module
+ * loads neither pg nor better-sqlite3: import them by subpath,
+ * `effect-fsm/SqliteEventStore` and `effect-fsm/PgEventStore`.
+ *
  * @since 0.1.0
  */
 export * as Errors from "./Errors.js"

@@ -23,6 +23,8 @@ import {
   Stream
 } from "effect"
 import { EventStore, SqlEventStore, TimeoutStore } from "effect-fsm"
+import * as PgEventStore from "effect-fsm/PgEventStore"
+import * as SqliteEventStore from "effect-fsm/SqliteEventStore"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { postgres, sqlite, tempDirectory } from "./utils/backends.js"
@@ -31,7 +33,7 @@ import * as Pg from "./utils/pg.js"
 /** A database the tests can open several clients on. */
 interface Database {
   readonly client: () => Layer.Layer<SqlClient.SqlClient, unknown>
-  /** A bare `SqlEventStore.layer*` on this database (the backend's own convenience layer). */
+  /** The driver module's own store layer on this database (`SqliteEventStore.layer`, `PgEventStore.layer`). */
   readonly convenience: (options: SqlEventStore.Options) => Layer.Layer<EventStore.EventStore | TimeoutStore.TimeoutStore, unknown>
 }
 
@@ -47,8 +49,8 @@ const sqliteTarget: Target = {
   fresh: Effect.map(tempDirectory, (directory) => {
     const filename = path.join(directory, "store.db")
     return {
-      client: () => SqlEventStore.layerSqliteClient({ filename }),
-      convenience: (options) => SqlEventStore.layerSqlite({ filename, ...options })
+      client: () => SqliteEventStore.layerClient({ filename }),
+      convenience: (options) => SqliteEventStore.layer({ filename, ...options })
     }
   })
 }
@@ -58,7 +60,7 @@ const pgTarget: Target = {
   skip: postgres.skip,
   fresh: Effect.map(Pg.freshSchema, (schema) => ({
     client: () => Pg.layerClient(schema),
-    convenience: (options) => SqlEventStore.layerPg({ ...Pg.clientConfig(schema), ...options })
+    convenience: (options) => PgEventStore.layer({ ...Pg.clientConfig(schema), ...options })
   }))
 }
 
@@ -399,13 +401,13 @@ sqlSuite(sqliteTarget)
 sqlSuite(pgTarget)
 
 describe("SqlEventStore on sqlite: one file, several connections", () => {
-  it.scoped("layerSqliteClient creates the file and tunes the connection (WAL, synchronous NORMAL, busy timeout)", () =>
+  it.scoped("SqliteEventStore.layerClient creates the file and tunes the connection (WAL, synchronous NORMAL, busy timeout)", () =>
     Effect.gen(function*() {
       const directory = yield* tempDirectory
       const filename = path.join(directory, "new.db")
       expect(fs.existsSync(filename)).toBe(false)
       const sql = Context.get(
-        yield* Layer.build(SqlEventStore.layerSqliteClient({ filename, busyTimeout: "1234 millis" })),
+        yield* Layer.build(SqliteEventStore.layerClient({ filename, busyTimeout: "1234 millis" })),
         SqlClient.SqlClient
       )
       expect(fs.existsSync(filename)).toBe(true)
@@ -414,7 +416,7 @@ describe("SqlEventStore on sqlite: one file, several connections", () => {
       expect(yield* sql`PRAGMA busy_timeout`).toEqual([{ timeout: 1234 }])
 
       const missing = path.join(directory, "no-such-directory", "x.db")
-      const failed = yield* Effect.flip(Layer.build(SqlEventStore.layerSqlite({ filename: missing })))
+      const failed = yield* Effect.flip(Layer.build(SqliteEventStore.layer({ filename: missing })))
       expect(failed).toMatchObject({ _tag: "PersistenceError" })
       expect(failed.message).toContain(missing)
     }))
@@ -426,7 +428,7 @@ describe("SqlEventStore on sqlite: one file, several connections", () => {
       // A short busy timeout, so a lock held across a fiber switch would show
       // up as SQLITE_BUSY at once instead of as a slow test.
       const open = Effect.map(
-        Layer.build(SqlEventStore.layerSqlite({ filename, busyTimeout: "20 millis" })),
+        Layer.build(SqliteEventStore.layer({ filename, busyTimeout: "20 millis" })),
         (context) => Context.get(context, EventStore.EventStore)
       )
       const [a, b] = yield* Effect.all([open, open], { concurrency: "unbounded" })
@@ -619,10 +621,10 @@ describe.skipIf(pgTarget.skip !== undefined)("SqlEventStore on postgres: stateme
       expect((yield* operator.timers.pending(machine, "o1")).map((t) => [t.generation, t.dueAt])).toEqual([[2, 600_000]])
     }))
 
-  it.effect("pgConfigFromEnv reads DATABASE_URL, else the PG* variables", () =>
+  it.effect("PgEventStore.configFromEnv reads DATABASE_URL, else the PG* variables", () =>
     Effect.gen(function*() {
       const read = (env: Record<string, string>) =>
-        Effect.withConfigProvider(SqlEventStore.pgConfigFromEnv, ConfigProvider.fromMap(new Map(Object.entries(env))))
+        Effect.withConfigProvider(PgEventStore.configFromEnv, ConfigProvider.fromMap(new Map(Object.entries(env))))
       const fromUrl = yield* read({ DATABASE_URL: "postgres://u:p@db:6543/app", PGHOST: "ignored" })
       expect(Object.keys(fromUrl)).toEqual(["url"])
       expect(Redacted.value(fromUrl.url!)).toBe("postgres://u:p@db:6543/app")
@@ -644,23 +646,23 @@ describe.skipIf(pgTarget.skip !== undefined)("SqlEventStore on postgres: stateme
       expect(yield* Effect.flip(read({ PGPORT: "not-a-port" }))).toMatchObject({ _op: "InvalidData", path: ["PGPORT"] })
     }))
 
-  it.scoped("layerPgConfig and layerConfig connect with what the config says", () =>
+  it.scoped("PgEventStore.layerConfig and layerFromConfig connect with what the config says", () =>
     Effect.gen(function*() {
       const schema = yield* Pg.freshSchema
       const url = Redacted.value(Pg.clientConfig(schema).url!)
       const provider = ConfigProvider.fromMap(new Map([["DATABASE_URL", url]]))
-      const fromEnv = yield* Layer.build(SqlEventStore.layerPgConfig({ tablePrefix: "env_" })).pipe(
+      const fromEnv = yield* Layer.build(PgEventStore.layerConfig({ tablePrefix: "env_" })).pipe(
         Effect.withConfigProvider(provider)
       )
       yield* Context.get(fromEnv, EventStore.EventStore).append(fullCommit("o1"))
-      const fromConfig = yield* Layer.build(SqlEventStore.layerConfig({
+      const fromConfig = yield* Layer.build(PgEventStore.layerFromConfig({
           url: Config.succeed(Redacted.make(url)),
           tablePrefix: Config.succeed("env_")
         }))
       expect(yield* Context.get(fromConfig, EventStore.EventStore).highestSequenceNr(machine, "o1")).toBe(2)
 
       const unreachable = yield* Effect.flip(
-        Layer.build(SqlEventStore.layerPg({ host: "127.0.0.1", port: 1, connectTimeout: "2 seconds" }))
+        Layer.build(PgEventStore.layer({ host: "127.0.0.1", port: 1, connectTimeout: "2 seconds" }))
       )
       expect(unreachable).toMatchObject({ _tag: "PersistenceError", operation: "connect" })
     }))

@@ -4,16 +4,18 @@
  * tests never interfere.
  *
  * - memory: `EventStore.layerMemory`.
- * - sqlite: `SqlEventStore.layerSqlite` on a new file in a temporary
+ * - sqlite: `SqliteEventStore.layer` on a new file in a temporary
  *   directory, removed when the layer's scope closes.
- * - postgres: `SqlEventStore.layerPg` on a new schema, dropped when the
+ * - postgres: `PgEventStore.layer` on a new schema, dropped when the
  *   layer's scope closes (see `./pg.ts` for the connection settings). When
  *   PostgreSQL is not reachable it is left out of `backends` and its suites
  *   in `allBackends` are skipped, with a warning; under `CI=true` it stays in
  *   and fails.
  */
 import { Effect, Layer } from "effect"
-import { EventStore, SqlEventStore, type TimeoutStore } from "effect-fsm"
+import { EventStore, type TimeoutStore } from "effect-fsm"
+import * as PgEventStore from "effect-fsm/PgEventStore"
+import * as SqliteEventStore from "effect-fsm/SqliteEventStore"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -39,7 +41,7 @@ export const sqlite: Backend = {
   name: "sqlite",
   layer: () =>
     Layer.unwrapScoped(
-      Effect.map(tempDirectory, (directory) => SqlEventStore.layerSqlite({ filename: path.join(directory, "store.db") }))
+      Effect.map(tempDirectory, (directory) => SqliteEventStore.layer({ filename: path.join(directory, "store.db") }))
     )
 }
 
@@ -55,7 +57,7 @@ if (pgSkip !== undefined) {
 export const postgres: Backend = {
   name: "postgres",
   layer: () =>
-    Layer.unwrapScoped(Effect.map(Pg.freshSchema, (schema) => SqlEventStore.layerPg(Pg.clientConfig(schema)))),
+    Layer.unwrapScoped(Effect.map(Pg.freshSchema, (schema) => PgEventStore.layer(Pg.clientConfig(schema)))),
   skip: pgSkip
 }
 

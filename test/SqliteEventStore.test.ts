@@ -1,21 +1,22 @@
-/** The embedded default: a runtime from nothing but a SQLite filename. */
+/** The embedded default: `SqliteEventStore.layerRuntime`, a runtime from nothing but a SQLite filename. */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Layer, Ref, TestClock } from "effect"
 import { FSMRuntime } from "effect-fsm"
+import * as SqliteEventStore from "effect-fsm/SqliteEventStore"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { ActionLog, Order } from "./fixtures/machines.js"
 import { eventually } from "./utils/eventually.js"
 
-describe("FSMRuntime.layerSqlite", () => {
+describe("SqliteEventStore.layerRuntime", () => {
   it.scoped("keeps instances and their durable timeouts across a restart on the same file", () =>
     Effect.gen(function*() {
       yield* TestClock.setTime(0)
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), "fsm-layer-sqlite-"))
       yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true })))
       const filename = path.join(dir, "orders.db")
-      const node = FSMRuntime.layerSqlite({ machines: [Order], filename, timeouts: { maxIdleInterval: "1 hour" } }).pipe(
+      const node = SqliteEventStore.layerRuntime({ machines: [Order], filename, timeouts: { maxIdleInterval: "1 hour" } }).pipe(
         Layer.provide(Layer.effect(ActionLog, Ref.make<ReadonlyArray<string>>([])))
       )
       yield* Effect.scoped(Effect.gen(function*() {

@@ -1,0 +1,143 @@
+/**
+ * The PostgreSQL driver module: the event store and timer store of
+ * `SqlEventStore` in PostgreSQL, on an `@effect/sql-pg` client (a
+ * connection pool) built from options, from the standard `PG*` /
+ * `DATABASE_URL` environment variables, or from `Config`s.
+ *
+ * It is a module of its own, imported as `effect-fsm/PgEventStore`, so that
+ * `import { FSMRuntime } from "effect-fsm"` never loads a driver.
+ *
+ * @example
+ * ```ts
+ * import { Layer } from "effect"
+ * import { FSMRuntime } from "effect-fsm"
+ * import * as PgEventStore from "effect-fsm/PgEventStore"
+ *
+ * // PostgreSQL configured from PGHOST / PGUSER / ... or DATABASE_URL.
+ * const Production = FSMRuntime.layer({ machines: [Order] }).pipe(
+ *   Layer.provideMerge(PgEventStore.layerConfig())
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ */
+import * as PgClient from "@effect/sql-pg/PgClient"
+import type * as SqlClient from "@effect/sql/SqlClient"
+import { SqlError } from "@effect/sql/SqlError"
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import type { PersistenceError } from "./Errors.js"
+import type * as EventStore from "./EventStore.js"
+import { persistenceError } from "./internal/sqlShared.js"
+import * as SqlEventStore from "./SqlEventStore.js"
+import type * as TimeoutStore from "./TimeoutStore.js"
+
+/**
+ * Options of `layer`: the store's options and the `@effect/sql-pg` client's.
+ *
+ * @example
+ * ```ts
+ * const options: PgEventStore.Options = { host: "db", database: "app", username: "app", tablePrefix: "orders_" }
+ * ```
+ *
+ * @since 0.1.0
+ */
+export interface Options extends SqlEventStore.Options, PgClient.PgClientConfig {}
+
+const pgClient = <E>(
+  client: Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, E | SqlError>
+): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, Exclude<E, SqlError> | PersistenceError> =>
+  Layer.catchAll(client, (error) =>
+    Layer.fail(
+      error instanceof SqlError ? persistenceError("connect", error) : error as Exclude<E, SqlError>
+    ))
+
+/**
+ * The event store and timer store in PostgreSQL, with an `@effect/sql-pg`
+ * client built from the options (a connection pool).
+ *
+ * @example
+ * ```ts
+ * const Store = PgEventStore.layer({ host: "127.0.0.1", database: "app", username: "app", maxConnections: 20 })
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const layer = (
+  options: Options
+): Layer.Layer<EventStore.EventStore | TimeoutStore.TimeoutStore, SqlEventStore.MakeError> => {
+  const { migrate, tablePrefix, ...client } = options
+  return SqlEventStore.layer({ tablePrefix, migrate }).pipe(Layer.provide(pgClient(PgClient.layer(client))))
+}
+
+const nonEmpty = (config: Config.Config<string>) =>
+  Config.map(Config.option(config), Option.filter((value) => value !== ""))
+
+/**
+ * PostgreSQL connection settings from the standard environment variables:
+ * `DATABASE_URL` when it is set (it then wins), else `PGHOST`, `PGPORT`,
+ * `PGUSER`, `PGPASSWORD` and `PGDATABASE` (each optional; the pg driver's
+ * defaults fill the rest).
+ *
+ * @example
+ * ```ts
+ * const settings = yield* PgEventStore.configFromEnv // { host: "db", port: 5432, ... }
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const configFromEnv: Config.Config<PgClient.PgClientConfig> = Config.all({
+  url: Config.map(Config.option(Config.redacted("DATABASE_URL")), Option.filter((url) => Redacted.value(url) !== "")),
+  host: nonEmpty(Config.string("PGHOST")),
+  port: Config.option(Config.port("PGPORT")),
+  username: nonEmpty(Config.string("PGUSER")),
+  password: Config.option(Config.redacted("PGPASSWORD")),
+  database: nonEmpty(Config.string("PGDATABASE"))
+}).pipe(Config.map((env): PgClient.PgClientConfig =>
+  Option.isSome(env.url) ? { url: env.url.value } : {
+    host: Option.getOrUndefined(env.host),
+    port: Option.getOrUndefined(env.port),
+    username: Option.getOrUndefined(env.username),
+    password: Option.getOrUndefined(env.password),
+    database: Option.getOrUndefined(env.database)
+  }
+))
+
+/**
+ * `layer` with the connection read by `configFromEnv` (the standard `PG*`
+ * variables or `DATABASE_URL`, through Effect's `ConfigProvider`).
+ *
+ * @example
+ * ```ts
+ * // PGHOST=db PGUSER=app PGDATABASE=app node main.js
+ * const Store = PgEventStore.layerConfig({ tablePrefix: "orders_" })
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const layerConfig = (
+  options?: SqlEventStore.Options
+): Layer.Layer<EventStore.EventStore | TimeoutStore.TimeoutStore, SqlEventStore.MakeError | ConfigError.ConfigError> =>
+  SqlEventStore.layer(options).pipe(Layer.provide(pgClient(PgClient.layerConfig(configFromEnv))))
+
+/**
+ * `layer` with every option read from `Config`s.
+ *
+ * @example
+ * ```ts
+ * const Store = PgEventStore.layerFromConfig({
+ *   url: Config.redacted("ORDERS_DATABASE_URL"),
+ *   tablePrefix: Config.succeed("orders_")
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const layerFromConfig = (
+  config: Config.Config.Wrap<Options>
+): Layer.Layer<EventStore.EventStore | TimeoutStore.TimeoutStore, SqlEventStore.MakeError | ConfigError.ConfigError> =>
+  Layer.unwrapEffect(Effect.map(Config.unwrap(config), layer))
