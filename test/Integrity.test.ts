@@ -243,6 +243,22 @@ for (const backend of backends) {
         expect(next).toMatchObject({ seqNr: 3, state: { count: 6, trail: [5, 1] } })
       }))
 
+    it.scoped("a conflict showing the log behind the cache reloads the instance instead of looping", () =>
+      Effect.gen(function*() {
+        const store = yield* buildStore(backend)
+        const wrapped = faulty(Context.get(store, EventStore.EventStore))
+        const { runtime } = yield* runtimeOn(withStore(store, wrapped.store), { machines: [Counter], retry: Schedule.recurs(3) })
+        yield* runtime.create(Counter, "c")
+        wrapped.setPlan(() => ({ _tag: "Phantom" }))
+        expect((yield* runtime.send(Counter, "c", { _tag: "Add", by: 5 })).seqNr).toBe(2) // believed, never written
+        wrapped.setPlan(() => undefined)
+        expect(yield* runtime.send(Counter, "c", { _tag: "Add", by: 1 })).toEqual({
+          _tag: "Goto",
+          state: { _tag: "Odd", count: 1, trail: [1] },
+          seqNr: 2
+        })
+      }))
+
     it.scoped("two runtimes with in-process timers commit one timeout event per arming", () =>
       Effect.gen(function*() {
         yield* TestClock.setTime(0)

@@ -16,6 +16,8 @@ export type Fault =
   | { readonly _tag: "InterruptBefore" }
   /** The commit lands, then the caller is interrupted before it hears back. */
   | { readonly _tag: "InterruptAfter" }
+  /** Reports success but writes nothing: a store that lies, or a write lost with a transaction it joined. */
+  | { readonly _tag: "Phantom" }
   /** Runs `before` (e.g. waits on a gate), then the real append, then `after`. */
   | {
     readonly _tag: "Around"
@@ -56,6 +58,8 @@ export const faulty = (inner: EventStore.EventStore["Type"], initial: FaultPlan 
             return Effect.interrupt
           case "InterruptAfter":
             return Effect.zipRight(inner.append(commit), Effect.interrupt)
+          case "Phantom":
+            return Effect.succeed({ durable: true })
           case "Around":
             return fault.before.pipe(Effect.zipRight(inner.append(commit)), Effect.tap(() => fault.after))
         }
