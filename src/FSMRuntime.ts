@@ -1,11 +1,13 @@
 /**
  * The runtime that runs machines against an `EventStore`.
  *
- * Each `send` is serialized per instance inside one runtime, decided by
- * `Machine.step` and written as one atomic commit with optimistic
- * sequence-number locking; entry and exit actions run after the commit.
- * Loaded instances live in a bounded LRU cache and are recovered from the
- * latest snapshot plus a replay of the tail when needed.
+ * Each `send` is serialized per instance inside one runtime, decided by the
+ * pure core (`decide`, over `Machine.step`) and written as one atomic commit
+ * with optimistic sequence-number locking; entry and exit actions run after
+ * the commit. Loaded instances live in a bounded LRU cache that only ever
+ * holds committed state, and are recovered from the latest snapshot plus a
+ * replay of the tail (a fold of the core's `evolve`) when needed. Timer
+ * deliveries go through the same path as sends.
  *
  * @since 0.1.0
  */
