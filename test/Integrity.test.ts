@@ -14,7 +14,7 @@ import { backends, postgres, tempDirectory } from "./utils/backends.js"
 import * as Pg from "./utils/pg.js"
 import { eventually } from "./utils/eventually.js"
 import { faulty, withStore } from "./utils/faults.js"
-import { buildStore, runtimeOn } from "./utils/runtime.js"
+import { buildStore, runtimeOn, withDurableTimeouts } from "./utils/runtime.js"
 
 // Conflicts retried at once: TestClock would hold back-off sleeps forever.
 const retry = Schedule.recurs(1000)
@@ -80,18 +80,6 @@ const Fragile = Machine.make({
 })
 
 const counterAt = (count: number) => ({ _tag: "Even", count, trail: [] }) as const
-
-const durableContext = (
-  store: Context.Context<EventStore.EventStore | TimeoutStore.TimeoutStore>,
-  options: TimeoutStrategy.DurableOptions = {}
-) =>
-  Effect.map(
-    Layer.build(Layer.provide(
-      TimeoutStrategy.layerDurable({ pollInterval: "1 second", maxIdleInterval: "10 minutes", claimLease: "30 seconds", ...options }),
-      Layer.succeedContext(store)
-    )),
-    (strategy) => Context.merge(store, strategy)
-  )
 
 const logOf = (runtime: FSMRuntime.FSMRuntime["Type"], machine: Machine.Any, id: string) =>
   Effect.map(runtime.history(machine, id), (h) =>
@@ -338,7 +326,7 @@ for (const backend of backends) {
           failedEarly = true
           return { _tag: "FailBefore" }
         })
-        const context = yield* durableContext(withStore(store, wrapped.store), { retryBase: "10 minutes" })
+        const context = yield* withDurableTimeouts(withStore(store, wrapped.store), { retryBase: "10 minutes" })
         const { runtime } = yield* runtimeOn(context as Context.Context<EventStore.EventStore>, { machines: [Pinger], retry })
         yield* runtime.create(Pinger, "p", { _tag: "Waiting", count: 0 })
         yield* TestClock.adjust("2 minutes")
@@ -370,7 +358,7 @@ for (const backend of backends) {
           entry: { Rung: () => Effect.never }
         })
         const store = (yield* buildStore(backend)) as Context.Context<EventStore.EventStore | TimeoutStore.TimeoutStore>
-        const context = yield* durableContext(store)
+        const context = yield* withDurableTimeouts(store)
         const { runtime } = yield* runtimeOn(context as Context.Context<EventStore.EventStore>, { machines: [Alarm], retry })
         yield* runtime.create(Alarm, "first", { _tag: "Armed", minutes: 1 })
         yield* runtime.create(Alarm, "second", { _tag: "Armed", minutes: 3 })
@@ -388,7 +376,7 @@ for (const backend of backends) {
           commit.instanceId === "first" && commit.events[0]?.metadata.source === "timeout"
             ? { _tag: "Around", before: Effect.never, after: Effect.void }
             : undefined)
-        const context = yield* durableContext(withStore(store, wrapped.store), { deliveryTimeout: "5 seconds" })
+        const context = yield* withDurableTimeouts(withStore(store, wrapped.store), { deliveryTimeout: "5 seconds" })
         const { runtime } = yield* runtimeOn(context as Context.Context<EventStore.EventStore>, { machines: [Order], retry })
         yield* runtime.create(Order, "first", { _tag: "Pending", orderId: "first" })
         yield* TestClock.adjust("1 minute")
@@ -413,7 +401,7 @@ for (const backend of backends) {
         yield* TestClock.setTime(0)
         const store = (yield* buildStore(backend)) as Context.Context<EventStore.EventStore | TimeoutStore.TimeoutStore>
         yield* Effect.scoped(Effect.gen(function*() {
-          const context = yield* durableContext(store)
+          const context = yield* withDurableTimeouts(store)
           const { runtime } = yield* runtimeOn(context as Context.Context<EventStore.EventStore>, { machines: [Order], retry })
           yield* runtime.create(Order, "o1", { _tag: "Pending", orderId: "o1" })
         }))
@@ -428,7 +416,7 @@ for (const backend of backends) {
           },
           timeouts: { Pending: { payment: { after: "5 minutes", event: { _tag: "PaymentTimeout", reason: "unpaid" } } } }
         })
-        const context = yield* durableContext(store)
+        const context = yield* withDurableTimeouts(store)
         const { runtime } = yield* runtimeOn(context as Context.Context<EventStore.EventStore>, { machines: [OrderV2], retry })
         yield* TestClock.adjust("6 minutes")
         const timers = Context.get(store, TimeoutStore.TimeoutStore)

@@ -7,7 +7,7 @@ import { Context, Effect, Layer, Metric, Ref, Schedule, Schema, TestClock } from
 import { Errors, EventStore, FSMRuntime, Machine, Metrics, TimeoutStore, TimeoutStrategy } from "effect-fsm"
 import { Order } from "./fixtures/machines.js"
 import { backends } from "./utils/backends.js"
-import { buildStore, runtimeOn } from "./utils/runtime.js"
+import { buildStore, runtimeOn, withDurableTimeouts } from "./utils/runtime.js"
 import { eventually } from "./utils/eventually.js"
 
 const retry = Schedule.recurs(100)
@@ -233,22 +233,10 @@ for (const backend of backends) {
       store: Context.Context<EventStore.EventStore | TimeoutStore.TimeoutStore>,
       options: TimeoutStrategy.DurableOptions = {}
     ) =>
-      Effect.flatMap(
-        Layer.build(Layer.provide(
-          TimeoutStrategy.layerDurable({
-            pollInterval: "1 second",
-            maxIdleInterval: "10 minutes",
-            claimLease: "30 seconds",
-            ...options
-          }),
-          Layer.succeedContext(store)
-        )),
-        (strategyContext) =>
-          runtimeOn(Context.merge(store, strategyContext) as Context.Context<EventStore.EventStore>, {
-            machines: [Order, Reservation],
-            retry
-          })
-      ).pipe(Effect.map(({ runtime }) => runtime))
+      Effect.flatMap(withDurableTimeouts(store, options), (context) =>
+        runtimeOn(context as Context.Context<EventStore.EventStore>, { machines: [Order, Reservation], retry })).pipe(
+          Effect.map(({ runtime }) => runtime)
+        )
 
     const timeoutStore = (store: Context.Context<EventStore.EventStore | TimeoutStore.TimeoutStore>) =>
       Effect.provide(TimeoutStore.TimeoutStore, store)
