@@ -7,6 +7,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Exit, Layer, Schedule, Schema, TestClock } from "effect"
 import { Errors, EventStore, FSMRuntime, Machine, SqlEventStore, TimeoutStore, TimeoutStrategy } from "effect-fsm"
 import { Counter, Order } from "./fixtures/machines.js"
+import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as path from "node:path"
@@ -524,3 +525,39 @@ for (const target of sqlClients.filter((t) => t.skip === undefined)) {
       }))
   })
 }
+
+describe.skipIf(postgres.skip !== undefined)("a dropped connection on postgres", () => {
+  it.scoped("fails a command at most, never half-writes it, and the runtime recovers by itself", () =>
+    Effect.gen(function*() {
+      const applicationName = `fsm-drop-${crypto.randomUUID().slice(0, 8)}`
+      const schema = yield* Pg.freshSchema
+      const client = PgClient.layer({ ...Pg.clientConfig(schema), applicationName })
+      const context = yield* Layer.build(SqlEventStore.layer().pipe(Layer.provideMerge(client)))
+      const admin = Context.get(yield* Layer.build(Pg.layerClient()), SqlClient.SqlClient)
+      const { runtime } = yield* runtimeOn(context, { machines: [Counter], retry: Schedule.recurs(5), snapshotEvery: 2 })
+      yield* runtime.create(Counter, "c")
+      const acknowledged: Array<number> = []
+      let failures = 0
+      for (let by = 1; by <= 12; by++) {
+        if (by % 4 === 0) {
+          // Every connection of this runtime's pool is cut, as by a failover or a network blip.
+          yield* admin`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ${applicationName}`
+        }
+        const result = yield* Effect.either(runtime.send(Counter, "c", { _tag: "Add", by }))
+        if (result._tag === "Right") acknowledged.push(by)
+        else {
+          expect(result.left).toBeInstanceOf(Errors.PersistenceError)
+          failures++
+        }
+      }
+      expect(failures).toBeLessThanOrEqual(3) // one per cut at most
+      const history = yield* runtime.history(Counter, "c")
+      expect(history.map((h) => h.seqNr)).toEqual(history.map((_, i) => i + 1))
+      const added = history.flatMap((h) => h._tag === "Event" && h.event._tag === "Add" ? [h.event.by] : [])
+      // Every acknowledged send exactly once; nothing twice.
+      for (const by of acknowledged) expect(added.filter((b) => b === by)).toEqual([by])
+      expect(new Set(added).size).toBe(added.length)
+      const fresh = (yield* runtimeOn(context, { machines: [Counter], retry })).runtime
+      expect(yield* fresh.inspect(Counter, "c")).toEqual(yield* runtime.inspect(Counter, "c"))
+    }))
+})
