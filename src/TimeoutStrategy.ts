@@ -184,6 +184,16 @@ const resolveRetry = (options: RetryOptions) =>
     return { maxAttempts, baseMillis, maxMillis } satisfies RetryPolicy
   })
 
+const loneSurrogate = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g
+
+/**
+ * An error text as every backend can store it: error messages may quote user
+ * data, and PostgreSQL refuses NUL and lone surrogates (the timer would then
+ * never be retried or dead-lettered). Long texts are cut.
+ */
+const storableText = (text: string): string =>
+  (text.length > 4000 ? `${text.slice(0, 4000)}…` : text).replace(/\u0000/g, "\uFFFD").replace(loneSurrogate, "\uFFFD")
+
 const retryDelayMillis = (policy: RetryPolicy, attempts: number): number =>
   Math.min(policy.maxMillis, policy.baseMillis * 2 ** Math.max(0, attempts - 1))
 
@@ -420,7 +430,7 @@ const startSweeper = (
 
     const deadLetter = (timer: TimeoutStore.TimerRecord, error: string, why: string) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>
-        store.deadLetter(timer, { error, now }).pipe(
+        store.deadLetter(timer, { error: storableText(error), now }).pipe(
           Effect.zipRight(Metric.increment(Metrics.timeoutsDeadLettered)),
           Effect.zipRight(
             Effect.logError(`${timer.machine}/${timer.instanceId} timer "${timer.name}": dead-lettered ${why}: ${error}`)
@@ -442,7 +452,10 @@ const startSweeper = (
             const attempts = timer.attempts + 1
             if (attempts >= config.retry.maxAttempts) return deadLetter(timer, result.error, `after ${attempts} attempts`)
             return Effect.flatMap(Clock.currentTimeMillis, (now) =>
-              store.retryLater(timer, { dueAt: now + retryDelayMillis(config.retry, attempts), error: result.error }).pipe(
+              store.retryLater(timer, {
+                dueAt: now + retryDelayMillis(config.retry, attempts),
+                error: storableText(result.error)
+              }).pipe(
                 Effect.zipRight(Metric.increment(Metrics.timeoutsRetries)),
                 Effect.zipRight(Effect.logWarning(
                   `${timer.machine}/${timer.instanceId} timer "${timer.name}": attempt ${attempts} failed, retrying: ${result.error}`

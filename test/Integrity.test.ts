@@ -397,6 +397,39 @@ for (const backend of backends) {
         expect((yield* runtime.history(Order, "first")).map((h) => h._tag)).toEqual(["Created"])
       }))
 
+    it.scoped("a timer whose delivery fails with NUL or a lone surrogate in the error is still dead-lettered", () =>
+      Effect.gen(function*() {
+        yield* TestClock.setTime(0)
+        const Bomb = Machine.make({
+          name: "bomb",
+          version: 1,
+          state: Schema.Union(Schema.TaggedStruct("Ticking", {}), Schema.TaggedStruct("Done", {})),
+          event: Schema.Union(Schema.TaggedStruct("Boom", {})),
+          transitions: {
+            Ticking: {
+              Boom: {
+                to: "Done",
+                guard: () => {
+                  throw new Error("bad \u0000 byte and a lone \uD800 half")
+                }
+              }
+            }
+          },
+          timeouts: { Ticking: { boom: { after: "1 minute", event: { _tag: "Boom" } } } }
+        })
+        const store = (yield* buildStore(backend)) as Context.Context<EventStore.EventStore | TimeoutStore.TimeoutStore>
+        const context = yield* withDurableTimeouts(store)
+        const { runtime } = yield* runtimeOn(context as Context.Context<EventStore.EventStore>, { machines: [Bomb], retry })
+        yield* runtime.create(Bomb, "b", { _tag: "Ticking" })
+        yield* TestClock.adjust("2 minutes")
+        const timers = Context.get(store, TimeoutStore.TimeoutStore)
+        const letters = yield* eventually(
+          Effect.filterOrFail(timers.deadLetters("bomb"), (d) => d.length === 1, () => "no dead letter")
+        )
+        expect(letters[0]!.lastError).toContain("bad \uFFFD byte and a lone \uFFFD half")
+        expect((yield* runtime.history(Bomb, "b")).length).toBe(1)
+      }))
+
     it.scoped("a timer whose stored event no longer decodes is dead-lettered with the error", () =>
       Effect.gen(function*() {
         yield* TestClock.setTime(0)
