@@ -16,8 +16,11 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
-import { InvalidInstanceId, PersistenceError, SequenceConflict, StaleTimer } from "./Errors.js"
+import { FencingRejected, InvalidInstanceId, PersistenceError, SequenceConflict, StaleTimer } from "./Errors.js"
 import { jsonProblem, stringProblem } from "./internal/jsonValue.js"
+// A cycle (LeaseStore validates keys with `instanceIdProblem`): only used
+// inside functions here, never while the modules load.
+import * as LeaseStore from "./LeaseStore.js"
 import * as TimeoutStore from "./TimeoutStore.js"
 
 /**
@@ -113,6 +116,16 @@ export interface SnapshotRecord {
  * if the log does not end at `expectedSeqNr` the commit fails with
  * `SequenceConflict` and writes nothing. An optional snapshot is written in
  * the same unit (monotonically: an older snapshot never replaces a newer one).
+ * A commit made under a lease carries its `fence`.
+ *
+ * @example
+ * ```ts
+ * const lease = yield* leases.acquire({ machine: "order", instanceId: "o-1" }, nodeId, { ttl: "10 seconds", wait: "5 seconds" })
+ * yield* store.append({
+ *   machine: "order", instanceId: "o-1", expectedSeqNr: 3, events: [paid],
+ *   fence: { owner: lease.owner, token: lease.token }
+ * }) // FencingRejected once another node has acquired the lease since
+ * ```
  *
  * @since 0.1.0
  */
@@ -125,6 +138,25 @@ export interface Commit {
   readonly snapshot?: SnapshotRecord | undefined
   /** Timer rows to cancel, schedule and deliver, for the durable timeout strategy. */
   readonly timers?: TimeoutStore.TimerChanges | undefined
+  /**
+   * The lease (`LeaseStore`) of `(machine, instanceId)` the commit is made
+   * under. The commit is written only if the lease row still carries this
+   * owner and token, i.e. nobody acquired the key since (and its holder did
+   * not release it); this is checked in the same atomic commit, and otherwise
+   * the commit fails with `FencingRejected` and writes nothing: no events, no
+   * timer rows, no snapshot. That check comes before the others: a commit
+   * that is fenced off and also conflicting reports `FencingRejected`.
+   *
+   * The rule is the classic fencing-token one: token equality, not expiry. A
+   * lease that expired but that nobody has taken over still lets its holder
+   * commit. Expiry only says when others may take over; a takeover gives a
+   * new token, and from then on the old holder is refused, which is what
+   * keeps two writers apart (the store orders the commit and the takeover
+   * itself, in one atomic step). Refusing on expiry as well would add no
+   * safety, and would fail the commits of a holder whose heartbeat merely ran
+   * late while nobody wanted the instance.
+   */
+  readonly fence?: { readonly owner: string; readonly token: number } | undefined
 }
 
 /**
@@ -152,7 +184,9 @@ const committed: Effect.Effect<AppendResult> = Effect.succeed({ durable: true })
  * @since 0.1.0
  */
 export interface Backend {
-  readonly append: (commit: Commit) => Effect.Effect<AppendResult, SequenceConflict | StaleTimer | PersistenceError>
+  readonly append: (
+    commit: Commit
+  ) => Effect.Effect<AppendResult, SequenceConflict | StaleTimer | FencingRejected | PersistenceError>
   readonly events: (
     machine: string,
     instanceId: string,
@@ -175,12 +209,13 @@ export interface Backend {
 export class EventStore extends Context.Tag("effect-fsm/EventStore")<EventStore, {
   /**
    * Applies a commit atomically, or fails and writes nothing: with
+   * `FencingRejected` when its `fence` is no longer the lease's, with
    * `SequenceConflict` when the log does not end at `expectedSeqNr`, with
    * `StaleTimer` when the timer it delivers is no longer armed.
    */
   readonly append: (
     commit: Commit
-  ) => Effect.Effect<AppendResult, SequenceConflict | StaleTimer | PersistenceError | InvalidInstanceId>
+  ) => Effect.Effect<AppendResult, SequenceConflict | StaleTimer | FencingRejected | PersistenceError | InvalidInstanceId>
   /** The events of an instance with `seqNr >= fromSeqNr`, in order. */
   readonly events: (
     machine: string,
@@ -331,6 +366,16 @@ const commitProblem = (commit: Commit): Effect.Effect<never, InvalidInstanceId |
       return invalidCommit(`the snapshot must belong to the committed instance and to a seqNr in 1..${last}`)
     }
   }
+  const fence = commit.fence
+  if (fence !== undefined) {
+    const owner = typeof fence.owner === "string" && fence.owner.length > 0
+      ? stringProblem(fence.owner)
+      : "must be a non-empty string"
+    if (owner !== undefined) return invalidCommit(`fence.owner ${owner}`)
+    if (!Number.isSafeInteger(fence.token) || fence.token < 1) {
+      return invalidCommit(`fence.token must be a positive integer, got ${fence.token}`)
+    }
+  }
   const valuesProblem = commitValuesProblem(commit)
   return valuesProblem === undefined ? undefined : invalidCommit(`cannot be stored exactly: ${valuesProblem}`)
 }
@@ -363,7 +408,10 @@ const snapshotProblem = (snapshot: SnapshotRecord): Effect.Effect<never, Invalid
  */
 export const make = (backend: Backend): EventStore["Type"] => ({
   append: (commit) =>
-    Effect.suspend((): Effect.Effect<AppendResult, SequenceConflict | StaleTimer | PersistenceError | InvalidInstanceId> =>
+    Effect.suspend((): Effect.Effect<
+      AppendResult,
+      SequenceConflict | StaleTimer | FencingRejected | PersistenceError | InvalidInstanceId
+    > =>
       commitProblem(commit) ?? backend.append(commit)
     ),
   events: (machine, instanceId, fromSeqNr) =>
@@ -428,6 +476,13 @@ interface MemoryTimer {
 
 interface MemoryDeadLetter extends MemoryTimer {
   readonly failedAt: number
+}
+
+/** A lease row; kept after a release (`owner: null`) so the next token follows it. */
+interface MemoryLease {
+  readonly owner: string | null
+  readonly token: number
+  readonly expiresAt: number
 }
 
 /** JSON text of a value, or `undefined` when JSON cannot write it. Never throws. */
@@ -504,22 +559,28 @@ const memorySnapshot = (snapshot: SnapshotRecord, state: string): MemorySnapshot
 })
 
 /**
- * An in-memory database: the event log, snapshots and timers, kept as the
- * SQL backends keep them (payloads and states as JSON text, read back as
- * fresh values). Each commit is encoded first, then applied in one
+ * An in-memory database: the event log, snapshots, timers and leases, kept
+ * as the SQL backends keep them (payloads and states as JSON text, read back
+ * as fresh values). Each commit is encoded first, then applied in one
  * synchronous step, so it is atomic even under interruption;
- * `expectedSeqNr` is honoured exactly as a database would; nothing is ever
- * evicted.
+ * `expectedSeqNr` and the lease fence are honoured exactly as a database
+ * would; nothing is ever evicted. Lease expiry is judged by the caller's
+ * `now` (the Effect `Clock`).
  *
  * @since 0.1.0
  */
-export const makeMemory = (): { readonly backend: Backend; readonly timeouts: TimeoutStore.TimeoutStore["Type"] } => {
+export const makeMemory = (): {
+  readonly backend: Backend
+  readonly timeouts: TimeoutStore.TimeoutStore["Type"]
+  readonly leases: LeaseStore.Backend
+} => {
   const logs = new Map<string, Array<MemoryEvent>>()
   const snapshots = new Map<string, MemorySnapshot>()
   const byMachine = new Map<string, Set<string>>()
   /** instance key -> timer name -> timer */
   const timers = new Map<string, Map<string, MemoryTimer>>()
   const deadLetters = new Map<string, Map<string, MemoryDeadLetter>>()
+  const leaseRows = new Map<string, MemoryLease>()
 
   const putSnapshot = (key: string, snapshot: MemorySnapshot) => {
     const current = snapshots.get(key)
@@ -547,9 +608,16 @@ export const makeMemory = (): { readonly backend: Backend; readonly timeouts: Ti
 
   const backend: Backend = {
     append: (commit) =>
-      Effect.suspend((): Effect.Effect<AppendResult, SequenceConflict | StaleTimer | PersistenceError> => {
+      Effect.suspend((): Effect.Effect<AppendResult, SequenceConflict | StaleTimer | FencingRejected | PersistenceError> => {
         const { machine, instanceId } = commit
         const key = keyOf(machine, instanceId)
+        const fence = commit.fence
+        if (fence !== undefined) {
+          const lease = leaseRows.get(key)
+          if (lease === undefined || lease.owner !== fence.owner || lease.token !== fence.token) {
+            return Effect.fail(new FencingRejected({ machine, instanceId, owner: fence.owner, token: fence.token }))
+          }
+        }
         const log = logs.get(key)
         const actual = log === undefined ? 0 : log.length
         if (actual !== commit.expectedSeqNr) {
@@ -732,12 +800,54 @@ export const makeMemory = (): { readonly backend: Backend; readonly timeouts: Ti
       })
   }
 
-  return { backend, timeouts }
+  const heldRow = (lease: LeaseStore.Lease) => {
+    const row = leaseRows.get(keyOf(lease.machine, lease.instanceId))
+    return row !== undefined && row.owner === lease.owner && row.token === lease.token ? row : undefined
+  }
+
+  const leases: LeaseStore.Backend = {
+    tryAcquire: (key, owner, ttlMillis, now) =>
+      Effect.sync(() => {
+        const k = keyOf(key.machine, key.instanceId)
+        const row = leaseRows.get(k)
+        if (row !== undefined && row.owner !== null && row.expiresAt > now) return Option.none()
+        const token = (row?.token ?? 0) + 1
+        leaseRows.set(k, { owner, token, expiresAt: now + ttlMillis })
+        return Option.some({ machine: key.machine, instanceId: key.instanceId, owner, token, expiresAt: now + ttlMillis })
+      }),
+    extend: (lease, ttlMillis, now) =>
+      Effect.sync(() => {
+        const row = heldRow(lease)
+        if (row === undefined || row.expiresAt <= now) return Option.none()
+        leaseRows.set(keyOf(lease.machine, lease.instanceId), { ...row, expiresAt: now + ttlMillis })
+        return Option.some({ ...lease, expiresAt: now + ttlMillis })
+      }),
+    release: (lease, now) =>
+      Effect.sync(() => {
+        const row = heldRow(lease)
+        if (row === undefined) return false
+        leaseRows.set(keyOf(lease.machine, lease.instanceId), { owner: null, token: row.token, expiresAt: now })
+        return true
+      }),
+    get: (key, now) =>
+      Effect.sync(() => {
+        const row = leaseRows.get(keyOf(key.machine, key.instanceId))
+        return row === undefined || row.owner === null || row.expiresAt <= now ? Option.none() : Option.some({
+          machine: key.machine,
+          instanceId: key.instanceId,
+          owner: row.owner,
+          token: row.token,
+          expiresAt: row.expiresAt
+        })
+      })
+  }
+
+  return { backend, timeouts, leases }
 }
 
 /**
- * An in-memory event store and timer store over one in-memory database, for
- * tests and single-process experiments. Each build of the layer is a new,
+ * An in-memory event store, timer store and lease store over one in-memory
+ * database, for tests and single-process experiments. Each build of the layer is a new,
  * empty database; share one between runtimes by providing the same built
  * layer to both.
  *
@@ -748,9 +858,13 @@ export const makeMemory = (): { readonly backend: Backend; readonly timeouts: Ti
  *
  * @since 0.1.0
  */
-export const layerMemory: Layer.Layer<EventStore | TimeoutStore.TimeoutStore> = Layer.effectContext(
-  Effect.sync(() => {
-    const memory = makeMemory()
-    return Context.make(EventStore, make(memory.backend)).pipe(Context.add(TimeoutStore.TimeoutStore, memory.timeouts))
-  })
-)
+export const layerMemory: Layer.Layer<EventStore | TimeoutStore.TimeoutStore | LeaseStore.LeaseStore> = Layer
+  .effectContext(
+    Effect.sync(() => {
+      const memory = makeMemory()
+      return Context.make(EventStore, make(memory.backend)).pipe(
+        Context.add(TimeoutStore.TimeoutStore, memory.timeouts),
+        Context.add(LeaseStore.LeaseStore, LeaseStore.make(memory.leases))
+      )
+    })
+  )

@@ -1,5 +1,5 @@
 /**
- * The PostgreSQL driver module: the event store and timer store of
+ * The PostgreSQL driver module: the event store, timer store and lease store of
  * `SqlEventStore` in PostgreSQL, on an `@effect/sql-pg` client (a
  * connection pool) built from options, from the standard `PG*` /
  * `DATABASE_URL` environment variables, or from `Config`s.
@@ -33,6 +33,7 @@ import * as Redacted from "effect/Redacted"
 import type { PersistenceError } from "./Errors.js"
 import type * as EventStore from "./EventStore.js"
 import { persistenceError } from "./internal/sqlShared.js"
+import type * as LeaseStore from "./LeaseStore.js"
 import * as SqlEventStore from "./SqlEventStore.js"
 import type * as TimeoutStore from "./TimeoutStore.js"
 
@@ -57,7 +58,7 @@ const pgClient = <E>(
     ))
 
 /**
- * The event store and timer store in PostgreSQL, with an `@effect/sql-pg`
+ * The event store, timer store and lease store in PostgreSQL, with an `@effect/sql-pg`
  * client built from the options (a connection pool).
  *
  * @example
@@ -69,7 +70,7 @@ const pgClient = <E>(
  */
 export const layer = (
   options: Options
-): Layer.Layer<EventStore.EventStore | TimeoutStore.TimeoutStore, SqlEventStore.MakeError> => {
+): Layer.Layer<EventStore.EventStore | TimeoutStore.TimeoutStore | LeaseStore.LeaseStore, SqlEventStore.MakeError> => {
   const { migrate, tablePrefix, ...client } = options
   return SqlEventStore.layer({ tablePrefix, migrate }).pipe(Layer.provide(pgClient(PgClient.layer(client))))
 }
@@ -121,7 +122,7 @@ export const configFromEnv: Config.Config<PgClient.PgClientConfig> = Config.all(
  */
 export const layerConfig = (
   options?: SqlEventStore.Options
-): Layer.Layer<EventStore.EventStore | TimeoutStore.TimeoutStore, SqlEventStore.MakeError | ConfigError.ConfigError> =>
+): Layer.Layer<EventStore.EventStore | TimeoutStore.TimeoutStore | LeaseStore.LeaseStore, SqlEventStore.MakeError | ConfigError.ConfigError> =>
   SqlEventStore.layer(options).pipe(Layer.provide(pgClient(PgClient.layerConfig(configFromEnv))))
 
 /**
@@ -139,5 +140,5 @@ export const layerConfig = (
  */
 export const layerFromConfig = (
   config: Config.Config.Wrap<Options>
-): Layer.Layer<EventStore.EventStore | TimeoutStore.TimeoutStore, SqlEventStore.MakeError | ConfigError.ConfigError> =>
+): Layer.Layer<EventStore.EventStore | TimeoutStore.TimeoutStore | LeaseStore.LeaseStore, SqlEventStore.MakeError | ConfigError.ConfigError> =>
   Layer.unwrapEffect(Effect.map(Config.unwrap(config), layer))

@@ -1,5 +1,5 @@
 /**
- * The event store (and the durable timer store) on any PostgreSQL or SQLite
+ * The event store (and the durable timer store and the lease store) on any PostgreSQL or SQLite
  * `SqlClient`. This module imports `@effect/sql` only; the drivers live in
  * their own modules, which build a client and this store in one layer:
  * `effect-fsm/SqliteEventStore` (`@effect/sql-sqlite-node`) and
@@ -10,10 +10,15 @@
  * key `(machine, instance_id, seq_nr)` is the optimistic lock: a writer that
  * lost the race gets a `SequenceConflict` carrying the log's actual end.
  * On PostgreSQL a commit is a single statement (one round trip); on SQLite it
- * is a short transaction that takes the write lock first.
+ * is a short transaction that takes the write lock first. A commit made
+ * under a lease (`fence`) reads the lease row in that same unit.
+ *
+ * Leases (`LeaseStore`) live in the same database: expiry is judged by the
+ * database's clock on PostgreSQL, and by the caller's Effect `Clock` on
+ * SQLite (an embedded file: one machine, so one clock).
  *
  * Tables are named from one prefix (default `fsm_`): `fsm_events`,
- * `fsm_snapshots`, `fsm_timers`, `fsm_dead_letters`, and the migrations
+ * `fsm_snapshots`, `fsm_timers`, `fsm_dead_letters`, `fsm_leases`, and the migrations
  * table `fsm_migrations`. The layers run the library's migrations when they
  * start (idempotent, and safe when several nodes start at once); pass
  * `migrate: false` to run them yourself with `SqlEventStore.migrate`.
@@ -46,8 +51,10 @@ import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import type { PersistenceError } from "./Errors.js"
 import * as EventStore from "./EventStore.js"
+import * as LeaseStore from "./LeaseStore.js"
 import { type Dialect, makeDialect } from "./internal/sqlDialect.js"
 import { makeBackend } from "./internal/sqlEventStore.js"
+import { makeLeaseBackend } from "./internal/sqlLeaseStore.js"
 import { migrate as runMigrations } from "./internal/sqlMigrations.js"
 import { tablePrefixPattern, type Tables, tables } from "./internal/sqlShared.js"
 import { makeTimeoutStore as makeSqlTimeoutStore } from "./internal/sqlTimeoutStore.js"
@@ -134,6 +141,7 @@ export interface TableNames {
   readonly snapshots: string
   readonly timers: string
   readonly deadLetters: string
+  readonly leases: string
   readonly migrations: string
 }
 
@@ -161,6 +169,7 @@ export const tableNames = (tablePrefix?: string): Effect.Effect<TableNames, Inva
     snapshots: t.snapshots,
     timers: t.timers,
     deadLetters: t.deadLetters,
+    leases: t.leases,
     migrations: t.migrations
   }))
 
@@ -235,8 +244,27 @@ export const makeTimeoutStore = (
   Effect.map(prepare(options), (p) => makeSqlTimeoutStore(p.sql, p.dialect, p.tables))
 
 /**
- * The `EventStore` and the `TimeoutStore` on the `SqlClient` in context,
- * migrated once when the layer is built.
+ * Builds the `LeaseStore` service (lease rows in the same database, read by
+ * fenced commits) on the `SqlClient` in context. On PostgreSQL expiry is
+ * judged by the database's clock; on SQLite by the caller's Effect `Clock`,
+ * which assumes every process using the file runs on one machine (one clock).
+ *
+ * @example
+ * ```ts
+ * const leases = yield* SqlEventStore.makeLeaseStore()
+ * const lease = yield* leases.acquire({ machine: "order", instanceId: "o-1" }, "node-a", { ttl: "10 seconds", wait: "5 seconds" })
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const makeLeaseStore = (
+  options?: Options
+): Effect.Effect<LeaseStore.LeaseStore["Type"], MakeError, SqlClient.SqlClient> =>
+  Effect.map(prepare(options), (p) => LeaseStore.make(makeLeaseBackend(p.sql, p.dialect, p.tables)))
+
+/**
+ * The `EventStore`, the `TimeoutStore` and the `LeaseStore` on the
+ * `SqlClient` in context, migrated once when the layer is built.
  *
  * @example
  * ```ts
@@ -247,10 +275,11 @@ export const makeTimeoutStore = (
  */
 export const layer = (
   options?: Options
-): Layer.Layer<EventStore.EventStore | TimeoutStore.TimeoutStore, MakeError, SqlClient.SqlClient> =>
+): Layer.Layer<EventStore.EventStore | TimeoutStore.TimeoutStore | LeaseStore.LeaseStore, MakeError, SqlClient.SqlClient> =>
   Layer.effectContext(
     Effect.map(prepare(options), (p) =>
       Context.make(EventStore.EventStore, EventStore.make(makeBackend(p.sql, p.dialect, p.tables))).pipe(
-        Context.add(TimeoutStore.TimeoutStore, makeSqlTimeoutStore(p.sql, p.dialect, p.tables))
+        Context.add(TimeoutStore.TimeoutStore, makeSqlTimeoutStore(p.sql, p.dialect, p.tables)),
+        Context.add(LeaseStore.LeaseStore, LeaseStore.make(makeLeaseBackend(p.sql, p.dialect, p.tables)))
       ))
   )

@@ -1,5 +1,5 @@
 /**
- * The SQLite driver module: the event store and timer store of
+ * The SQLite driver module: the event store, timer store and lease store of
  * `SqlEventStore` in a SQLite file, on a better-sqlite3 client
  * (`@effect/sql-sqlite-node`) tuned for it, and the embedded default — the
  * runtime, the store and durable timeouts — in one layer.
@@ -28,6 +28,7 @@ import type { InvalidConfiguration, MachineDefinitionError, PersistenceError } f
 import type * as EventStore from "./EventStore.js"
 import * as FSMRuntime from "./FSMRuntime.js"
 import { mapSqlError, persistenceError } from "./internal/sqlShared.js"
+import type * as LeaseStore from "./LeaseStore.js"
 import type * as Machine from "./Machine.js"
 import * as SqlEventStore from "./SqlEventStore.js"
 import type * as TimeoutStore from "./TimeoutStore.js"
@@ -105,7 +106,7 @@ export const layerClient = (
 }
 
 /**
- * The event store and timer store in a SQLite file, with the client built
+ * The event store, timer store and lease store in a SQLite file, with the client built
  * and tuned by `layerClient`. Several layers or processes may open the same
  * file: writers take turns (a commit takes the write lock before reading,
  * and within a process never holds it across a fiber switch), so a lost race
@@ -124,7 +125,7 @@ export const layerClient = (
  */
 export const layer = (
   options: Options
-): Layer.Layer<EventStore.EventStore | TimeoutStore.TimeoutStore, SqlEventStore.MakeError> =>
+): Layer.Layer<EventStore.EventStore | TimeoutStore.TimeoutStore | LeaseStore.LeaseStore, SqlEventStore.MakeError> =>
   SqlEventStore.layer({ tablePrefix: options.tablePrefix, migrate: options.migrate }).pipe(
     Layer.provide(layerClient({ filename: options.filename, busyTimeout: options.busyTimeout }))
   )
@@ -151,7 +152,8 @@ export interface RuntimeOptions<Ms extends ReadonlyArray<Machine.Any>> extends F
 
 /**
  * The embedded default in one layer: the runtime on a SQLite file, with
- * durable timeouts. Provides the `EventStore` and `TimeoutStore` too.
+ * durable timeouts. Provides the `EventStore`, `TimeoutStore` and
+ * `LeaseStore` too.
  *
  * @example
  * ```ts
@@ -163,7 +165,7 @@ export interface RuntimeOptions<Ms extends ReadonlyArray<Machine.Any>> extends F
 export const layerRuntime = <const Ms extends ReadonlyArray<Machine.Any>>(
   options: RuntimeOptions<Ms>
 ): Layer.Layer<
-  FSMRuntime.FSMRuntime | EventStore.EventStore | TimeoutStore.TimeoutStore,
+  FSMRuntime.FSMRuntime | EventStore.EventStore | TimeoutStore.TimeoutStore | LeaseStore.LeaseStore,
   MachineDefinitionError | InvalidConfiguration | SqlEventStore.MakeError,
   Machine.Context<Ms[number]>
 > => {

@@ -20,9 +20,10 @@ import {
   Option,
   Redacted,
   type Scope,
-  Stream
+  Stream,
+  TestClock
 } from "effect"
-import { EventStore, SqlEventStore, TimeoutStore } from "effect-fsm"
+import { EventStore, LeaseStore, SqlEventStore, TimeoutStore } from "effect-fsm"
 import * as PgEventStore from "effect-fsm/PgEventStore"
 import * as SqliteEventStore from "effect-fsm/SqliteEventStore"
 import * as fs from "node:fs"
@@ -78,7 +79,7 @@ const commit = (
   instanceId: string,
   expectedSeqNr: number,
   events: ReadonlyArray<EventStore.NewEvent>,
-  extra: Partial<Pick<EventStore.Commit, "snapshot" | "timers">> = {}
+  extra: Partial<Pick<EventStore.Commit, "snapshot" | "timers" | "fence">> = {}
 ): EventStore.Commit => ({ machine, instanceId, expectedSeqNr, events, ...extra })
 
 const snapshot = (instanceId: string, seqNr: number): EventStore.SnapshotRecord => ({
@@ -101,13 +102,38 @@ const fullCommit = (instanceId: string) =>
     }
   })
 
-/** A store (event store, timer store and the client under them) on `client`. */
+/** A store (event store, timer store, lease store and the client under them) on `client`. */
 const storeOn = (client: Layer.Layer<SqlClient.SqlClient, unknown>, options: SqlEventStore.Options = {}) =>
   Effect.map(Layer.build(SqlEventStore.layer(options).pipe(Layer.provideMerge(client))), (context) => ({
     store: Context.get(context, EventStore.EventStore),
     timers: Context.get(context, TimeoutStore.TimeoutStore),
+    leases: Context.get(context, LeaseStore.LeaseStore),
     sql: Context.get(context, SqlClient.SqlClient)
   }))
+
+const leaseKey: LeaseStore.LeaseKey = { machine, instanceId: "o1" }
+
+/** Takes the lease of o1 for 1 ms and waits (real time: PostgreSQL judges by its own clock) until it has expired. */
+const expiredLease = (leases: LeaseStore.LeaseStore["Type"], owner: string) =>
+  Effect.gen(function*() {
+    const lease = Option.getOrThrow(yield* leases.tryAcquire(leaseKey, owner, "1 millis"))
+    yield* TestClock.adjust("1 millis")
+    for (let tries = 0; tries < 10_000 && Option.isSome(yield* leases.get(leaseKey)); tries++) {
+      yield* Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+    }
+    expect(yield* leases.get(leaseKey)).toEqual(Option.none())
+    return lease
+  })
+
+/** Polls until the connection named `applicationName` waits for a lock. */
+const blockedOnLock = (sql: SqlClient.SqlClient, applicationName: string) =>
+  Effect.gen(function*() {
+    const waiting = sql<{ readonly n: unknown }>`SELECT COUNT(*) AS n FROM pg_stat_activity WHERE application_name = ${applicationName} AND wait_event_type = 'Lock'`
+    for (let tries = 0; tries < 10_000; tries++) {
+      if (Number((yield* waiting)[0]!.n) === 1) return true
+    }
+    return false
+  })
 
 /** Asserts that nothing of `instanceId` is stored. */
 const expectNothingStored = (
@@ -255,13 +281,32 @@ const sqlSuite = (target: Target) =>
         expect(yield* store.highestSequenceNr(machine, "o1")).toBe(2)
       }))
 
+    it.scoped("inside a caller's transaction a fenced-off commit is a FencingRejected that writes nothing, and the transaction goes on", () =>
+      Effect.gen(function*() {
+        const db = yield* target.fresh
+        const { leases, sql, store, timers } = yield* storeOn(db.client())
+        const old = Option.getOrThrow(yield* leases.tryAcquire(leaseKey, "node-a", "1 hour"))
+        yield* leases.release(old)
+        const current = Option.getOrThrow(yield* leases.tryAcquire(leaseKey, "node-b", "1 hour"))
+        yield* sql.withTransaction(Effect.gen(function*() {
+          // On SQLite the events are inserted before the lease is read: they must be rolled back.
+          const refused = yield* Effect.flip(store.append({ ...fullCommit("o1"), fence: { owner: "node-a", token: old.token } }))
+          expect(refused).toMatchObject({ _tag: "FencingRejected", owner: "node-a", token: 1 })
+          yield* expectNothingStored(store, timers, "o1")
+          yield* store.append({ ...fullCommit("o1"), fence: { owner: current.owner, token: current.token } })
+        }))
+        expect(yield* store.highestSequenceNr(machine, "o1")).toBe(2)
+        expect((yield* timers.pending(machine, "o1")).map((t) => t.name)).toEqual(["payment"])
+        expect(Option.map(yield* store.loadSnapshot(machine, "o1"), (s) => s.seqNr)).toEqual(Option.some(2))
+      }))
+
     it.scoped("migrations are idempotent: a second run does nothing and keeps the data", () =>
       Effect.gen(function*() {
         const db = yield* target.fresh
         const client = Context.get(yield* Layer.build(db.client()), SqlClient.SqlClient)
         const migrate = (options?: { readonly tablePrefix?: string }) =>
           Effect.provideService(SqlEventStore.migrate(options), SqlClient.SqlClient, client)
-        expect(yield* migrate()).toEqual([[1, "create_tables"], [2, "commit_columns"]])
+        expect(yield* migrate()).toEqual([[1, "create_tables"], [2, "commit_columns"], [3, "leases"]])
         expect(yield* migrate()).toEqual([])
 
         const first = yield* storeOn(db.client())
@@ -270,7 +315,11 @@ const sqlSuite = (target: Target) =>
         expect(yield* second.store.highestSequenceNr(machine, "o1")).toBe(2)
         expect(yield* migrate()).toEqual([])
         const recorded = yield* client<{ readonly migration_id: unknown; readonly name: string }>`SELECT migration_id, name FROM fsm_migrations`
-        expect(recorded.map((row) => [Number(row.migration_id), row.name])).toEqual([[1, "create_tables"], [2, "commit_columns"]])
+        expect(recorded.map((row) => [Number(row.migration_id), row.name])).toEqual([
+          [1, "create_tables"],
+          [2, "commit_columns"],
+          [3, "leases"]
+        ])
 
         // migrate: false leaves a database alone.
         const untouched = yield* storeOn(db.client(), { tablePrefix: "untouched_", migrate: false })
@@ -288,7 +337,7 @@ const sqlSuite = (target: Target) =>
           concurrency: "unbounded"
         })
         const recorded = yield* nodes[0].sql<{ readonly name: string }>`SELECT name FROM fsm_migrations`
-        expect(recorded.map((row) => row.name)).toEqual(["create_tables", "commit_columns"])
+        expect(recorded.map((row) => row.name)).toEqual(["create_tables", "commit_columns", "leases"])
         yield* Effect.forEach(nodes, (node, i) => node.store.append(commit(`from-${i}`, 0, [event("@created")])), {
           concurrency: "unbounded"
         })
@@ -339,11 +388,13 @@ const sqlSuite = (target: Target) =>
         expect(yield* tablesIn(billing.sql)).toEqual([
           "billing_dead_letters",
           "billing_events",
+          "billing_leases",
           "billing_migrations",
           "billing_snapshots",
           "billing_timers",
           "orders_dead_letters",
           "orders_events",
+          "orders_leases",
           "orders_migrations",
           "orders_snapshots",
           "orders_timers"
@@ -353,6 +404,7 @@ const sqlSuite = (target: Target) =>
           snapshots: "orders_snapshots",
           timers: "orders_timers",
           deadLetters: "orders_dead_letters",
+          leases: "orders_leases",
           migrations: "orders_migrations"
         })
         yield* Context.get(orders, EventStore.EventStore).append(fullCommit("o1"))
@@ -529,6 +581,75 @@ describe.skipIf(pgTarget.skip !== undefined)("SqlEventStore on postgres: stateme
       expect(yield* Fiber.join(ours)).toMatchObject({ _tag: "SequenceConflict", expected: 0, actual: 1 })
       const log = Chunk.toArray(yield* Stream.runCollect(mine.store.events(machine, "o1", 1)))
       expect(log.map((r) => [r.seqNr, r.payload])).toEqual([[1, { by: "other" }], [2, { _tag: "Pay" }]])
+    }))
+
+  it.scoped("a takeover waits for a fenced commit holding the lease row and comes after it; a fenced commit waiting on a takeover is refused", () =>
+    Effect.gen(function*() {
+      const schema = yield* Pg.freshSchema
+      const applicationName = `fsm-test-${crypto.randomUUID().slice(0, 8)}`
+      const mine = yield* storeOn(PgClient.layer({ ...Pg.clientConfig(schema), applicationName }))
+      const other = yield* storeOn(Pg.layerClient(schema))
+      // Forked into the scope: a failing check ends them before the schema is dropped.
+
+      // 1. node-a's lease expired, nobody took it: its fenced commit is
+      // allowed, and while its transaction is open the takeover waits.
+      const a = yield* expiredLease(other.leases, "node-a")
+      const holding = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const commitUnderA = yield* other.sql.withTransaction(
+        other.store.append(commit("o1", 0, [event("@created")], { fence: { owner: a.owner, token: a.token } })).pipe(
+          Effect.zipRight(Deferred.succeed(holding, undefined)),
+          Effect.zipRight(Deferred.await(release))
+        )
+      ).pipe(Effect.forkScoped)
+      yield* Deferred.await(holding)
+      const takeover = yield* Effect.forkScoped(mine.leases.tryAcquire(leaseKey, "node-b", "1 millis"))
+      expect(yield* blockedOnLock(mine.sql, applicationName)).toBe(true)
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(commitUnderA)
+      const b = Option.getOrThrow(yield* Fiber.join(takeover))
+      expect(b).toMatchObject({ owner: "node-b", token: 2 })
+      expect(yield* mine.store.highestSequenceNr(machine, "o1")).toBe(1)
+
+      // 2. While node-c's takeover of node-b's expired lease is uncommitted,
+      // node-b's fenced commit waits for it, then finds the new token.
+      yield* Effect.repeat(mine.leases.get(leaseKey), { until: Option.isNone })
+      const taken = yield* Deferred.make<void>()
+      const commitTakeover = yield* Deferred.make<void>()
+      const takeoverByC = yield* other.sql.withTransaction(
+        other.leases.tryAcquire(leaseKey, "node-c", "1 hour").pipe(
+          Effect.tap(() => Deferred.succeed(taken, undefined)),
+          Effect.zipLeft(Deferred.await(commitTakeover))
+        )
+      ).pipe(Effect.forkScoped)
+      yield* Deferred.await(taken)
+      const commitUnderB = yield* Effect.forkScoped(
+        mine.store.append(commit("o1", 1, [event("Pay")], {
+          fence: { owner: b.owner, token: b.token },
+          snapshot: snapshot("o1", 2),
+          timers: { cancelAll: false, schedule: [{ name: "t", stateTag: "Paid", generation: 2, dueAt: 1, payload: {} }] }
+        }))
+      )
+      expect(yield* blockedOnLock(mine.sql, applicationName)).toBe(true)
+      yield* Deferred.succeed(commitTakeover, undefined)
+      expect(Option.getOrThrow(yield* Fiber.join(takeoverByC))).toMatchObject({ owner: "node-c", token: 3 })
+      expect(yield* Effect.flip(Fiber.join(commitUnderB))).toMatchObject({ _tag: "FencingRejected", owner: "node-b", token: 2 })
+      expect(yield* mine.store.highestSequenceNr(machine, "o1")).toBe(1)
+      expect(yield* mine.store.loadSnapshot(machine, "o1")).toEqual(Option.none())
+      expect(yield* mine.timers.pending(machine, "o1")).toEqual([])
+    }))
+
+  it.scoped("lease expiry is judged by the database's clock, not the caller's", () =>
+    Effect.gen(function*() {
+      const { leases } = yield* storeOn(Pg.layerFreshClient)
+      const a = Option.getOrThrow(yield* leases.tryAcquire(leaseKey, "node-a", "1 hour"))
+      // The caller's clock (TestClock) is at 0 and expiresAt is the database's.
+      expect(Math.abs(a.expiresAt - 3_600_000 - Date.now())).toBeLessThan(60_000)
+      yield* TestClock.adjust("2 hours")
+      expect(yield* leases.get(leaseKey)).toEqual(Option.some(a))
+      expect(yield* leases.tryAcquire(leaseKey, "node-b", "1 hour")).toEqual(Option.none())
+      const extended = yield* leases.extend(a, "1 hour")
+      expect(extended.token).toBe(1)
     }))
 
   it.scoped("a delivery committing while deadLetter moves its timer leaves no dead letter to redrive", () =>

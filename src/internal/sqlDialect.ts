@@ -2,14 +2,17 @@
  * Everything that differs between PostgreSQL and SQLite, chosen once per
  * store with `sql.onDialectOrElse`: column types (DDL), how JSON is bound and
  * read, how migrations are serialized between nodes, how a write transaction
- * starts, and how a commit is applied.
+ * starts, how a commit is applied, and which clock judges lease expiry.
  *
  * - PostgreSQL applies a commit as ONE statement (a chain of data-modifying
  *   CTEs): a single statement is atomic on its own, so the common case costs
  *   one round trip and no `BEGIN` / `COMMIT`. The expected-seqNr check and the
  *   fired-timer check gate every write of that statement; a concurrent writer
  *   that got there first makes the events insert hit the primary key, which is
- *   reported as `SequenceConflict`.
+ *   reported as `SequenceConflict`. A fenced commit adds a `FOR SHARE` read
+ *   of its lease row to that gate: a takeover (an `UPDATE` of the row) waits
+ *   for the commit's statement, or the commit waits for the takeover and then
+ *   finds the new token, so the two are ordered one way or the other.
  * - SQLite applies it as a short transaction whose first statement is the
  *   guarded events insert, so the write lock is taken (with the busy timeout)
  *   before anything is read. The transaction runs without a cooperative yield:
@@ -18,7 +21,13 @@
  *   thread, which would freeze the very fiber that holds it). Its COMMIT and
  *   ROLLBACK are issued here rather than by `sql.withTransaction`: a COMMIT
  *   that fails leaves a SQLite transaction open, and it must be rolled back
- *   before the connection serves anyone else.
+ *   before the connection serves anyone else. A fenced commit reads its lease
+ *   row after that insert, under the write lock, and rolls back when the
+ *   token moved on.
+ *
+ * Which check a commit that wrote nothing failed is reported in one order on
+ * every backend (and in memory): `FencingRejected` first (a node that lost
+ * its lease must stop, not retry), then `SequenceConflict`, then `StaleTimer`.
  *
  * @internal
  */
@@ -28,8 +37,8 @@ import type { Fragment } from "@effect/sql/Statement"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
-import { PersistenceError, SequenceConflict, StaleTimer } from "../Errors.js"
-import { driverCode, type Tables, toNumber, transactionFailures } from "./sqlShared.js"
+import { FencingRejected, PersistenceError, SequenceConflict, StaleTimer } from "../Errors.js"
+import { driverCode, type Tables, toBoolean, toNumber, transactionFailures } from "./sqlShared.js"
 
 /** An event of a commit with its sequence number assigned and its payload as JSON text. */
 export interface EncodedEvent {
@@ -72,6 +81,8 @@ export interface EncodedCommit {
   readonly fired: { readonly name: string; readonly generation: number } | undefined
   readonly cancelAll: boolean
   readonly schedule: ReadonlyArray<EncodedTimer>
+  /** The lease the commit is made under (`EventStore.Commit.fence`). */
+  readonly fence: { readonly owner: string; readonly token: number } | undefined
 }
 
 export interface Dialect {
@@ -88,6 +99,14 @@ export interface Dialect {
   readonly createTables: Effect.Effect<void, SqlError>
   /** Migration 2: each event's commit id and fired timer name. */
   readonly addCommitColumns: Effect.Effect<void, SqlError>
+  /** Migration 3: the lease table. */
+  readonly createLeases: Effect.Effect<void, SqlError>
+  /**
+   * The time lease expiry is judged by, in epoch milliseconds: the
+   * database's clock on PostgreSQL (`now`, the caller's clock, is ignored),
+   * `now` on SQLite (one machine, so one clock).
+   */
+  readonly leaseClock: (now: number) => Fragment
   /** Runs the migrator so that nodes starting at once take turns. */
   readonly serializeMigrations: <A, E, R>(run: Effect.Effect<A, E, R>) => Effect.Effect<A, E | SqlError, R>
   /** A transaction for writes of several statements. */
@@ -110,7 +129,7 @@ export interface Dialect {
   /** Applies a commit atomically. */
   readonly append: (
     commit: EncodedCommit
-  ) => Effect.Effect<void, SequenceConflict | StaleTimer | PersistenceError | SqlError>
+  ) => Effect.Effect<void, SequenceConflict | StaleTimer | FencingRejected | PersistenceError | SqlError>
 }
 
 const eventColumns =
@@ -176,10 +195,18 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
       sql.literal(snapshotUpdate)
     } WHERE ${S}.seq_nr < excluded.seq_nr`
 
+  /** Why a commit wrote nothing; `fenced` is whether its lease check (if any) passed. */
   const failUnapplied = (
     commit: EncodedCommit,
-    actual: number
-  ): Effect.Effect<never, SequenceConflict | StaleTimer | PersistenceError> => {
+    actual: number,
+    fenced: boolean
+  ): Effect.Effect<never, SequenceConflict | StaleTimer | FencingRejected | PersistenceError> => {
+    const fence = commit.fence
+    if (fence !== undefined && !fenced) {
+      return Effect.fail(
+        new FencingRejected({ machine: commit.machine, instanceId: commit.instanceId, owner: fence.owner, token: fence.token })
+      )
+    }
     if (actual !== commit.expectedSeqNr) return Effect.fail(conflict(commit, actual))
     const fired = commit.fired
     return fired === undefined
@@ -188,6 +215,8 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
         new StaleTimer({ machine: commit.machine, instanceId: commit.instanceId, name: fired.name, generation: fired.generation })
       )
   }
+
+  const L = sql(t.leases)
 
   const pg = (): Dialect => {
     const typed = (value: unknown, type: string) => sql`${value}::${sql.literal(type)}`
@@ -208,10 +237,20 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           sql`fired AS (SELECT 1 FROM ${T} WHERE machine = ${m} AND instance_id = ${i} AND name = ${fired.name} AND generation = ${fired.generation} FOR UPDATE)`
         )
       }
+      const fence = c.fence
+      if (fence !== undefined) {
+        ctes.push(
+          // FOR SHARE: a takeover updating the row waits for this statement,
+          // or this statement waits for the takeover and re-reads the row
+          // (then with the new token, so the commit is refused). The takeover
+          // locks only that row, so the two cannot deadlock.
+          sql`fence AS (SELECT 1 FROM ${L} WHERE machine = ${m} AND instance_id = ${i} AND owner = ${fence.owner} AND token = ${fence.token}::bigint FOR SHARE)`
+        )
+      }
       ctes.push(
         sql`ok AS (SELECT 1 FROM guard WHERE actual = ${c.expectedSeqNr}${
           fired === undefined ? empty : sql` AND EXISTS (SELECT 1 FROM fired)`
-        })`,
+        }${fence === undefined ? empty : sql` AND EXISTS (SELECT 1 FROM fence)`})`,
         sql`ins AS (INSERT INTO ${E} (${sql.literal(eventColumns)}) SELECT ${m}::text, ${i}::text, v.* FROM (VALUES ${
           eventRows(c, typed)
         }) AS v WHERE EXISTS (SELECT 1 FROM ok) RETURNING 1)`
@@ -243,9 +282,11 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           })`
         )
       }
-      return sql<{ readonly actual: unknown; readonly inserted: unknown }>`WITH ${
+      return sql<{ readonly actual: unknown; readonly inserted: unknown; readonly fenced: unknown }>`WITH ${
         sql.csv(ctes)
-      } SELECT (SELECT actual FROM guard) AS actual, (SELECT count(*) FROM ins)::integer AS inserted`
+      } SELECT (SELECT actual FROM guard) AS actual, (SELECT count(*) FROM ins)::integer AS inserted, ${
+        fence === undefined ? sql.literal("true") : sql.literal("EXISTS (SELECT 1 FROM fence)")
+      } AS fenced`
     }
 
     const append = (c: EncodedCommit) => {
@@ -253,7 +294,7 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
         const row = rows[0]
         return toNumber(row?.inserted ?? 0) === c.events.length
           ? Effect.void
-          : failUnapplied(c, toNumber(row?.actual ?? 0))
+          : failUnapplied(c, toNumber(row?.actual ?? 0), toBoolean(row?.fenced ?? false))
       })
       // Inside a caller's transaction a failed statement would poison it (and
       // the conflict lookup after it): a savepoint keeps the failure local.
@@ -329,6 +370,16 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
         sql`ALTER TABLE ${E} ADD COLUMN commit_id text`,
         sql`ALTER TABLE ${E} ADD COLUMN timer text`
       ], { discard: true }),
+      // A released lease keeps its row (owner NULL), so its token goes on increasing.
+      createLeases: sql`CREATE TABLE ${L} (
+          machine text NOT NULL,
+          instance_id text NOT NULL,
+          owner text,
+          token bigint NOT NULL,
+          expires_at bigint NOT NULL,
+          PRIMARY KEY (machine, instance_id)
+        )`.pipe(Effect.asVoid),
+      leaseClock: () => sql.literal("(extract(epoch from clock_timestamp()) * 1000)::bigint"),
       // The Migrator creates its table with "SELECT 'name'::regclass, else
       // CREATE TABLE", which races between nodes and, inside a transaction,
       // aborts it. So: one transaction holding an advisory lock per schema and
@@ -403,13 +454,19 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           const inserted = yield* sql`INSERT INTO ${E} (${sql.literal(eventColumns)}) SELECT ${m}, ${i}, v.* FROM (VALUES ${
             eventRows(c, typed)
           }) AS v WHERE (SELECT COALESCE(MAX(seq_nr), 0) FROM ${E} WHERE machine = ${m} AND instance_id = ${i}) = ${c.expectedSeqNr} RETURNING seq_nr`
+          // Read under the write lock the insert took: no takeover can come between.
+          const fence = c.fence
+          const fenced = fence === undefined ||
+            (yield* sql`SELECT 1 AS held FROM ${L} WHERE machine = ${m} AND instance_id = ${i} AND owner = ${fence.owner} AND token = ${fence.token}`)
+                .length > 0
           if (inserted.length !== c.events.length) {
-            return yield* Effect.flatMap(highest(m, i), (actual) => failUnapplied(c, actual))
+            return yield* Effect.flatMap(highest(m, i), (actual) => failUnapplied(c, actual, fenced))
           }
+          if (!fenced) return yield* failUnapplied(c, c.expectedSeqNr, fenced)
           const fired = c.fired
           if (fired !== undefined) {
             const deleted = yield* sql`DELETE FROM ${T} WHERE machine = ${m} AND instance_id = ${i} AND name = ${fired.name} AND generation = ${fired.generation} RETURNING name`
-            if (deleted.length === 0) return yield* failUnapplied(c, c.expectedSeqNr)
+            if (deleted.length === 0) return yield* failUnapplied(c, c.expectedSeqNr, fenced)
           }
           if (c.cancelAll) yield* sql`DELETE FROM ${T} WHERE machine = ${m} AND instance_id = ${i}`
           if (c.schedule.length > 0) {
@@ -497,6 +554,15 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
         sql`ALTER TABLE ${E} ADD COLUMN commit_id TEXT`,
         sql`ALTER TABLE ${E} ADD COLUMN timer TEXT`
       ], { discard: true }),
+      createLeases: sql`CREATE TABLE ${L} (
+          machine TEXT NOT NULL,
+          instance_id TEXT NOT NULL,
+          owner TEXT,
+          token INTEGER NOT NULL,
+          expires_at INTEGER NOT NULL,
+          PRIMARY KEY (machine, instance_id)
+        ) STRICT, WITHOUT ROWID`.pipe(Effect.asVoid),
+      leaseClock: (now) => sql`${now}`,
       // The migrations table (same shape as the Migrator's) is created first,
       // on its own; the migration transaction then starts with a write to it,
       // so it holds the write lock (waiting with the busy timeout for another

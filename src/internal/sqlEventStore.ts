@@ -94,7 +94,8 @@ const encodeCommit = (commit: EventStore.Commit): Effect.Effect<EncodedCommit, P
       snapshot,
       fired: fired === undefined ? undefined : { name: fired.name, generation: fired.generation },
       cancelAll: commit.timers?.cancelAll ?? false,
-      schedule: [...byName.values()]
+      schedule: [...byName.values()],
+      fence: commit.fence === undefined ? undefined : { owner: commit.fence.owner, token: commit.fence.token }
     }
   })
 

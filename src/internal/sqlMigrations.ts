@@ -26,7 +26,8 @@ export const migrate = (
     Migrator.make({})({
       loader: Migrator.fromRecord({
         "1_create_tables": dialect.createTables,
-        "2_commit_columns": dialect.addCommitColumns
+        "2_commit_columns": dialect.addCommitColumns,
+        "3_leases": dialect.createLeases
       }),
       table: t.migrations
     })

@@ -1,5 +1,5 @@
 /**
- * What the SQL event store and timer store share: table names derived from
+ * What the SQL event, timer and lease stores share: table names derived from
  * the prefix, driver-error mapping and row decoding.
  *
  * @internal
@@ -26,6 +26,7 @@ export interface Tables {
   readonly timers: string
   readonly timersDue: string
   readonly deadLetters: string
+  readonly leases: string
   readonly migrations: string
 }
 
@@ -38,6 +39,7 @@ export const tables = (prefix: string): Tables => ({
   timers: `${prefix}timers`,
   timersDue: `${prefix}timers_due`,
   deadLetters: `${prefix}dead_letters`,
+  leases: `${prefix}leases`,
   migrations: `${prefix}migrations`
 })
 
