@@ -282,3 +282,50 @@ export class InvalidConfiguration extends Schema.TaggedError<InvalidConfiguratio
     return `${this.component}: option "${this.option}" ${this.reason}`
   }
 }
+
+/**
+ * A distributed lock (an instance lease) could not be acquired within the
+ * wait bound: another node holds it.
+ *
+ * @since 0.1.0
+ */
+export class LockTimeout extends Schema.TaggedError<LockTimeout>()(
+  "LockTimeout",
+  { machine: Schema.String, instanceId: Schema.String, waitedMillis: Schema.Number }
+) {
+  override get message() {
+    return `${this.machine}/${this.instanceId}: lock not acquired within ${this.waitedMillis} ms`
+  }
+}
+
+/**
+ * A lease held by this node was lost (it expired and another node may have
+ * taken it over, or it could not be extended): the transition in flight was
+ * interrupted (`FailFast`), or an `extend` / `release` found the lease gone.
+ *
+ * @since 0.1.0
+ */
+export class LockLost extends Schema.TaggedError<LockLost>()(
+  "LockLost",
+  { machine: Schema.String, instanceId: Schema.String, owner: Schema.String, token: Schema.Number }
+) {
+  override get message() {
+    return `${this.machine}/${this.instanceId}: lease of ${this.owner} (token ${this.token}) was lost`
+  }
+}
+
+/**
+ * A commit made under a lease was refused because the lease is no longer
+ * held with its fencing token (another node acquired it since): nothing was
+ * written. This is what stops a paused "zombie" node from writing.
+ *
+ * @since 0.1.0
+ */
+export class FencingRejected extends Schema.TaggedError<FencingRejected>()(
+  "FencingRejected",
+  { machine: Schema.String, instanceId: Schema.String, owner: Schema.String, token: Schema.Number }
+) {
+  override get message() {
+    return `${this.machine}/${this.instanceId}: commit fenced off, the lease is no longer held by ${this.owner} with token ${this.token}`
+  }
+}

@@ -14,9 +14,11 @@
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Duration from "effect/Duration"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
 import type * as ParseResult from "effect/ParseResult"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
@@ -24,6 +26,7 @@ import * as Stream from "effect/Stream"
 import {
   type ActionFailed,
   EventDecodeError,
+  type FencingRejected,
   type EventReplayError,
   type GuardRejected,
   InstanceAlreadyExists,
@@ -51,6 +54,7 @@ import { type CommitError, makeCommitter } from "./internal/runtime/commit.js"
 import { makeDeliver } from "./internal/runtime/delivery.js"
 import { makeExecutor } from "./internal/runtime/execute.js"
 import { cacheKey, type Loaded, makeInstances } from "./internal/runtime/instances.js"
+import * as LockingStrategy from "./LockingStrategy.js"
 import * as Machine from "./Machine.js"
 import * as TimeoutStrategy from "./TimeoutStrategy.js"
 
@@ -134,6 +138,8 @@ export type CreateError =
   | InvalidInput
   | PersistenceError
   | TransitionFailed
+  | LockingStrategy.LockError
+  | FencingRejected
   | ActionFailed
 
 /**
@@ -150,6 +156,8 @@ export type SendError =
   | InvalidInput
   | SequenceConflict
   | TransitionFailed
+  | LockingStrategy.LockError
+  | FencingRejected
   | ActionFailed
 
 /**
@@ -157,7 +165,13 @@ export type SendError =
  *
  * @since 0.1.0
  */
-export type StopError = LoadError | InstanceStopped | InvalidInput | SequenceConflict
+export type StopError =
+  | LoadError
+  | InstanceStopped
+  | InvalidInput
+  | SequenceConflict
+  | LockingStrategy.LockError
+  | FencingRejected
 
 /**
  * The runtime service.
@@ -225,6 +239,8 @@ export interface Options<Ms extends ReadonlyArray<Machine.Any>> {
    * each retry reloads the tail and decides again. Default: `defaultRetry`.
    */
   readonly retry?: Schedule.Schedule<unknown, SequenceConflict>
+  /** A retry schedule per machine name, overriding `retry` for that machine. */
+  readonly retryByMachine?: { readonly [machine: string]: Schedule.Schedule<unknown, SequenceConflict> }
   /** Defaults to a random UUID. */
   readonly nodeId?: string
   /**
@@ -238,13 +254,26 @@ export interface Options<Ms extends ReadonlyArray<Machine.Any>> {
 /**
  * The default conflict retry schedule: one immediate retry (the conflicting
  * runtime has just read the events it missed, so deciding again at once
- * usually succeeds), then up to 7 more, exponential from 2 ms, jittered, for
- * instances under sustained contention.
+ * usually succeeds), then jittered exponential delays from 1 ms, each at most
+ * 50 ms, for up to 10 seconds in all. A budget of time rather than a count:
+ * a hot instance under sustained contention from many writers is not given
+ * up on after a handful of lost races.
+ *
+ * @example
+ * ```ts
+ * FSMRuntime.layer({ machines: [Order], retry: FSMRuntime.defaultRetry.pipe(Schedule.upTo("2 seconds")) })
+ * ```
  *
  * @since 0.1.0
  */
 export const defaultRetry: Schedule.Schedule<unknown, SequenceConflict> = Schedule.recurs(1).pipe(
-  Schedule.andThen(Schedule.exponential("2 millis").pipe(Schedule.jittered, Schedule.intersect(Schedule.recurs(7))))
+  Schedule.andThen(
+    Schedule.exponential("1 millis").pipe(
+      Schedule.modifyDelay((_, delay) => Duration.min(delay, Duration.millis(50))),
+      Schedule.jittered,
+      Schedule.upTo("10 seconds")
+    )
+  )
 )
 
 // ---------------------------------------------------------------------------
@@ -275,7 +304,11 @@ const resolveOptions = (options: Options<ReadonlyArray<Machine.Any>>) =>
       return yield* invalid("nodeId", `must be a non-empty, well-formed string without NUL, got ${describeValue(nodeId)}`)
     }
     if (!Array.isArray(options.machines)) return yield* invalid("machines", "must be an array of machines")
-    return { snapshotEvery, cacheSize, nodeId, retry: options.retry ?? defaultRetry }
+    const retry = options.retry ?? defaultRetry
+    const byMachine = options.retryByMachine ?? {}
+    if (typeof byMachine !== "object" || byMachine === null) return yield* invalid("retryByMachine", "must be an object")
+    const retryOf = (machine: string) => Object.hasOwn(byMachine, machine) ? byMachine[machine]! : retry
+    return { snapshotEvery, cacheSize, nodeId, retryOf }
   })
 
 /** The tag of an event or state given by a caller, if it has one: for span attributes and messages. */
@@ -339,7 +372,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
     const store = yield* EventStore.EventStore
     const context = yield* Effect.context<Machine.Context<Ms[number]>>()
     const scope = yield* Effect.scope
-    const { cacheSize, nodeId, retry, snapshotEvery } = yield* resolveOptions(options)
+    const { cacheSize, nodeId, retryOf, snapshotEvery } = yield* resolveOptions(options)
     const strategy = yield* Option.match(yield* Effect.serviceOption(TimeoutStrategy.TimeoutStrategy), {
       onNone: () => TimeoutStrategy.makeInProcess(),
       onSome: Effect.succeed
@@ -389,9 +422,47 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
       timers.armed(codec.machine.name, instanceId, loaded.generation, loaded.deadlines)
     const locks = makeKeyedLock()
     const withLock = (machine: string, instanceId: string) => locks.withLock(cacheKey(machine, instanceId))
-    const instances = makeInstances({ store, cacheSize, arm })
+    const locking = yield* Option.getOrElse(
+      yield* Effect.serviceOption(LockingStrategy.LockingStrategy),
+      () => LockingStrategy.defaultStrategy
+    ).start({ nodeId })
+    // Instances dropped from the cache give back their sticky leases, in the background.
+    const unloads = yield* Queue.unbounded<readonly [machine: string, instanceId: string]>()
+    yield* Queue.take(unloads).pipe(
+      Effect.flatMap(([machine, instanceId]) => locking.unloaded(machine, instanceId)),
+      Effect.forever,
+      Effect.forkScoped
+    )
+    const instances = makeInstances({
+      store,
+      cacheSize,
+      arm,
+      unloaded: (machine, instanceId) => Queue.unsafeOffer(unloads, [machine, instanceId])
+    })
+    /**
+     * Runs a write to one instance: serialized with this runtime's other
+     * commands to it, and under the locking strategy's lock. A commit fenced
+     * off means the lease is gone: it and the cached instance are dropped.
+     */
+    const writeLock = <A, E>(
+      machine: string,
+      instanceId: string,
+      use: (held: LockingStrategy.Held) => Effect.Effect<A, E>
+    ) =>
+      withLock(machine, instanceId)(
+        locking.withLock(machine, instanceId, use).pipe(
+          Effect.tapError((error) =>
+            typeof error === "object" && error !== null && (error as { _tag?: unknown })._tag === "FencingRejected"
+              ? Effect.zipRight(
+                Effect.sync(() => instances.evict(machine, instanceId)),
+                locking.fenced(machine, instanceId, error as unknown as FencingRejected)
+              )
+              : Effect.void
+          )
+        )
+      )
     const committer = makeCommitter({ store, instances, nodeId, snapshotEvery, durable: () => timers.durable, arm })
-    const { execute } = makeExecutor({ instances, committer, retry })
+    const { execute } = makeExecutor({ instances, committer, retry: retryOf })
     const actions = makeActions(context as Context.Context<never>, traced)
     const hasActions = (codec: MachineCodec) => codec.machine.entry.size > 0 || codec.machine.exit.size > 0
 
@@ -408,7 +479,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
         if (state === undefined) return invalid("no initial state was given and the machine has no static initial state")
         const payload = encodedInput(codec.encodeState, state)
         if (Either.isLeft(payload)) return invalid(payload.left)
-        const committed = Effect.suspend(() => {
+        const committed = (held: LockingStrategy.Held) => Effect.suspend(() => {
           if (instances.cached(machine.name, instanceId) !== undefined) {
             return Effect.fail(new InstanceAlreadyExists({ machine: machine.name, instanceId }))
           }
@@ -444,7 +515,8 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
               timestamp: now,
               source: sendOptions?.source ?? "user",
               correlationId: sendOptions?.correlationId ?? null,
-              timer: null
+              timer: null,
+              fence: held.fence
             })
           }).pipe(
             Effect.catchTags({
@@ -453,7 +525,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
             })
           )
         })
-        return withLock(machine.name, instanceId)(committed).pipe(
+        return writeLock(machine.name, instanceId, committed).pipe(
           Effect.flatMap((loaded) => {
             const outcome: Outcome<Machine.Tagged> = { _tag: "Goto", state, seqNr: loaded.seqNr }
             if (!hasActions(codec)) return Effect.succeed(outcome)
@@ -484,13 +556,13 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
         if (optionsProblem !== undefined) return invalid(optionsProblem)
         const payload = encodedInput(codec.encodeEvent, event)
         if (Either.isLeft(payload)) return invalid(payload.left)
-        const executed = withLock(machine.name, instanceId)(
+        const executed = writeLock(machine.name, instanceId, (held) =>
           execute(codec, instanceId, { _tag: "Send", event }, {
             source: sendOptions?.source ?? "user",
             correlationId: sendOptions?.correlationId ?? null,
-            payload: payload.right
-          })
-        ).pipe(
+            payload: payload.right,
+            held
+          })).pipe(
           // Only a timer delivery can be stale.
           Effect.catchTag("StaleTimer", (error) => Effect.die(error))
         )
@@ -523,12 +595,12 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
         if (optionsProblem !== undefined) {
           return Effect.fail(new InvalidInput({ machine: machine.name, instanceId, reason: optionsProblem }))
         }
-        return withLock(machine.name, instanceId)(
+        return writeLock(machine.name, instanceId, (held) =>
           execute(codec, instanceId, { _tag: "Stop" }, {
             source: sendOptions?.source ?? "user",
-            correlationId: sendOptions?.correlationId ?? null
-          })
-        ).pipe(
+            correlationId: sendOptions?.correlationId ?? null,
+            held
+          })).pipe(
           Effect.catchTags({
             // A stop decides nothing of the machine's, and writes no payload.
             InvalidTransition: (error) => Effect.die(error),
@@ -635,9 +707,9 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
     const deliver = makeDeliver({
       codecs,
       instances,
-      withLock,
-      execute: (codec, instanceId, command) =>
-        execute(codec, instanceId, command, { source: "timeout", correlationId: null }),
+      writeLock,
+      execute: (codec, instanceId, command, held) =>
+        execute(codec, instanceId, command, { source: "timeout", correlationId: null, held }),
       runActions: (codec, transition) =>
         transition.entered && hasActions(codec) ? actions.runTransition(codec, transition) : Effect.void,
       scope,

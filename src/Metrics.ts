@@ -11,6 +11,10 @@
  * | `fsm_timeouts_retries`          | counter   | failed deliveries scheduled again                            |
  * | `fsm_timeouts_dead_lettered`    | counter   | timers moved to the dead-letter table                        |
  * | `fsm_timeouts_lateness_ms`      | histogram | deadline to commit of a fired timeout, in milliseconds       |
+ * | `fsm_conflicts`                 | counter   | commits that lost the sequence-number race to another writer |
+ * | `fsm_locks_acquired`            | counter   | instance leases acquired (distributed locking)               |
+ * | `fsm_locks_lost`                | counter   | held leases lost (expired or taken over before released)     |
+ * | `fsm_fencing_rejected`          | counter   | commits refused because their lease was acquired again since |
  *
  * @since 0.1.0
  */
@@ -49,3 +53,21 @@ export const timeoutsLateness = Metric.histogram(
   MetricBoundaries.exponential({ start: 1, factor: 2, count: 20 }),
   "deadline to commit of a fired timeout, in milliseconds"
 )
+
+/** @since 0.1.0 */
+export const conflicts = Metric.counter("fsm_conflicts", {
+  description: "commits that lost the sequence-number race to another writer"
+})
+
+/** @since 0.1.0 */
+export const locksAcquired = Metric.counter("fsm_locks_acquired", { description: "instance leases acquired" })
+
+/** @since 0.1.0 */
+export const locksLost = Metric.counter("fsm_locks_lost", {
+  description: "held leases lost (expired or taken over before released)"
+})
+
+/** @since 0.1.0 */
+export const fencingRejected = Metric.counter("fsm_fencing_rejected", {
+  description: "commits refused because their lease was acquired again since"
+})

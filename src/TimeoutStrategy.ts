@@ -33,6 +33,8 @@ import type * as Scope from "effect/Scope"
 import * as Clock from "effect/Clock"
 import { InvalidConfiguration } from "./Errors.js"
 import { describeValue } from "./internal/describe.js"
+import * as LeaderElection from "./LeaderElection.js"
+import * as LeaseStore from "./LeaseStore.js"
 import * as Metrics from "./Metrics.js"
 import * as TimeoutStore from "./TimeoutStore.js"
 
@@ -345,6 +347,17 @@ export interface DurableOptions extends RetryOptions {
    * lease when that is shorter.
    */
   readonly deliveryTimeout?: Duration.DurationInput
+  /**
+   * Sweep on one node at a time: the node that leads the election `name`
+   * (default `"timeout-sweeper"`) on the `LeaseStore` of the same database.
+   * The others only write timer rows; a new leader takes over when the
+   * leader steps down (at once) or dies (after the election's `ttl`).
+   * Default: every node sweeps.
+   */
+  readonly leaderOnly?: boolean | {
+    readonly name?: string
+    readonly ttl?: Duration.DurationInput
+  }
 }
 
 interface SweeperConfig {
@@ -356,6 +369,7 @@ interface SweeperConfig {
   readonly batchSize: number
   readonly concurrency: number
   readonly retry: RetryPolicy
+  readonly leader: { readonly name: string; readonly ttl: Duration.DurationInput } | undefined
 }
 
 const resolveDurable = (options: DurableOptions): Effect.Effect<SweeperConfig, InvalidConfiguration> =>
@@ -380,7 +394,17 @@ const resolveDurable = (options: DurableOptions): Effect.Effect<SweeperConfig, I
     const batchSize = yield* countOption("batchSize", options.batchSize, 200, 1)
     const concurrency = yield* countOption("concurrency", options.concurrency, 16, 1)
     const retry = yield* resolveRetry(options)
-    return { pollMillis, maxIdleMillis, leaseMillis, deliveryMillis, jitter, batchSize, concurrency, retry }
+    const leaderOnly = options.leaderOnly ?? false
+    let leader: SweeperConfig["leader"]
+    if (leaderOnly !== false) {
+      const chosen = leaderOnly === true ? {} : leaderOnly
+      if (typeof chosen !== "object" || chosen === null) return yield* invalid("leaderOnly", "must be a boolean or an object")
+      const name = chosen.name ?? "timeout-sweeper"
+      if (typeof name !== "string" || name.length === 0) return yield* invalid("leaderOnly.name", "must be a non-empty string")
+      const ttl = yield* millisOption("leaderOnly.ttl", chosen.ttl, "15 seconds", { min: 3 })
+      leader = { name, ttl: Duration.millis(ttl) }
+    }
+    return { pollMillis, maxIdleMillis, leaseMillis, deliveryMillis, jitter, batchSize, concurrency, retry, leader }
   })
 
 /**
@@ -403,9 +427,15 @@ export const layerDurable = (
 ): Layer.Layer<TimeoutStrategy, InvalidConfiguration, TimeoutStore.TimeoutStore> =>
   Layer.effect(
     TimeoutStrategy,
-    Effect.zipWith(resolveDurable(options), TimeoutStore.TimeoutStore, (config, store) => ({
-      start: (target) => startSweeper(store, target, config)
-    }))
+    Effect.gen(function*() {
+      const config = yield* resolveDurable(options)
+      const store = yield* TimeoutStore.TimeoutStore
+      const leases = yield* Effect.serviceOption(LeaseStore.LeaseStore)
+      if (config.leader !== undefined && Option.isNone(leases)) {
+        return yield* invalid("leaderOnly", "needs the LeaseStore of the database (every store layer provides one)")
+      }
+      return TimeoutStrategy.of({ start: (target) => startSweeper(store, target, config, Option.getOrUndefined(leases)) })
+    })
   )
 
 /**
@@ -418,7 +448,8 @@ export const durable: Layer.Layer<TimeoutStrategy, never, TimeoutStore.TimeoutSt
 const startSweeper = (
   store: TimeoutStore.TimeoutStore["Type"],
   target: Target,
-  config: SweeperConfig
+  config: SweeperConfig,
+  leases: LeaseStore.LeaseStore["Type"] | undefined
 ): Effect.Effect<Running, never, Scope.Scope> =>
   Effect.gen(function*() {
     const { batchSize, concurrency, deliveryMillis, jitter, leaseMillis, maxIdleMillis, pollMillis } = config
@@ -544,7 +575,14 @@ const startSweeper = (
       plannedWake = Number.POSITIVE_INFINITY
     }).pipe(Effect.forever)
 
-    yield* loop.pipe(
+    const sweeping = config.leader === undefined || leases === undefined
+      ? loop
+      : LeaderElection.runWhileLeader({ name: config.leader.name, nodeId: target.nodeId, ttl: config.leader.ttl }, loop).pipe(
+        Effect.provideService(LeaseStore.LeaseStore, leases),
+        // The election's options were checked with the strategy's.
+        Effect.orDie
+      )
+    yield* sweeping.pipe(
       Effect.annotateLogs({ component: "TimeoutSweeper", node: target.nodeId }),
       Effect.forkScoped
     )

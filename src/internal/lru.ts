@@ -1,7 +1,8 @@
 /** A bounded least-recently-used map, on `Map`'s insertion order. */
 export class Lru<K, V> {
   private readonly map = new Map<K, V>()
-  constructor(readonly capacity: number) {}
+  /** `onEvict` hears of every entry dropped to make room (not of `delete` or `clear`). */
+  constructor(readonly capacity: number, private readonly onEvict?: (key: K) => void) {}
 
   get(key: K): V | undefined {
     const value = this.map.get(key)
@@ -17,7 +18,10 @@ export class Lru<K, V> {
     this.map.set(key, value)
     if (this.map.size > this.capacity) {
       const oldest = this.map.keys().next()
-      if (!oldest.done) this.map.delete(oldest.value)
+      if (!oldest.done) {
+        this.map.delete(oldest.value)
+        this.onEvict?.(oldest.value)
+      }
     }
   }
 
@@ -27,6 +31,10 @@ export class Lru<K, V> {
 
   clear(): void {
     this.map.clear()
+  }
+
+  keys(): IterableIterator<K> {
+    return this.map.keys()
   }
 
   get size(): number {

@@ -18,6 +18,7 @@ import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import {
+  type FencingRejected,
   InvalidInput,
   type InvalidInstanceId,
   PersistenceError,
@@ -25,13 +26,20 @@ import {
   type StaleTimer
 } from "../../Errors.js"
 import type * as EventStore from "../../EventStore.js"
+import type * as LockingStrategy from "../../LockingStrategy.js"
 import type * as TimeoutStore from "../../TimeoutStore.js"
 import type * as Core from "../core.js"
 import { jsonProblem } from "../jsonValue.js"
 import { type MachineCodec, parseMessage } from "./codec.js"
 import type { Instances, Loaded } from "./instances.js"
 
-export type CommitError = SequenceConflict | StaleTimer | PersistenceError | InvalidInstanceId | InvalidInput
+export type CommitError =
+  | SequenceConflict
+  | StaleTimer
+  | FencingRejected
+  | PersistenceError
+  | InvalidInstanceId
+  | InvalidInput
 
 /** What one commit writes, before the store-level record is built. */
 export interface Proposal {
@@ -48,6 +56,8 @@ export interface Proposal {
   readonly source: EventStore.Source
   readonly correlationId: string | null
   readonly timer: string | null
+  /** The lease the commit is made under, checked in the same atomic commit. */
+  readonly fence?: LockingStrategy.Fence | undefined
 }
 
 export interface Committer {
@@ -176,7 +186,8 @@ export const makeCommitter = (options: {
           }
         }],
         snapshot: snapshotOf(p),
-        timers: changes.right
+        timers: changes.right,
+        fence: p.fence
       }
       return appendResolved(p, record, commitId)
     })

@@ -16,6 +16,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import type * as Scope from "effect/Scope"
 import * as EventStore from "../../EventStore.js"
+import type * as LockingStrategy from "../../LockingStrategy.js"
 import type * as TimeoutStrategy from "../../TimeoutStrategy.js"
 import * as Core from "../core.js"
 import type { Transition } from "./actions.js"
@@ -25,7 +26,7 @@ import type { ExecuteError, Executed } from "./execute.js"
 import type { Instances } from "./instances.js"
 
 /** What a failed delivery means for its timer. One case per error: a new error must be placed here. */
-export const deliveryResultOf = (error: ExecuteError): TimeoutStrategy.DeliveryResult => {
+export const deliveryResultOf = (error: ExecuteError | LockingStrategy.LockError): TimeoutStrategy.DeliveryResult => {
   switch (error._tag) {
     case "StaleTimer":
       // The deadline was armed when the delivery started: another writer
@@ -46,6 +47,10 @@ export const deliveryResultOf = (error: ExecuteError): TimeoutStrategy.DeliveryR
       return { _tag: "Undeliverable", error: error.message }
     case "PersistenceError":
     case "SequenceConflict":
+    case "LockTimeout":
+    case "LockLost":
+    case "FencingRejected":
+      // Transient: another node holds (or took) the instance; try again later.
       return { _tag: "Failed", error: error.message }
   }
 }
@@ -53,11 +58,17 @@ export const deliveryResultOf = (error: ExecuteError): TimeoutStrategy.DeliveryR
 export const makeDeliver = (options: {
   readonly codecs: ReadonlyMap<string, MachineCodec>
   readonly instances: Instances
-  readonly withLock: (machine: string, instanceId: string) => <A, E>(effect: Effect.Effect<A, E>) => Effect.Effect<A, E>
+  /** The runtime's write lock of one instance (its own serialization, and the locking strategy's). */
+  readonly writeLock: <A, E>(
+    machine: string,
+    instanceId: string,
+    use: (held: LockingStrategy.Held) => Effect.Effect<A, E>
+  ) => Effect.Effect<A, E | LockingStrategy.LockError>
   readonly execute: (
     codec: MachineCodec,
     instanceId: string,
-    command: Core.Command
+    command: Core.Command,
+    held: LockingStrategy.Held
   ) => Effect.Effect<Executed, ExecuteError>
   readonly runActions: (codec: MachineCodec, transition: Transition) => Effect.Effect<void, unknown>
   /** Where the actions of delivered timeouts run. */
@@ -71,9 +82,10 @@ export const makeDeliver = (options: {
   const idProblem = EventStore.instanceIdProblem(delivery.instanceId)
   if (idProblem !== undefined) return Effect.succeed({ _tag: "Rejected", reason: `invalid instance id: ${idProblem}` })
 
-  const underLock = Effect.flatMap(
-    // Fresh from the log: another node may have moved the instance on.
-    instances.loadFresh(codec, delivery.instanceId),
+  const underLock = (held: LockingStrategy.Held) => Effect.flatMap(
+    // Fresh from the log (another node may have moved the instance on),
+    // unless this node's lease has kept every other writer out.
+    held.continuous ? instances.load(codec, delivery.instanceId) : instances.loadFresh(codec, delivery.instanceId),
     (loaded): Effect.Effect<TimeoutStrategy.DeliveryResult | Executed, ExecuteError> => {
       if (Core.armedDeadline(loaded, delivery.name, delivery.generation) === undefined) {
         return Effect.succeed({ _tag: "Stale", raced: false })
@@ -91,11 +103,11 @@ export const makeDeliver = (options: {
       } else {
         event = { _tag: "Fire", name: delivery.name, generation: delivery.generation }
       }
-      return options.execute(codec, delivery.instanceId, event)
+      return options.execute(codec, delivery.instanceId, event, held)
     }
   )
 
-  return options.withLock(codec.machine.name, delivery.instanceId)(underLock).pipe(
+  return options.writeLock(codec.machine.name, delivery.instanceId, underLock).pipe(
     Effect.flatMap((result): Effect.Effect<TimeoutStrategy.DeliveryResult> => {
       if (!("accepted" in result)) return Effect.succeed(result)
       const { accepted, loaded } = result

@@ -15,6 +15,7 @@
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Metric from "effect/Metric"
 import type * as Schedule from "effect/Schedule"
 import {
   GuardRejected,
@@ -26,6 +27,8 @@ import {
   TransitionFailed
 } from "../../Errors.js"
 import type * as EventStore from "../../EventStore.js"
+import type * as LockingStrategy from "../../LockingStrategy.js"
+import * as Metrics from "../../Metrics.js"
 import * as Core from "../core.js"
 import { describeValue } from "../describe.js"
 import { jsonProblem } from "../jsonValue.js"
@@ -53,6 +56,8 @@ export interface CommandOptions {
   readonly correlationId: string | null
   /** The encoded event of a `Send` (already checked by the caller). */
   readonly payload?: unknown
+  /** What the locking strategy gave: the fence of the commits, and whether the cache is authoritative. */
+  readonly held: LockingStrategy.Held
 }
 
 const rejection = (
@@ -76,7 +81,8 @@ const rejection = (
 export const makeExecutor = (options: {
   readonly instances: Instances
   readonly committer: Committer
-  readonly retry: Schedule.Schedule<unknown, SequenceConflict>
+  /** The conflict retry schedule of a machine. */
+  readonly retry: (machine: string) => Schedule.Schedule<unknown, SequenceConflict>
 }) => {
   const { committer, instances, retry } = options
 
@@ -120,8 +126,9 @@ export const makeExecutor = (options: {
                 decided._tag === "Rejected" ? decided.event : "@timer",
                 decided._tag === "Rejected" ? decided.reason : "NoTransition"
               )
-            // The cache may be behind another runtime's writes: ask the log once.
-            if (!fromCache) return Effect.fail(failure)
+            // The cache may be behind another runtime's writes: ask the log once
+            // (unless this node's lease has kept every other writer out since).
+            if (!fromCache || commandOptions.held.continuous) return Effect.fail(failure)
             return Effect.flatMap(
               instances.catchUp(codec, instanceId, loaded),
               (fresh) => fresh.seqNr === loaded.seqNr ? Effect.fail(failure) : decideOn(fresh, false)
@@ -153,10 +160,14 @@ export const makeExecutor = (options: {
               timestamp: now,
               source: command._tag === "Fire" ? "timeout" : commandOptions.source,
               correlationId: commandOptions.correlationId,
-              timer: decided.record.timer ?? null
+              timer: decided.record.timer ?? null,
+              fence: commandOptions.held.fence
             }).pipe(
               Effect.catchTag("SequenceConflict", (conflict) =>
-                Effect.zipRight(instances.resync(codec, instanceId, loaded, conflict), Effect.fail(conflict))),
+                Metric.increment(Metrics.conflicts).pipe(
+                  Effect.zipRight(instances.resync(codec, instanceId, loaded, conflict)),
+                  Effect.zipRight(Effect.fail(conflict))
+                )),
               Effect.map((committed) => ({ accepted: decided, loaded: committed }))
             )
           }
@@ -171,7 +182,10 @@ export const makeExecutor = (options: {
   }
 
   /** Retries `effect` on `SequenceConflict` only, under the configured schedule. */
-  const retryConflicts = <A, E>(effect: Effect.Effect<A, E | SequenceConflict>): Effect.Effect<A, E | SequenceConflict> =>
+  const retryConflicts = <A, E>(
+    retry: Schedule.Schedule<unknown, SequenceConflict>,
+    effect: Effect.Effect<A, E | SequenceConflict>
+  ): Effect.Effect<A, E | SequenceConflict> =>
     // The schedule (and its driver) is only set up after a first conflict;
     // that failure is replayed as its first input, so delays and the number
     // of retries are as if it had been running from the start.
@@ -194,7 +208,8 @@ export const makeExecutor = (options: {
     instanceId: string,
     command: Core.Command,
     commandOptions: CommandOptions
-  ): Effect.Effect<Executed, ExecuteError> => retryConflicts(attempt(codec, instanceId, command, commandOptions))
+  ): Effect.Effect<Executed, ExecuteError> =>
+    retryConflicts(retry(codec.machine.name), attempt(codec, instanceId, command, commandOptions))
 
   return { execute }
 }

@@ -67,9 +67,15 @@ export const makeInstances = (options: {
   readonly cacheSize: number
   /** Tells the timeout strategy the instance's deadlines (after a load that changed them). */
   readonly arm: (codec: MachineCodec, instanceId: string, loaded: Loaded) => Effect.Effect<void>
+  /** Hears of every instance dropped from the cache to make room, or by `clear` (synchronously: do not block). */
+  readonly unloaded: (machine: string, instanceId: string) => void
 }): Instances => {
   const { arm, store } = options
-  const cache = new Lru<string, Loaded>(options.cacheSize)
+  const unload = (key: string) => {
+    const at = key.indexOf("\u0000")
+    options.unloaded(key.slice(0, at), key.slice(at + 1))
+  }
+  const cache = new Lru<string, Loaded>(options.cacheSize, unload)
 
   const replayFrom = (
     codec: MachineCodec,
@@ -210,7 +216,11 @@ export const makeInstances = (options: {
     cached: (machine, instanceId) => cache.get(cacheKey(machine, instanceId)),
     remember: (machine, instanceId, loaded) => cache.set(cacheKey(machine, instanceId), loaded),
     evict,
-    clear: () => cache.clear(),
+    clear: () => {
+      const keys = [...cache.keys()]
+      cache.clear()
+      keys.forEach(unload)
+    },
     load,
     loadFresh,
     catchUp,
