@@ -11,7 +11,6 @@
  *
  * @since 0.1.0
  */
-import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Duration from "effect/Duration"
@@ -45,6 +44,7 @@ import {
 } from "./Errors.js"
 import * as EventStore from "./EventStore.js"
 import * as Core from "./internal/core.js"
+import { nowMillis } from "./internal/clock.js"
 import { describeValue } from "./internal/describe.js"
 import { jsonProblem, stringProblem } from "./internal/jsonValue.js"
 import { makeKeyedLock } from "./internal/keyedLock.js"
@@ -483,7 +483,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
           if (instances.cached(machine.name, instanceId) !== undefined) {
             return Effect.fail(new InstanceAlreadyExists({ machine: machine.name, instanceId }))
           }
-          return Effect.flatMap(Clock.currentTimeMillis, (now): Effect.Effect<
+          return Effect.flatMap(nowMillis, (now): Effect.Effect<
             Loaded,
             CommitError | TransitionFailed
           > => {
@@ -690,7 +690,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
             state: encoded.right,
             stopped: loaded.stopped,
             schemaVersion: machine.version,
-            timestamp: yield* Clock.currentTimeMillis
+            timestamp: yield* nowMillis
           })
           instances.remember(machine.name, instanceId, { ...loaded, snapshotSeqNr: loaded.seqNr })
           return loaded.seqNr

@@ -14,7 +14,9 @@
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
+import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -119,18 +121,21 @@ export const campaign = (
       }
     })
 
-    yield* round.pipe(
+    const rounds = yield* round.pipe(
       Effect.catchAllCause((cause) => Effect.logWarning("leader election round failed", cause)),
-      Effect.repeat(Schedule.spaced(Duration.millis(intervalMillis)).pipe(Schedule.jittered)),
+      // Whole-millisecond jitter (up to a tenth of the interval) spreads the candidates' rounds.
+      Effect.zipRight(Effect.flatMap(Random.nextIntBetween(0, Math.floor(intervalMillis / 10) + 1), Effect.sleep)),
+      Effect.repeat(Schedule.spaced(Duration.millis(intervalMillis))),
       Effect.annotateLogs({ component: "LeaderElection", election: options.name, node: options.nodeId }),
       Effect.forkScoped
     )
-    // Stepping down hands the lease over at once.
+    // Stepping down (rounds stopped first, so none can take the lease again) hands it over at once.
     yield* Effect.addFinalizer(() =>
-      Effect.flatMap(SubscriptionRef.get(current), (held) =>
+      Effect.flatMap(Effect.zipRight(Fiber.interrupt(rounds), SubscriptionRef.get(current)), (held) =>
         Option.match(held, {
           onNone: () => Effect.void,
-          onSome: ({ lease }) => Effect.ignore(leases.release(lease))
+          onSome: ({ lease }) =>
+            Effect.zipRight(Effect.ignore(leases.release(lease)), SubscriptionRef.set(current, Option.none()))
         }))
     )
 

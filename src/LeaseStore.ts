@@ -29,6 +29,7 @@ import * as Option from "effect/Option"
 import * as Random from "effect/Random"
 import { InvalidInstanceId, LockLost, LockTimeout, PersistenceError } from "./Errors.js"
 import { instanceIdProblem } from "./EventStore.js"
+import { nowMillis } from "./internal/clock.js"
 
 /**
  * The machine name under which leader-election leases are kept.
@@ -154,6 +155,8 @@ const ownerProblem = (key: LeaseKey, owner: string): InvalidInstanceId | undefin
       reason: `the lease owner must be a non-empty, well-formed string, got ${JSON.stringify(String(owner))}`
     })
 
+const wholeMillis = nowMillis
+
 const lost = (lease: Lease) =>
   new LockLost({ machine: lease.machine, instanceId: lease.instanceId, owner: lease.owner, token: lease.token })
 
@@ -167,7 +170,7 @@ export const make = (backend: Backend): LeaseStore["Type"] => {
     Effect.suspend((): Effect.Effect<Option.Option<Lease>, PersistenceError | InvalidInstanceId> => {
       const problem = keyProblem(key) ?? ownerProblem(key, owner)
       if (problem !== undefined) return Effect.fail(problem)
-      return Effect.flatMap(Clock.currentTimeMillis, (now) => backend.tryAcquire(key, owner, millisOf(ttl), now))
+      return Effect.flatMap(wholeMillis, (now) => backend.tryAcquire(key, owner, millisOf(ttl), now))
     })
 
   const acquire = (key: LeaseKey, owner: string, options: AcquireOptions) =>
@@ -191,19 +194,19 @@ export const make = (backend: Backend): LeaseStore["Type"] => {
     tryAcquire,
     acquire,
     extend: (lease, ttl) =>
-      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+      Effect.flatMap(wholeMillis, (now) =>
         Effect.flatMap(
           backend.extend(lease, millisOf(ttl), now),
           Option.match({ onNone: () => Effect.fail(lost(lease)), onSome: Effect.succeed })
         )),
     release: (lease) =>
-      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+      Effect.flatMap(wholeMillis, (now) =>
         Effect.flatMap(backend.release(lease, now), (released) => released ? Effect.void : Effect.fail(lost(lease)))),
     get: (key) =>
       Effect.suspend((): Effect.Effect<Option.Option<Lease>, PersistenceError | InvalidInstanceId> => {
         const problem = keyProblem(key)
         if (problem !== undefined) return Effect.fail(problem)
-        return Effect.flatMap(Clock.currentTimeMillis, (now) => backend.get(key, now))
+        return Effect.flatMap(wholeMillis, (now) => backend.get(key, now))
       })
   }
 }

@@ -32,6 +32,7 @@ import * as Random from "effect/Random"
 import type * as Scope from "effect/Scope"
 import * as Clock from "effect/Clock"
 import { InvalidConfiguration } from "./Errors.js"
+import { nowMillis } from "./internal/clock.js"
 import { describeValue } from "./internal/describe.js"
 import * as LeaderElection from "./LeaderElection.js"
 import * as LeaseStore from "./LeaseStore.js"
@@ -460,7 +461,7 @@ const startSweeper = (
     let eagerPolls = 0
 
     const deadLetter = (timer: TimeoutStore.TimerRecord, error: string, why: string) =>
-      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+      Effect.flatMap(nowMillis, (now) =>
         store.deadLetter(timer, { error: storableText(error), now }).pipe(
           Effect.zipRight(Metric.increment(Metrics.timeoutsDeadLettered)),
           Effect.zipRight(
@@ -482,7 +483,7 @@ const startSweeper = (
           case "Failed": {
             const attempts = timer.attempts + 1
             if (attempts >= config.retry.maxAttempts) return deadLetter(timer, result.error, `after ${attempts} attempts`)
-            return Effect.flatMap(Clock.currentTimeMillis, (now) =>
+            return Effect.flatMap(nowMillis, (now) =>
               store.retryLater(timer, {
                 dueAt: now + retryDelayMillis(config.retry, attempts),
                 error: storableText(result.error)
@@ -532,7 +533,7 @@ const startSweeper = (
      * interval is jittered, to spread the polls of many nodes.
      */
     const poll = Effect.gen(function*() {
-      const now = yield* Clock.currentTimeMillis
+      const now = yield* nowMillis
       const claimed = yield* store.claimDue({
         machines: target.machines,
         now,

@@ -12,7 +12,6 @@
  *
  * @internal
  */
-import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Metric from "effect/Metric"
@@ -29,6 +28,7 @@ import {
 import type * as EventStore from "../../EventStore.js"
 import type * as LockingStrategy from "../../LockingStrategy.js"
 import * as Metrics from "../../Metrics.js"
+import { nowMillis } from "../clock.js"
 import * as Core from "../core.js"
 import { describeValue } from "../describe.js"
 import { jsonProblem } from "../jsonValue.js"
@@ -112,7 +112,7 @@ export const makeExecutor = (options: {
   ): Effect.Effect<Executed, ExecuteError> => {
     const machine = codec.machine
     const decideOn = (loaded: Loaded, fromCache: boolean): Effect.Effect<Executed, ExecuteError> =>
-      Effect.flatMap(Clock.currentTimeMillis, (now): Effect.Effect<Executed, ExecuteError> => {
+      Effect.flatMap(nowMillis, (now): Effect.Effect<Executed, ExecuteError> => {
         const decided = Core.decide(machine, loaded, command, now)
         switch (decided._tag) {
           case "Rejected":
