@@ -5,7 +5,7 @@
  * instances lose nothing under either strategy.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Deferred, Effect, Either, Exit, Fiber, Layer, Option, Schedule, Scope, TestClock } from "effect"
+import { Context, Deferred, Effect, Either, Exit, Fiber, Layer, Metric, Option, Schedule, Scope, TestClock } from "effect"
 import {
   Errors,
   EventStore,
@@ -14,6 +14,7 @@ import {
   LeaseStore,
   LockingStrategy,
   type Machine,
+  Metrics,
   type TimeoutStore
 } from "effect-fsm"
 import { Counter, Order } from "./fixtures/machines.js"
@@ -122,6 +123,65 @@ for (const backend of backends) {
         }))
     }
 
+    if (!realClock) {
+      it.scoped("the heartbeat keeps a lease through a command longer than its ttl, and it is released after", () =>
+        Effect.gen(function*() {
+          yield* TestClock.setTime(0)
+          const store = (yield* buildStore(backend)) as StoreContext
+          const leases = Context.get(store, LeaseStore.LeaseStore)
+          const gate = yield* Deferred.make<void>()
+          const paused = yield* Deferred.make<void>()
+          const slow = faulty(Context.get(store, EventStore.EventStore), (commit) =>
+            commit.events[0]?.tag === "Add"
+              ? { _tag: "Around", before: Effect.zipRight(Deferred.succeed(paused, void 0), Deferred.await(gate)), after: Effect.void }
+              : undefined)
+          const a = yield* lockedRuntime(withStore(store, slow.store), { ttl: "3 seconds", heartbeat: "1 second" })
+          const b = yield* lockedRuntime(store, { ttl: "3 seconds", wait: "1 second" })
+          yield* a.create(Counter, "c")
+          const command = yield* Effect.fork(a.send(Counter, "c", { _tag: "Add", by: 1 }))
+          yield* Deferred.await(paused)
+          for (let i = 0; i < 10; i++) yield* TestClock.adjust("1 second") // 10 s: three ttls
+          const held = yield* leases.get({ machine: "counter", instanceId: "c" })
+          expect(Option.map(held, (l) => l.owner)).toEqual(Option.some(a.nodeId))
+          // Another node cannot take it meanwhile.
+          const other = yield* Effect.fork(b.send(Counter, "c", { _tag: "Add", by: 2 }))
+          yield* TestClock.adjust("2 seconds")
+          expect(yield* Effect.flip(Fiber.join(other))).toBeInstanceOf(Errors.LockTimeout)
+          yield* Deferred.succeed(gate, void 0)
+          expect((yield* Fiber.join(command)).seqNr).toBe(2)
+          expect(yield* leases.get({ machine: "counter", instanceId: "c" })).toEqual(Option.none())
+        }))
+
+      it.scoped("a leader that dies without stepping down is replaced after its lease expires", () =>
+        Effect.gen(function*() {
+          yield* TestClock.setTime(0)
+          const store = (yield* buildStore(backend)) as StoreContext
+          const leases = Context.get(store, LeaseStore.LeaseStore)
+          let dead = false
+          // A candidate whose node stops answering: no renewal, no release.
+          const gone = (operation: string) => Effect.fail(new Errors.PersistenceError({ operation, reason: "dead" }))
+          const dying = LeaseStore.LeaseStore.of({
+            ...leases,
+            tryAcquire: (key, owner, ttl) => dead ? gone("tryAcquire") : leases.tryAcquire(key, owner, ttl),
+            extend: (lease, ttl) =>
+              dead ? Effect.fail(new Errors.PersistenceError({ operation: "extend", reason: "dead" })) : leases.extend(lease, ttl),
+            release: (lease) => dead ? Effect.fail(new Errors.PersistenceError({ operation: "release", reason: "dead" })) : leases.release(lease)
+          })
+          const first = yield* LeaderElection.campaign({ name: "job", nodeId: "first", ttl: "3 seconds", interval: "1 second" })
+            .pipe(Effect.provideService(LeaseStore.LeaseStore, dying))
+          const token = Option.map(yield* eventually(Effect.filterOrFail(first.lease, Option.isSome, () => "not leader")), (l) => l.token)
+          const second = yield* LeaderElection.campaign({ name: "job", nodeId: "second", ttl: "3 seconds", interval: "1 second" })
+            .pipe(Effect.provide(store))
+          dead = true
+          yield* TestClock.adjust("1 second")
+          expect(yield* second.isLeader).toBe(false) // the lease has not expired yet
+          for (let i = 0; i < 4; i++) yield* TestClock.adjust("1 second")
+          const taken = yield* eventually(Effect.filterOrFail(second.lease, Option.isSome, () => "not taken over"))
+          expect(taken.value.token).toBeGreaterThan(Option.getOrThrow(token))
+          expect(yield* first.isLeader).toBe(false) // it stepped down before its lease ran out
+        }))
+    }
+
     it.scoped("sticky leases: one acquisition serves many commands, released when the instance is evicted", () =>
       Effect.gen(function*() {
         yield* TestClock.setTime(0)
@@ -216,6 +276,26 @@ for (const backend of backends) {
       }))
   })
 }
+
+describe("conflict retry", () => {
+  it.scoped("is configurable per machine, and every conflict is counted", () =>
+    Effect.gen(function*() {
+      const store = yield* buildStore(backends[0]!)
+      const conflictsBefore = (yield* Metric.value(Metrics.conflicts)).count
+      // Two runtimes over one store: b's cache is behind after a writes.
+      const a = (yield* runtimeOn(store, { machines: [Counter] })).runtime
+      const b = (yield* runtimeOn(store, { machines: [Counter], retryByMachine: { counter: Schedule.stop } })).runtime
+      yield* a.create(Counter, "c")
+      yield* b.inspect(Counter, "c")
+      yield* a.send(Counter, "c", { _tag: "Add", by: 1 })
+      expect(yield* Effect.flip(b.send(Counter, "c", { _tag: "Add", by: 2 }))).toBeInstanceOf(Errors.SequenceConflict)
+      const c = (yield* runtimeOn(store, { machines: [Counter], retry: Schedule.recurs(1) })).runtime
+      yield* c.inspect(Counter, "c")
+      yield* a.send(Counter, "c", { _tag: "Add", by: 3 })
+      expect((yield* c.send(Counter, "c", { _tag: "Add", by: 4 })).seqNr).toBe(4)
+      expect((yield* Metric.value(Metrics.conflicts)).count - conflictsBefore).toBe(2)
+    }))
+})
 
 describe("locking options", () => {
   it.effect("unusable distributed options are InvalidConfiguration when the layer builds", () =>
