@@ -16,6 +16,7 @@ import * as Effect from "effect/Effect"
 import * as Duration from "effect/Duration"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import type * as ParseResult from "effect/ParseResult"
@@ -56,6 +57,7 @@ import { makeExecutor } from "./internal/runtime/execute.js"
 import { cacheKey, type Loaded, makeInstances } from "./internal/runtime/instances.js"
 import * as LockingStrategy from "./LockingStrategy.js"
 import * as Machine from "./Machine.js"
+import * as Metrics from "./Metrics.js"
 import * as TimeoutStrategy from "./TimeoutStrategy.js"
 
 // ---------------------------------------------------------------------------
@@ -453,9 +455,9 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
         locking.withLock(machine, instanceId, use).pipe(
           Effect.tapError((error) =>
             typeof error === "object" && error !== null && (error as { _tag?: unknown })._tag === "FencingRejected"
-              ? Effect.zipRight(
-                Effect.sync(() => instances.evict(machine, instanceId)),
-                locking.fenced(machine, instanceId, error as unknown as FencingRejected)
+              ? Effect.sync(() => instances.evict(machine, instanceId)).pipe(
+                Effect.zipRight(Metric.increment(Metrics.fencingRejected)),
+                Effect.zipRight(locking.fenced(machine, instanceId, error as unknown as FencingRejected))
               )
               : Effect.void
           )

@@ -87,8 +87,10 @@ for (const backend of backends) {
         yield* pastExpiry(store, "c")
         expect((yield* b.send(Counter, "c", { _tag: "Add", by: 1 })).seqNr).toBe(2)
         yield* Deferred.succeed(gate, void 0)
+        const fencedBefore = (yield* Metric.value(Metrics.fencingRejected)).count
         const rejected = yield* Effect.flip(Fiber.join(zombie))
         expect(rejected).toBeInstanceOf(Errors.FencingRejected)
+        expect((yield* Metric.value(Metrics.fencingRejected)).count - fencedBefore).toBe(1)
         expect(addsOf(yield* b.history(Counter, "c"))).toEqual([1])
         // A learned: its next command takes the lease again and decides on the log.
         expect(yield* a.send(Counter, "c", { _tag: "Add", by: 2 })).toMatchObject({ seqNr: 3, state: { count: 3 } })
