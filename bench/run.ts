@@ -48,6 +48,11 @@ export const scripts: ReadonlyArray<Script> = [
     name: "timeouts",
     file: "timeouts.ts",
     summary: "durable timers fired/s (1 and 3 sweepers) and lateness p50/p99 on PostgreSQL and SQLite"
+  },
+  {
+    name: "contention",
+    file: "contention.ts",
+    summary: "PostgreSQL, 2 processes: hot instance x 8 writers (optimistic, distributed, sticky) and 64 routed instances vs 1 writer"
   }
 ]
 
