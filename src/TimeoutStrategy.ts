@@ -159,7 +159,8 @@ const millisOption = (
   if (millis < check.min || (millis === 0 && check.allowZero !== true)) {
     return invalid(option, `must be at least ${Math.max(check.min, 1)} ms, got ${describeValue(input)}`)
   }
-  return Effect.succeed(millis)
+  // Whole milliseconds: times are stored in integer columns.
+  return Effect.succeed(Math.ceil(millis))
 }
 
 const countOption = (option: string, input: unknown, fallback: number, min: number) =>

@@ -202,6 +202,24 @@ for (const backend of backends) {
         }))
     }
 
+    it.scoped("a commit that may still be in flight is never reported as not landed: the same commit is appended again", () =>
+      Effect.gen(function*() {
+        const store = yield* buildStore(backend)
+        const wrapped = faulty(Context.get(store, EventStore.EventStore))
+        const { runtime } = yield* runtimeOn(withStore(store, wrapped.store), { machines: [Counter], retry })
+        yield* runtime.create(Counter, "c")
+        const release = yield* Deferred.make<void>()
+        let ghosts = 0
+        wrapped.setPlan((commit) =>
+          commit.events[0]?.tag === "Add" && ghosts++ === 0 ? { _tag: "Ghost", release: Deferred.await(release) } : undefined)
+        expect(yield* runtime.send(Counter, "c", { _tag: "Add", by: 5 })).toMatchObject({ seqNr: 2 })
+        yield* Deferred.succeed(release, void 0) // the first attempt reaches the database now, too late
+        yield* eventually(Effect.void)
+        const history = yield* runtime.history(Counter, "c")
+        expect(history.map((h) => h._tag === "Event" ? h.event._tag : h._tag)).toEqual(["Created", "Add"])
+        expect((yield* runtime.send(Counter, "c", { _tag: "Add", by: 1 })).seqNr).toBe(3)
+      }))
+
     it.scoped("a failure before the write is a PersistenceError, writes nothing, and the next send works", () =>
       Effect.gen(function*() {
         const store = yield* buildStore(backend)
@@ -321,9 +339,10 @@ for (const backend of backends) {
         const store = (yield* buildStore(backend)) as Context.Context<EventStore.EventStore | TimeoutStore.TimeoutStore>
         const wrapped = faulty(Context.get(store, EventStore.EventStore))
         let failedEarly = false
-        // The early timer's first delivery fails, so the late one fires first.
+        let earlyAttempts = 0
+        // The early timer's first delivery fails (each of its commit attempts), so the late one fires first.
         wrapped.setPlan((commit) => {
-          if (commit.events[0]?.metadata.timer !== "early" || failedEarly) return undefined
+          if (commit.events[0]?.metadata.timer !== "early" || ++earlyAttempts > 3) return undefined
           failedEarly = true
           return { _tag: "FailBefore" }
         })

@@ -16,6 +16,12 @@ export type Fault =
   | { readonly _tag: "InterruptBefore" }
   /** The commit lands, then the caller is interrupted before it hears back. */
   | { readonly _tag: "InterruptAfter" }
+  /**
+   * Fails at once, but the write goes on in the background and lands once
+   * `release` completes: a statement still running on the server after its
+   * connection was cut.
+   */
+  | { readonly _tag: "Ghost"; readonly release: Effect.Effect<void> }
   /** Reports success but writes nothing: a store that lies, or a write lost with a transaction it joined. */
   | { readonly _tag: "Phantom" }
   /** Runs `before` (e.g. waits on a gate), then the real append, then `after`. */
@@ -58,6 +64,11 @@ export const faulty = (inner: EventStore.EventStore["Type"], initial: FaultPlan 
             return Effect.interrupt
           case "InterruptAfter":
             return Effect.zipRight(inner.append(commit), Effect.interrupt)
+          case "Ghost":
+            return Effect.zipRight(
+              Effect.forkDaemon(Effect.ignore(Effect.zipRight(fault.release, inner.append(commit)))),
+              Effect.fail(lost("connection cut; the statement is still running"))
+            )
           case "Phantom":
             return Effect.succeed({ durable: true })
           case "Around":

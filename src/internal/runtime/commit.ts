@@ -6,10 +6,11 @@
  * A failed append whose outcome is unknown (the acknowledgement of a commit
  * that landed was lost, a COMMIT failed after the write) is resolved from the
  * log: every commit carries a fresh commit id, and the first event after the
- * expected sequence number tells whether this commit landed. So a command is
- * never decided twice, and a `PersistenceError` from here means the commit
- * did not land — unless the log could not be read either, in which case the
- * instance is evicted and its next use reloads it.
+ * expected sequence number tells whether this commit landed; one that has not
+ * is appended again with the same id. So a command is never decided twice. A
+ * `PersistenceError` from here means the outcome is unknown (the database
+ * kept failing, or an attempt may still be in flight): the instance is
+ * evicted and its next use reloads it from the log.
  *
  * @internal
  */
@@ -63,6 +64,9 @@ export interface Proposal {
 export interface Committer {
   readonly commit: (proposal: Proposal) => Effect.Effect<Loaded, CommitError>
 }
+
+/** How often a failed commit that has not landed is appended again before its outcome is reported unknown. */
+const maxReappends = 2
 
 export const makeCommitter = (options: {
   readonly store: EventStore.EventStore["Type"]
@@ -131,9 +135,14 @@ export const makeCommitter = (options: {
     // still roll back, so it must not be what the next command decides on.
     if (durable) instances.remember(machine, p.instanceId, result)
     else instances.evict(machine, p.instanceId)
+    // Deadlines are armed from committed state only: a write that may roll
+    // back keeps the committed ones running (a stale one is dropped when it
+    // fires), and the next load arms what was committed.
     const changed = result.generation !== loaded?.generation || result.deadlines !== loaded.deadlines
     const anyArmed = result.deadlines.length > 0 || (loaded !== undefined && loaded.deadlines.length > 0)
-    return changed && anyArmed ? Effect.as(options.arm(p.codec, p.instanceId, result), result) : Effect.succeed(result)
+    return durable && changed && anyArmed
+      ? Effect.as(options.arm(p.codec, p.instanceId, result), result)
+      : Effect.succeed(result)
   }
 
   /**
@@ -193,61 +202,69 @@ export const makeCommitter = (options: {
     })
 
   /**
-   * Appends `record`; after a `PersistenceError` asks the log whether it
-   * landed. A commit with a snapshot that did not land is tried once more
-   * without it, so a failed snapshot write never fails a command.
+   * Appends `record`. After a `PersistenceError` the log tells whether the
+   * commit landed. When it has not (yet), the same record (same commit id,
+   * same expected seqNr, without its snapshot: a failed snapshot write never
+   * fails a command) is appended again, up to `maxReappends` times: an
+   * earlier attempt may still be in flight on the server, and only a later
+   * attempt that lands, or that loses the slot to a commit which is not ours,
+   * settles the outcome. A commit found in the log after a failure is cached
+   * as committed (should it have joined a caller's transaction that then
+   * rolls back, the next commit's conflict finds the log behind the cache
+   * and reloads).
    */
   const appendResolved = (
     p: Proposal,
     record: EventStore.Commit,
     commitId: string,
-    retried = false
+    reappends = 0
   ): Effect.Effect<Loaded, CommitError> =>
     store.append(record).pipe(
       Effect.flatMap((result) => settle(p, record.snapshot !== undefined, result.durable)),
-      // The earlier attempt may have landed after all, after it was looked for.
+      // An earlier attempt may have landed after all, after it was looked for.
       Effect.catchTag("SequenceConflict", (conflict) =>
-        retried
+        reappends > 0
           ? Effect.flatMap(
             Effect.catchTag(landed(p, commitId, record.expectedSeqNr), "SequenceConflict", () => Effect.succeed(false)),
-            (didLand) => didLand ? settle(p, true, true) : Effect.fail(conflict)
+            (didLand) => didLand ? settle(p, false, true) : Effect.fail(conflict)
           )
           : Effect.fail(conflict)),
       Effect.catchTag("PersistenceError", (error) =>
         landed(p, commitId, record.expectedSeqNr).pipe(
-          Effect.catchTag("PersistenceError", (unknown) => {
-            instances.evict(p.codec.machine.name, p.instanceId)
-            return Effect.fail(
-              new PersistenceError({
-                operation: "append",
-                reason: `the commit failed (${error.reason}) and whether it landed is unknown (${unknown.reason})`,
-                cause: error
-              })
-            )
-          }),
+          Effect.catchTag("PersistenceError", (unknown) => unknownOutcome(p, `${error.reason}; the log could not be read: ${unknown.reason}`, error)),
           Effect.flatMap((didLand): Effect.Effect<Loaded, CommitError> => {
+            const where = `${p.codec.machine.name}/${p.instanceId}`
             if (didLand) {
               return Effect.zipRight(
-                Effect.logWarning(
-                  `${p.codec.machine.name}/${p.instanceId}: commit ${commitId} reported a failure but landed`,
-                  error
-                ),
+                Effect.logWarning(`${where}: commit ${commitId} reported a failure but landed`, error),
                 settle(p, record.snapshot !== undefined, true)
               )
             }
-            if (record.snapshot === undefined) return Effect.fail(error)
+            if (reappends >= maxReappends) {
+              return unknownOutcome(p, `${error.reason} (${reappends + 1} attempts; none has landed so far)`, error)
+            }
             return Effect.zipRight(
-              Effect.logWarning(
-                `${p.codec.machine.name}/${p.instanceId}: commit with snapshot failed, retrying without it`,
-                error
-              ),
-              appendResolved(p, { ...record, snapshot: undefined }, commitId, true)
+              Effect.logWarning(`${where}: commit ${commitId} failed and has not landed; appending it again`, error),
+              appendResolved(p, { ...record, snapshot: undefined }, commitId, reappends + 1)
             )
           })
         )),
       // Interrupted mid-commit: the commit may or may not have landed.
       Effect.onInterrupt(() => Effect.sync(() => instances.evict(p.codec.machine.name, p.instanceId)))
     )
+
+  /** The instance is dropped from the cache (its next use reloads it) and the caller is told the outcome is unknown. */
+  const unknownOutcome = (p: Proposal, reason: string, cause: PersistenceError) =>
+    Effect.suspend(() => {
+      instances.evict(p.codec.machine.name, p.instanceId)
+      return Effect.fail(
+        new PersistenceError({
+          operation: "append",
+          reason: `the commit failed and whether it landed is unknown: ${reason}`,
+          cause
+        })
+      )
+    })
 
   return { commit }
 }
