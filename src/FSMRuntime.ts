@@ -427,7 +427,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
     const locking = yield* Option.getOrElse(
       yield* Effect.serviceOption(LockingStrategy.LockingStrategy),
       () => LockingStrategy.defaultStrategy
-    ).start({ nodeId })
+    ).start({ nodeId, isLoaded: (machine, instanceId) => instances.cached(machine, instanceId) !== undefined })
     // Instances dropped from the cache give back their sticky leases, in the background.
     const unloads = yield* Queue.unbounded<readonly [machine: string, instanceId: string]>()
     yield* Queue.take(unloads).pipe(

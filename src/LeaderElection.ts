@@ -11,7 +11,6 @@
  *
  * @since 0.1.0
  */
-import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
@@ -22,6 +21,7 @@ import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import { InvalidConfiguration } from "./Errors.js"
+import { nowMillis } from "./internal/clock.js"
 import { describeValue } from "./internal/describe.js"
 import * as LeaseStore from "./LeaseStore.js"
 
@@ -101,20 +101,30 @@ export const campaign = (
     /** The lease while leading, and until when (by this node's clock) it is surely still ours. */
     const current = yield* SubscriptionRef.make(Option.none<{ readonly lease: LeaseStore.Lease; readonly until: number }>())
 
+    // Each store call is bounded, so a hung one cannot keep a stale leader
+    // leading; a leader that failed to renew steps down while the next
+    // rounds could no longer renew in time, before its lease can run out.
+    const bounded = <A, E>(call: Effect.Effect<A, E>) =>
+      Effect.timeoutFail(call, { duration: Duration.millis(Math.max(1, Math.floor(intervalMillis / 2))), onTimeout: () => "timed out" as const })
+
     const round = Effect.gen(function*() {
-      const started = yield* Clock.currentTimeMillis
+      const started = yield* nowMillis
       const held = yield* SubscriptionRef.get(current)
       if (Option.isNone(held)) {
-        const won = yield* leases.tryAcquire(key, options.nodeId, ttl)
-        if (Option.isSome(won)) yield* SubscriptionRef.set(current, Option.some({ lease: won.value, until: started + ttlMillis }))
+        const won = yield* Effect.either(bounded(leases.tryAcquire(key, options.nodeId, ttl)))
+        if (won._tag === "Right" && Option.isSome(won.right)) {
+          yield* SubscriptionRef.set(current, Option.some({ lease: won.right.value, until: started + ttlMillis }))
+        }
         return
       }
-      const extended = yield* Effect.either(leases.extend(held.value.lease, ttl))
+      const extended = yield* Effect.either(bounded(leases.extend(held.value.lease, ttl)))
       if (extended._tag === "Right") {
         yield* SubscriptionRef.set(current, Option.some({ lease: extended.right, until: started + ttlMillis }))
-      } else if (extended.left._tag === "LockLost" || started + intervalMillis >= held.value.until) {
-        // Lost, or the lease may run out before the next round could renew
-        // it: step down now rather than overlap with a new leader.
+        return
+      }
+      const after = yield* nowMillis
+      const lost = extended.left !== "timed out" && extended.left._tag === "LockLost"
+      if (lost || after + 2 * intervalMillis >= held.value.until) {
         yield* SubscriptionRef.set(current, Option.none())
       } else {
         yield* Effect.logWarning("leader lease not renewed, trying again", extended.left)
@@ -141,7 +151,8 @@ export const campaign = (
 
     return {
       name: options.name,
-      isLeader: Effect.map(SubscriptionRef.get(current), Option.isSome),
+      isLeader: Effect.zipWith(SubscriptionRef.get(current), nowMillis, (held, now) =>
+        Option.isSome(held) && now < held.value.until),
       lease: Effect.map(SubscriptionRef.get(current), Option.map(({ lease }) => lease)),
       changes: current.changes.pipe(Stream.map(Option.isSome), Stream.changes)
     }

@@ -20,7 +20,6 @@
  *
  * @since 0.1.0
  */
-import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
@@ -39,6 +38,7 @@ import {
   type LockTimeout,
   type PersistenceError
 } from "./Errors.js"
+import { nowMillis } from "./internal/clock.js"
 import { describeValue } from "./internal/describe.js"
 import * as LeaseStore from "./LeaseStore.js"
 import * as Metrics from "./Metrics.js"
@@ -95,13 +95,24 @@ export interface Running {
 }
 
 /**
+ * What a runtime tells the strategy when it starts it.
+ *
+ * @since 0.1.0
+ */
+export interface Target {
+  readonly nodeId: string
+  /** Whether the runtime has the instance loaded now (sticky leases are kept only then). */
+  readonly isLoaded: (machine: string, instanceId: string) => boolean
+}
+
+/**
  * The strategy service.
  *
  * @since 0.1.0
  */
 export class LockingStrategy extends Context.Tag("effect-fsm/LockingStrategy")<LockingStrategy, {
   /** Starts the strategy for one runtime, in the runtime's scope. */
-  readonly start: (target: { readonly nodeId: string }) => Effect.Effect<Running, never, Scope.Scope>
+  readonly start: (target: Target) => Effect.Effect<Running, never, Scope.Scope>
 }>() {}
 
 // ---------------------------------------------------------------------------
@@ -235,6 +246,12 @@ const resolveDistributed = (options: DistributedOptions): Effect.Effect<Distribu
 /** A lease this runtime holds, with the signal of its loss. */
 interface Holding {
   lease: LeaseStore.Lease
+  /**
+   * By this node's clock, until when the lease is surely still ours: the
+   * start of the acquisition or extension that gave it, plus its ttl (never
+   * compared with the store's clock, which may be the database's).
+   */
+  until: number
   /** Commands running under it now. */
   users: number
   /** Completed (with `LockLost`) when the heartbeat finds the lease gone. */
@@ -245,13 +262,17 @@ interface Holding {
 
 const keyOf = (machine: string, instanceId: string) => `${machine}\u0000${instanceId}`
 
+/** Leases extended at once by one heartbeat. */
+const heartbeatConcurrency = 16
+
 const startDistributed = (
   leases: LeaseStore.LeaseStore["Type"],
   config: DistributedConfig,
-  nodeId: string
+  target: Target
 ): Effect.Effect<Running, never, Scope.Scope> =>
   Effect.gen(function*() {
     const held = new Map<string, Holding>()
+    const ttl = Duration.millis(config.ttlMillis)
 
     const lose = (key: string, holding: Holding) =>
       Effect.suspend(() => {
@@ -275,24 +296,37 @@ const startDistributed = (
       })
 
     // --- Heartbeat ---------------------------------------------------------
-    const beat = Effect.gen(function*() {
-      const now = yield* Clock.currentTimeMillis
-      for (const [key, holding] of [...held]) {
-        const extended = yield* Effect.either(leases.extend(holding.lease, Duration.millis(config.ttlMillis)))
+    // Each extension is bounded by the heartbeat interval, so one stuck call
+    // cannot hold up the others; a lease is given up when it could not be
+    // renewed before its local deadline would pass at the next beat.
+    const extendOne = ([key, holding]: readonly [string, Holding]) =>
+      Effect.gen(function*() {
+        const started = yield* nowMillis
+        const extended = yield* Effect.either(
+          Effect.timeoutFail(leases.extend(holding.lease, ttl), {
+            duration: Duration.millis(config.heartbeatMillis),
+            onTimeout: () => "timed out" as const
+          })
+        )
+        if (held.get(key) !== holding) return // released meanwhile
         if (extended._tag === "Right") {
           holding.lease = extended.right
-        } else if (extended.left._tag === "LockLost" || now >= holding.lease.expiresAt) {
-          // Gone, or unreachable past its expiry: another node may hold it now.
-          yield* lose(key, holding)
-        } else {
-          yield* Effect.logWarning(`lease of ${key.replace("\u0000", "/")} not extended, retrying`, extended.left)
+          holding.until = started + config.ttlMillis
+          return
         }
-      }
-    })
-    yield* beat.pipe(
+        const after = yield* nowMillis
+        if (extended.left === "timed out" || extended.left._tag !== "LockLost") {
+          if (after + config.heartbeatMillis < holding.until) {
+            return yield* Effect.logWarning(`lease of ${key.replace("\u0000", "/")} not extended, retrying`, extended.left)
+          }
+        }
+        // Gone, or it may run out before the next beat could renew it.
+        yield* lose(key, holding)
+      })
+    yield* Effect.suspend(() => Effect.forEach([...held], extendOne, { concurrency: heartbeatConcurrency, discard: true })).pipe(
       Effect.catchAllCause((cause) => Effect.logError("lease heartbeat failed", cause)),
       Effect.repeat(Schedule.spaced(Duration.millis(config.heartbeatMillis))),
-      Effect.annotateLogs({ component: "LeaseHeartbeat", node: nodeId }),
+      Effect.annotateLogs({ component: "LeaseHeartbeat", node: target.nodeId }),
       Effect.forkScoped
     )
     // At scope end every lease still held is handed back at once.
@@ -301,39 +335,53 @@ const startDistributed = (
     )
 
     const acquire = (machine: string, instanceId: string) =>
-      Effect.map(
-        leases.acquire({ machine, instanceId }, nodeId, {
-          ttl: Duration.millis(config.ttlMillis),
+      Effect.flatMap(nowMillis, (started) =>
+        leases.acquire({ machine, instanceId }, target.nodeId, {
+          ttl,
           wait: Duration.millis(config.waitMillis),
           retryInterval: Duration.millis(config.retryMillis)
-        }),
-        (lease): Holding => ({ lease, users: 0, lost: Deferred.unsafeMake(FiberId.none), used: false })
-      ).pipe(Effect.tap(() => Metric.increment(Metrics.locksAcquired)))
+        }).pipe(
+          Effect.map((lease): Holding => ({
+            lease,
+            until: started + config.ttlMillis,
+            users: 0,
+            lost: Deferred.unsafeMake(FiberId.none),
+            used: false
+          })),
+          Effect.tap(() => Metric.increment(Metrics.locksAcquired))
+        ))
+
+    /** After a command: a per-command lease, or a sticky one whose instance is not loaded, is handed back. */
+    const afterUse = (machine: string, instanceId: string, key: string, holding: Holding) =>
+      Effect.suspend(() => {
+        holding.users--
+        holding.used = true
+        if (holding.users > 0) return Effect.void
+        return config.sticky && target.isLoaded(machine, instanceId) ? Effect.void : releaseHolding(key, holding)
+      })
 
     const withLock: Running["withLock"] = (machine, instanceId, use) =>
-      Effect.suspend(() => {
-        const key = keyOf(machine, instanceId)
-        const existing = config.sticky ? held.get(key) : undefined
-        const obtain = existing !== undefined
-          ? Effect.succeed(existing)
-          : Effect.tap(acquire(machine, instanceId), (holding) => Effect.sync(() => held.set(key, holding)))
-        return Effect.acquireUseRelease(
-          Effect.tap(obtain, (holding) => Effect.sync(() => holding.users++)),
-          (holding) => {
-            const run = use({
-              fence: { owner: holding.lease.owner, token: holding.lease.token },
-              continuous: holding.used
-            })
-            const guarded = config.failFast ? Effect.raceFirst(run, Deferred.await(holding.lost)) : run
-            return Effect.ensuring(guarded, Effect.sync(() => holding.used = true))
-          },
-          (holding) =>
-            Effect.suspend(() => {
-              holding.users--
-              return config.sticky || holding.users > 0 ? Effect.void : releaseHolding(key, holding)
-            })
-        )
-      })
+      Effect.uninterruptibleMask((restore) =>
+        Effect.suspend(() => {
+          const key = keyOf(machine, instanceId)
+          const existing = config.sticky ? held.get(key) : undefined
+          // Waiting for a lease stays interruptible; once it is ours, its release is certain.
+          const obtain = existing !== undefined
+            ? Effect.succeed(existing)
+            : Effect.tap(restore(acquire(machine, instanceId)), (holding) => Effect.sync(() => held.set(key, holding)))
+          return Effect.flatMap(obtain, (holding) =>
+            Effect.flatMap(nowMillis, (now) => {
+              holding.users++
+              const run = use({
+                fence: { owner: holding.lease.owner, token: holding.lease.token },
+                // Authoritative only while the lease has surely not run out.
+                continuous: holding.used && now < holding.until - config.heartbeatMillis
+              })
+              const guarded = config.failFast ? Effect.raceFirst(run, Deferred.await(holding.lost)) : run
+              return Effect.ensuring(restore(guarded), afterUse(machine, instanceId, key, holding))
+            }))
+        })
+      )
 
     return {
       withLock,
@@ -375,5 +423,5 @@ export const distributed = (
   Layer.effect(
     LockingStrategy,
     Effect.zipWith(resolveDistributed(options), LeaseStore.LeaseStore, (config, leases) =>
-      LockingStrategy.of({ start: (target) => startDistributed(leases, config, target.nodeId) }))
+      LockingStrategy.of({ start: (target) => startDistributed(leases, config, target) }))
   )

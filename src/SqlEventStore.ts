@@ -49,7 +49,7 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
-import type { PersistenceError } from "./Errors.js"
+import type { InvalidConfiguration, PersistenceError } from "./Errors.js"
 import * as EventStore from "./EventStore.js"
 import * as LeaseStore from "./LeaseStore.js"
 import { type Dialect, makeDialect } from "./internal/sqlDialect.js"
@@ -124,7 +124,7 @@ export interface Options {
  *
  * @since 0.1.0
  */
-export type MakeError = PersistenceError | InvalidTablePrefix
+export type MakeError = PersistenceError | InvalidTablePrefix | InvalidConfiguration
 
 /**
  * The names of a store's tables.

@@ -24,7 +24,8 @@ import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import type { InvalidConfiguration, MachineDefinitionError, PersistenceError } from "./Errors.js"
+import * as Option from "effect/Option"
+import { InvalidConfiguration, type MachineDefinitionError, type PersistenceError } from "./Errors.js"
 import type * as EventStore from "./EventStore.js"
 import * as FSMRuntime from "./FSMRuntime.js"
 import { mapSqlError, persistenceError } from "./internal/sqlShared.js"
@@ -85,11 +86,19 @@ const maxBusyTimeoutMillis = 2 ** 31 - 1
  */
 export const layerClient = (
   options: ClientOptions
-): Layer.Layer<SqliteClient.SqliteClient | SqlClient.SqlClient, PersistenceError> => {
-  const busyMillis = Math.min(
-    maxBusyTimeoutMillis,
-    Math.max(0, Math.round(Duration.toMillis(Duration.decode(options.busyTimeout ?? "5 seconds"))))
-  )
+): Layer.Layer<SqliteClient.SqliteClient | SqlClient.SqlClient, PersistenceError | InvalidConfiguration> => {
+  const decoded = Duration.decodeUnknown(options.busyTimeout ?? "5 seconds")
+  const requested = Option.isSome(decoded) ? Duration.toMillis(decoded.value) : NaN
+  if (Number.isNaN(requested) || requested < 0) {
+    return Layer.fail(
+      new InvalidConfiguration({
+        component: "SqliteEventStore",
+        option: "busyTimeout",
+        reason: `must be a duration of at least 0 ms, got ${JSON.stringify(String(options.busyTimeout))}`
+      })
+    )
+  }
+  const busyMillis = Math.min(maxBusyTimeoutMillis, Math.max(0, Math.round(requested)))
   const client = SqliteClient.layer({ filename: options.filename }).pipe(
     Layer.catchAllCause((cause) =>
       Cause.isInterruptedOnly(cause)

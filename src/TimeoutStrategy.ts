@@ -63,6 +63,9 @@ export interface Delivery {
  * - `Rejected`: the machine rejected the event (or the instance is gone or
  *   stopped); the timer is done, nothing written.
  * - `Failed`: a transient failure; the timer should be tried again.
+ * - `Busy`: another node holds the instance's lease (distributed locking):
+ *   the timer is tried again later (after its claim lease, for the durable
+ *   strategy) without counting a failed attempt.
  * - `Undeliverable`: trying again would decide the same thing (the stored
  *   event no longer decodes, a machine function throws, the instance's log
  *   does not replay): the timer is dead-lettered at once, to be inspected
@@ -76,6 +79,7 @@ export type DeliveryResult =
   | { readonly _tag: "Rejected"; readonly reason: string }
   | { readonly _tag: "Failed"; readonly error: string }
   | { readonly _tag: "Undeliverable"; readonly error: string }
+  | { readonly _tag: "Busy"; readonly reason: string }
 
 /**
  * What a runtime offers the strategy when it starts.
@@ -227,6 +231,8 @@ const logResult = (delivery: Delivery, result: DeliveryResult) => {
     case "Failed":
     case "Undeliverable":
       return Effect.void
+    case "Busy":
+      return Effect.logDebug(`${where}: instance busy on another node (${result.reason}), later`)
   }
 }
 
@@ -260,6 +266,9 @@ export const makeInProcess = (
         const deliverWithRetry = (delivery: Delivery, attempt: number): Effect.Effect<void> =>
           Effect.flatMap(target.deliver(delivery), (result) => {
             if (result._tag === "Undeliverable") return drop(delivery, `as undeliverable: ${result.error}`)
+            if (result._tag === "Busy") {
+              return Effect.zipRight(Effect.sleep(retryDelayMillis(policy, 1)), deliverWithRetry(delivery, attempt))
+            }
             if (result._tag !== "Failed") return logResult(delivery, result)
             if (attempt >= policy.maxAttempts) return drop(delivery, `after ${attempt} attempts: ${result.error}`)
             return Metric.increment(Metrics.timeoutsRetries).pipe(
@@ -481,6 +490,9 @@ const startSweeper = (
             return Effect.zipRight(store.complete(timer), logResult(timer, result))
           case "Undeliverable":
             return deadLetter(timer, result.error, "as undeliverable")
+          case "Busy":
+            // Left claimed: another poll takes it again once the claim runs out.
+            return logResult(timer, result)
           case "Failed": {
             const attempts = timer.attempts + 1
             if (attempts >= config.retry.maxAttempts) return deadLetter(timer, result.error, `after ${attempts} attempts`)

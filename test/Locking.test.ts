@@ -15,7 +15,8 @@ import {
   LockingStrategy,
   type Machine,
   Metrics,
-  type TimeoutStore
+  TimeoutStore as TimeoutStoreTag,
+  TimeoutStrategy
 } from "effect-fsm"
 import { Counter, Order } from "./fixtures/machines.js"
 import { backends } from "./utils/backends.js"
@@ -23,7 +24,7 @@ import { eventually } from "./utils/eventually.js"
 import { faulty, withStore } from "./utils/faults.js"
 import { buildStore, runtimeOn, withDurableTimeouts } from "./utils/runtime.js"
 
-type StoreContext = Context.Context<EventStore.EventStore | TimeoutStore.TimeoutStore | LeaseStore.LeaseStore>
+type StoreContext = Context.Context<EventStore.EventStore | TimeoutStoreTag.TimeoutStore | LeaseStore.LeaseStore>
 
 const retry = Schedule.recurs(1000)
 
@@ -36,7 +37,7 @@ const lockedRuntime = (
   Effect.gen(function*() {
     const strategy = yield* Layer.build(Layer.provide(LockingStrategy.distributed(options), Layer.succeedContext(store)))
     return (yield* runtimeOn(Context.merge(store, strategy) as Context.Context<EventStore.EventStore>, {
-      machines: [Counter],
+      machines: [Counter] as ReadonlyArray<Machine.Any>,
       retry,
       ...runtimeOptions
     })).runtime
@@ -181,6 +182,112 @@ for (const backend of backends) {
           const taken = yield* eventually(Effect.filterOrFail(second.lease, Option.isSome, () => "not taken over"))
           expect(taken.value.token).toBeGreaterThan(Option.getOrThrow(token))
           expect(yield* first.isLeader).toBe(false) // it stepped down before its lease ran out
+        }))
+    }
+
+    if (!realClock) {
+      it.scoped("a sticky lease whose renewal hangs stops being trusted: the next command catches up with the log", () =>
+        Effect.gen(function*() {
+          yield* TestClock.setTime(0)
+          const store = (yield* buildStore(backend)) as StoreContext
+          const leases = Context.get(store, LeaseStore.LeaseStore)
+          const hanging = LeaseStore.LeaseStore.of({ ...leases, extend: () => Effect.never })
+          const a = yield* lockedRuntime(
+            Context.add(store, LeaseStore.LeaseStore, hanging),
+            { ttl: "3 seconds", heartbeat: "1 second", scope: "sticky" },
+            { machines: [Order] }
+          )
+          const b = yield* lockedRuntime(store, { ttl: "3 seconds", wait: "10 seconds" }, { machines: [Order] })
+          yield* a.create(Order, "o", { _tag: "Pending", orderId: "o" })
+          for (let i = 0; i < 5; i++) yield* TestClock.adjust("1 second") // A's lease runs out unrenewed
+          yield* b.send(Order, "o", { _tag: "Pay", amount: 5 })
+          // Ship is valid only in Paid, which A's cache has not seen.
+          expect((yield* a.send(Order, "o", { _tag: "Ship", tracking: "T" })).state._tag).toBe("Shipped")
+        }))
+
+      it.scoped("a timer of an instance another node holds is tried again later, never dead-lettered for it", () =>
+        Effect.gen(function*() {
+          yield* TestClock.setTime(0)
+          const store = (yield* buildStore(backend)) as StoreContext
+          // A writes timer rows but sweeps nothing; B sweeps, and gives up on a timer after one failure.
+          const rowsOnly = TimeoutStrategy.TimeoutStrategy.of({
+            start: () => Effect.succeed({ durable: true, armed: () => Effect.void })
+          })
+          const aScope = yield* Scope.make()
+          const a = yield* lockedRuntime(
+            Context.add(store, TimeoutStrategy.TimeoutStrategy, rowsOnly),
+            { ttl: "10 minutes", scope: "sticky" },
+            { machines: [Order] }
+          ).pipe(Scope.extend(aScope))
+          const swept = yield* withDurableTimeouts(store, { maxAttempts: 1, claimLease: "30 seconds" })
+          yield* lockedRuntime(swept as StoreContext, { ttl: "10 minutes", wait: "1 second" }, { machines: [Order] })
+          yield* a.create(Order, "o", { _tag: "Pending", orderId: "o" })
+          const timers = Context.get(store, TimeoutStoreTag.TimeoutStore)
+          for (let i = 0; i < 12; i++) {
+            yield* TestClock.adjust("30 seconds") // past the deadline, and several claim leases
+            yield* eventually(Effect.void)
+          }
+          expect(yield* timers.deadLetters("order")).toEqual([])
+          expect((yield* timers.pending("order", "o")).map((t) => t.name)).toEqual(["payment"])
+          yield* Scope.close(aScope, Exit.void) // A lets go of the instance
+          for (let i = 0; i < 4; i++) {
+            yield* TestClock.adjust("30 seconds")
+            yield* eventually(Effect.void)
+          }
+          const history = yield* eventually(Effect.filterOrFail(
+            Effect.flatMap(runtimeOn(store, { machines: [Order] }), ({ runtime }) => runtime.history(Order, "o")),
+            (h) => h.length === 2,
+            () => "not fired"
+          ))
+          expect(history[1]!.metadata.source).toBe("timeout")
+        }))
+
+      it.scoped("a sticky lease is handed back when the command leaves nothing loaded", () =>
+        Effect.gen(function*() {
+          yield* TestClock.setTime(0)
+          const store = (yield* buildStore(backend)) as StoreContext
+          const leases = Context.get(store, LeaseStore.LeaseStore)
+          const a = yield* lockedRuntime(store, { ttl: "1 minute", scope: "sticky" })
+          expect(yield* Effect.flip(a.send(Counter, "ghost", { _tag: "Add", by: 1 }))).toBeInstanceOf(Errors.InstanceNotFound)
+          expect(yield* leases.get({ machine: "counter", instanceId: "ghost" })).toEqual(Option.none())
+        }))
+
+      it.scoped("waiting for a lease another node holds can be interrupted", () =>
+        Effect.gen(function*() {
+          yield* TestClock.setTime(0)
+          const store = (yield* buildStore(backend)) as StoreContext
+          const a = yield* lockedRuntime(store, { ttl: "1 minute", scope: "sticky" })
+          const b = yield* lockedRuntime(store, { ttl: "1 minute", wait: "1 hour" })
+          yield* a.create(Counter, "c")
+          const waiting = yield* Effect.fork(b.send(Counter, "c", { _tag: "Add", by: 1 }))
+          yield* eventually(Effect.void)
+          yield* Fiber.interrupt(waiting) // returns: the wait was interruptible
+          expect((yield* a.history(Counter, "c")).length).toBe(1)
+        }))
+
+      it.scoped("a leader whose renewal hangs steps down before its lease runs out; never two leaders", () =>
+        Effect.gen(function*() {
+          yield* TestClock.setTime(0)
+          const store = (yield* buildStore(backend)) as StoreContext
+          const leases = Context.get(store, LeaseStore.LeaseStore)
+          let hang = false
+          const flaky = LeaseStore.LeaseStore.of({
+            ...leases,
+            extend: (lease, ttl) => hang ? Effect.never : leases.extend(lease, ttl)
+          })
+          const first = yield* LeaderElection.campaign({ name: "job", nodeId: "first", ttl: "3 seconds", interval: "1 second" })
+            .pipe(Effect.provideService(LeaseStore.LeaseStore, flaky))
+          yield* eventually(Effect.filterOrFail(first.isLeader, (l) => l, () => "not leader"))
+          const second = yield* LeaderElection.campaign({ name: "job", nodeId: "second", ttl: "3 seconds", interval: "1 second" })
+            .pipe(Effect.provide(store))
+          hang = true
+          for (let i = 0; i < 12; i++) {
+            yield* TestClock.adjust("500 millis")
+            yield* eventually(Effect.void)
+            const both = (yield* first.isLeader) && (yield* second.isLeader)
+            expect(both).toBe(false)
+          }
+          expect(yield* second.isLeader).toBe(true)
         }))
     }
 

@@ -37,3 +37,15 @@ describe("SqliteEventStore.layerRuntime", () => {
       expect(cancelled).toEqual({ _tag: "Cancelled", orderId: "unpaid", reason: "unpaid" })
     }))
 })
+
+describe("SqliteEventStore options", () => {
+  it.effect("an unusable busyTimeout is InvalidConfiguration when the layer builds, never a throw", () =>
+    Effect.gen(function*() {
+      for (const busyTimeout of ["5 secs", "soon"] as const) {
+        const error = yield* Effect.flip(
+          Effect.scoped(Layer.build(SqliteEventStore.layer({ filename: ":memory:", busyTimeout: busyTimeout as never })))
+        )
+        expect(error).toMatchObject({ _tag: "InvalidConfiguration", option: "busyTimeout" })
+      }
+    }))
+})

@@ -47,11 +47,12 @@ export const deliveryResultOf = (error: ExecuteError | LockingStrategy.LockError
       return { _tag: "Undeliverable", error: error.message }
     case "PersistenceError":
     case "SequenceConflict":
+      return { _tag: "Failed", error: error.message }
     case "LockTimeout":
     case "LockLost":
     case "FencingRejected":
-      // Transient: another node holds (or took) the instance; try again later.
-      return { _tag: "Failed", error: error.message }
+      // Another node holds (or took) the instance: not a failure of this timer.
+      return { _tag: "Busy", reason: error.message }
   }
 }
 
