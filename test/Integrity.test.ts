@@ -575,6 +575,24 @@ for (const target of sqlClients.filter((t) => t.skip === undefined)) {
         expect(yield* fresh.inspect(Counter, "c")).toEqual(yield* runtime.inspect(Counter, "c"))
         expect((yield* runtime.inspect(Counter, "c")).state).toEqual({ _tag: "Odd", count: 5, trail: [2, 3] })
       }))
+
+    it.scoped("a rolled-back send leaves the committed state's in-process timeout armed", () =>
+      Effect.gen(function*() {
+        yield* TestClock.setTime(0)
+        const context = yield* Layer.build(SqlEventStore.layer().pipe(Layer.provideMerge(target.client())))
+        const sql = Context.get(context, SqlClient.SqlClient)
+        const { runtime } = yield* runtimeOn(context, { machines: [Order], retry })
+        yield* runtime.create(Order, "o", { _tag: "Pending", orderId: "o" })
+        yield* Effect.flip(
+          sql.withTransaction(Effect.zipRight(runtime.send(Order, "o", { _tag: "Pay", amount: 5 }), Effect.fail("roll back")))
+        )
+        yield* TestClock.adjust("6 minutes")
+        // Read the log only (an inspect would load the instance and arm its timers anew).
+        const history = yield* eventually(
+          Effect.filterOrFail(runtime.history(Order, "o"), (h) => h.length === 2, () => "no timeout fired")
+        )
+        expect(history[1]).toMatchObject({ _tag: "Event", event: { _tag: "PaymentTimeout" } })
+      }))
   })
 }
 
