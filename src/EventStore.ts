@@ -537,18 +537,7 @@ const timerRecord = (row: MemoryTimer): TimeoutStore.TimerRecord => ({
   lastError: row.lastError
 })
 
-const deadLetterRecord = (row: MemoryDeadLetter): TimeoutStore.DeadLetter => ({
-  machine: row.machine,
-  instanceId: row.instanceId,
-  name: row.name,
-  stateTag: row.stateTag,
-  generation: row.generation,
-  dueAt: row.dueAt,
-  payload: JSON.parse(row.payload),
-  attempts: row.attempts,
-  lastError: row.lastError,
-  failedAt: row.failedAt
-})
+const deadLetterRecord = (row: MemoryDeadLetter): TimeoutStore.DeadLetter => ({ ...timerRecord(row), failedAt: row.failedAt })
 
 const memorySnapshot = (snapshot: SnapshotRecord, state: string): MemorySnapshot => ({
   seqNr: snapshot.seqNr,

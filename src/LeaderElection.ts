@@ -22,7 +22,7 @@ import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import { InvalidConfiguration } from "./Errors.js"
 import { nowMillis } from "./internal/clock.js"
-import { describeValue } from "./internal/describe.js"
+import { durationMillis } from "./internal/options.js"
 import * as LeaseStore from "./LeaseStore.js"
 
 /**
@@ -56,20 +56,8 @@ export interface Election {
   readonly changes: Stream.Stream<boolean>
 }
 
-const millisOf = (option: string, input: unknown, fallback: number) => {
-  if (input === undefined) return Effect.succeed(fallback)
-  const decoded = Duration.decodeUnknown(input)
-  const millis = Option.isSome(decoded) ? Duration.toMillis(decoded.value) : NaN
-  return Number.isFinite(millis) && millis >= 1
-    ? Effect.succeed(Math.ceil(millis))
-    : Effect.fail(
-      new InvalidConfiguration({
-        component: "LeaderElection",
-        option,
-        reason: `must be a finite duration of at least 1 ms, got ${describeValue(input)}`
-      })
-    )
-}
+const millisOf = (option: string, input: unknown, fallback: number) =>
+  durationMillis("LeaderElection", option, input, fallback)
 
 /**
  * Campaigns for `options.name` in the current scope.

@@ -27,7 +27,6 @@ import * as Effect from "effect/Effect"
 import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
-import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import {
@@ -40,6 +39,7 @@ import {
 } from "./Errors.js"
 import { nowMillis } from "./internal/clock.js"
 import { describeValue } from "./internal/describe.js"
+import { durationMillis } from "./internal/options.js"
 import * as LeaseStore from "./LeaseStore.js"
 import * as Metrics from "./Metrics.js"
 
@@ -201,16 +201,8 @@ interface DistributedConfig {
 
 const component = "LockingStrategy"
 
-const durationOption = (option: string, input: unknown, fallback: number): Effect.Effect<number, InvalidConfiguration> => {
-  if (input === undefined) return Effect.succeed(fallback)
-  const decoded = Duration.decodeUnknown(input)
-  const millis = Option.isSome(decoded) ? Duration.toMillis(decoded.value) : NaN
-  return Number.isFinite(millis) && millis >= 1
-    ? Effect.succeed(Math.ceil(millis))
-    : Effect.fail(
-      new InvalidConfiguration({ component, option, reason: `must be a finite duration of at least 1 ms, got ${describeValue(input)}` })
-    )
-}
+const durationOption = (option: string, input: unknown, fallback: number) =>
+  durationMillis(component, option, input, fallback)
 
 const resolveDistributed = (options: DistributedOptions): Effect.Effect<DistributedConfig, InvalidConfiguration> =>
   Effect.gen(function*() {
