@@ -518,7 +518,8 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
               source: sendOptions?.source ?? "user",
               correlationId: sendOptions?.correlationId ?? null,
               timer: null,
-              fence: held.fence
+              fence: held.fence,
+              committing: held.committing
             })
           }).pipe(
             Effect.catchTags({

@@ -67,6 +67,13 @@ export interface Held {
    * have written, so the cached instance is up to date.
    */
   readonly continuous: boolean
+  /**
+   * Run as the command's commit begins. Fails with `LockLost` when the lease
+   * is already lost (`FailFast`); from then on losing the lease no longer
+   * interrupts the command, whose commit is fenced instead, so a caller is
+   * never told `LockLost` for a commit that landed.
+   */
+  readonly committing: Effect.Effect<void, LockLost>
 }
 
 /**
@@ -119,7 +126,7 @@ export class LockingStrategy extends Context.Tag("effect-fsm/LockingStrategy")<L
 // Optimistic
 // ---------------------------------------------------------------------------
 
-const unlocked: Held = { fence: undefined, continuous: false }
+const unlocked: Held = { fence: undefined, continuous: false, committing: Effect.void }
 
 const optimisticRunning: Running = {
   withLock: (_machine, _instanceId, use) => use(unlocked),
@@ -248,6 +255,8 @@ interface Holding {
   users: number
   /** Completed (with `LockLost`) when the heartbeat finds the lease gone. */
   readonly lost: Deferred.Deferred<never, LockLost>
+  /** Set with `lost`, readable synchronously. */
+  gone: boolean
   /** Whether a command ran under it already (sticky reuse). */
   used: boolean
 }
@@ -269,6 +278,7 @@ const startDistributed = (
     const lose = (key: string, holding: Holding) =>
       Effect.suspend(() => {
         if (held.get(key) === holding) held.delete(key)
+        holding.gone = true
         const { lease } = holding
         return Effect.zipRight(
           Metric.increment(Metrics.locksLost),
@@ -338,6 +348,7 @@ const startDistributed = (
             until: started + config.ttlMillis,
             users: 0,
             lost: Deferred.unsafeMake(FiberId.none),
+            gone: false,
             used: false
           })),
           Effect.tap(() => Metric.increment(Metrics.locksAcquired))
@@ -364,12 +375,30 @@ const startDistributed = (
           return Effect.flatMap(obtain, (holding) =>
             Effect.flatMap(nowMillis, (now) => {
               holding.users++
+              // FailFast interrupts a command only before its commit begins:
+              // whichever of "lost" and "committing" comes first wins.
+              const phase = { committing: false, interrupted: false }
+              const lostError = () =>
+                new LockLost({ machine, instanceId, owner: holding.lease.owner, token: holding.lease.token })
               const run = use({
                 fence: { owner: holding.lease.owner, token: holding.lease.token },
                 // Authoritative only while the lease has surely not run out.
-                continuous: holding.used && now < holding.until - config.heartbeatMillis
+                continuous: holding.used && now < holding.until - config.heartbeatMillis,
+                committing: Effect.suspend(() => {
+                  if (phase.interrupted || holding.gone) {
+                    return Effect.fail(lostError())
+                  }
+                  phase.committing = true
+                  return Effect.void
+                })
               })
-              const guarded = config.failFast ? Effect.raceFirst(run, Deferred.await(holding.lost)) : run
+              const watcher = Effect.catchAll(Deferred.await(holding.lost), (error) =>
+                Effect.suspend(() => {
+                  if (phase.committing) return Effect.never
+                  phase.interrupted = true
+                  return Effect.fail(error)
+                }))
+              const guarded = config.failFast ? Effect.raceFirst(run, watcher) : run
               return Effect.ensuring(restore(guarded), afterUse(machine, instanceId, key, holding))
             }))
         })

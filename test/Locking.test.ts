@@ -98,7 +98,7 @@ for (const backend of backends) {
       }))
 
     if (!realClock) {
-      it.scoped("FailFast: a command whose lease cannot be extended is interrupted with LockLost", () =>
+      it.scoped("FailFast: a command whose lease cannot be extended is interrupted with LockLost before it commits", () =>
         Effect.gen(function*() {
           yield* TestClock.setTime(0)
           const store = (yield* buildStore(backend)) as StoreContext
@@ -108,10 +108,40 @@ for (const backend of backends) {
             ...leases,
             extend: () => Effect.fail(new Errors.PersistenceError({ operation: "extend", reason: "unreachable (test)" }))
           })
+          const inner = Context.get(store, EventStore.EventStore)
+          const paused = yield* Deferred.make<void>()
+          // Loading the instance hangs (a slow read), before anything is decided.
+          const slowRead = EventStore.EventStore.of({
+            ...inner,
+            loadSnapshot: (machine, instanceId) =>
+              Effect.zipRight(Effect.zipRight(Deferred.succeed(paused, void 0), Effect.never), inner.loadSnapshot(machine, instanceId))
+          })
+          yield* (yield* runtimeOn(store, { machines: [Counter], retry })).runtime.create(Counter, "c")
+          const a = yield* lockedRuntime(
+            Context.add(withStore(store, slowRead), LeaseStore.LeaseStore, cut),
+            { ttl: "3 seconds", heartbeat: "1 second" }
+          )
+          const command = yield* Effect.fork(a.send(Counter, "c", { _tag: "Add", by: 1 }))
+          yield* Deferred.await(paused)
+          yield* TestClock.adjust("4 seconds")
+          expect(yield* Effect.flip(Fiber.join(command))).toBeInstanceOf(Errors.LockLost)
+          expect((yield* a.history(Counter, "c")).length).toBe(1)
+        }))
+
+      it.scoped("FailFast never interrupts a commit in flight: losing the lease then is settled by fencing", () =>
+        Effect.gen(function*() {
+          yield* TestClock.setTime(0)
+          const store = (yield* buildStore(backend)) as StoreContext
+          const leases = Context.get(store, LeaseStore.LeaseStore)
+          const cut = LeaseStore.LeaseStore.of({
+            ...leases,
+            extend: () => Effect.fail(new Errors.PersistenceError({ operation: "extend", reason: "unreachable (test)" }))
+          })
+          const gate = yield* Deferred.make<void>()
           const paused = yield* Deferred.make<void>()
           const slow = faulty(Context.get(store, EventStore.EventStore), (commit) =>
             commit.events[0]?.tag === "Add"
-              ? { _tag: "Around", before: Effect.zipRight(Deferred.succeed(paused, void 0), Effect.never), after: Effect.void }
+              ? { _tag: "Around", before: Effect.zipRight(Deferred.succeed(paused, void 0), Deferred.await(gate)), after: Effect.void }
               : undefined)
           const a = yield* lockedRuntime(
             Context.add(withStore(store, slow.store), LeaseStore.LeaseStore, cut),
@@ -119,10 +149,12 @@ for (const backend of backends) {
           )
           yield* a.create(Counter, "c")
           const command = yield* Effect.fork(a.send(Counter, "c", { _tag: "Add", by: 1 }))
-          yield* Deferred.await(paused)
-          yield* TestClock.adjust("4 seconds")
-          expect(yield* Effect.flip(Fiber.join(command))).toBeInstanceOf(Errors.LockLost)
-          expect((yield* a.history(Counter, "c")).length).toBe(1)
+          yield* Deferred.await(paused) // the commit has begun
+          yield* TestClock.adjust("4 seconds") // the lease is lost meanwhile, nobody takes it
+          yield* Deferred.succeed(gate, void 0)
+          // Not LockLost for a commit that landed: the fence still held, so it is a success.
+          expect((yield* Fiber.join(command)).seqNr).toBe(2)
+          expect((yield* a.history(Counter, "c")).length).toBe(2)
         }))
     }
 

@@ -21,6 +21,7 @@ import * as Stream from "effect/Stream"
 import {
   type FencingRejected,
   InvalidInput,
+  type LockLost,
   type InvalidInstanceId,
   PersistenceError,
   SequenceConflict,
@@ -38,6 +39,7 @@ export type CommitError =
   | SequenceConflict
   | StaleTimer
   | FencingRejected
+  | LockLost
   | PersistenceError
   | InvalidInstanceId
   | InvalidInput
@@ -59,6 +61,8 @@ export interface Proposal {
   readonly timer: string | null
   /** The lease the commit is made under, checked in the same atomic commit. */
   readonly fence?: LockingStrategy.Fence | undefined
+  /** Run as the commit begins (the locking strategy's last word before the write). */
+  readonly committing?: Effect.Effect<void, LockLost> | undefined
 }
 
 export interface Committer {
@@ -198,7 +202,8 @@ export const makeCommitter = (options: {
         timers: changes.right,
         fence: p.fence
       }
-      return appendResolved(p, record, commitId)
+      const write = appendResolved(p, record, commitId)
+      return p.committing === undefined ? write : Effect.zipRight(p.committing, write)
     })
 
   /**

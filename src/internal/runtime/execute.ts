@@ -161,7 +161,8 @@ export const makeExecutor = (options: {
               source: command._tag === "Fire" ? "timeout" : commandOptions.source,
               correlationId: commandOptions.correlationId,
               timer: decided.record.timer ?? null,
-              fence: commandOptions.held.fence
+              fence: commandOptions.held.fence,
+              committing: commandOptions.held.committing
             }).pipe(
               Effect.catchTag("SequenceConflict", (conflict) =>
                 Metric.increment(Metrics.conflicts).pipe(
