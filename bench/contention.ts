@@ -52,11 +52,19 @@
 import { Context, Effect, Exit, Layer, Queue, Schema, Scope } from "effect"
 import { FSMRuntime, LockingStrategy, Machine, SqlEventStore } from "effect-fsm"
 import * as PgEventStore from "effect-fsm/PgEventStore"
-import { spawn } from "node:child_process"
 import * as readline from "node:readline"
-import { fileURLToPath } from "node:url"
 import * as vm from "node:vm"
-import { freshPgSchema, pgClientLayer, pgConfig, pgUnreachable, printNoBaseline, runScript, timedWorkers } from "./db.js"
+import {
+  freshPgSchema,
+  pgClientLayer,
+  pgConfig,
+  pgUnreachable,
+  printNoBaseline,
+  runScript,
+  spawnWorkerProcess,
+  timedWorkers,
+  workerProtocolPrefix
+} from "./db.js"
 import { commonFlags, isMain, median, parseFlags, printBench, progress } from "./run.js"
 
 // ---------------------------------------------------------------------------
@@ -113,8 +121,7 @@ const runtimeLayer = (strategy: Strategy, nodeId: string) => {
 
 const workerEnv = "EFFECT_FSM_BENCH_CONTENTION_WORKER"
 
-/** Lines a worker writes for its parent start with this; anything else on its stdout is passed on to stderr. */
-const protocolPrefix = "@@ "
+const protocolPrefix = workerProtocolPrefix
 
 interface WorkerConfig {
   readonly schema: string
@@ -221,51 +228,23 @@ interface Worker {
   readonly expect: (reply: string) => Effect.Effect<string, Error>
 }
 
-/** A worker process for the scope; on release it is asked to exit, and killed if it has not within 10 s. */
-const spawnWorker = (config: WorkerConfig) =>
-  Effect.acquireRelease(
-    Effect.gen(function*() {
-      const replies = yield* Queue.unbounded<string>()
-      const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url)], {
-        env: { ...process.env, [workerEnv]: JSON.stringify(config) },
-        stdio: ["pipe", "pipe", "inherit"]
-      })
-      const output = readline.createInterface({ input: child.stdout })
-      output.on("line", (line) => {
-        if (line.startsWith(protocolPrefix)) Queue.unsafeOffer(replies, line.slice(protocolPrefix.length))
-        else process.stderr.write(`[${config.nodeId}] ${line}\n`)
-      })
-      const exited = new Promise<void>((resolve) =>
-        child.on("exit", (code, signal) => {
-          Queue.unsafeOffer(replies, `exited ${code ?? signal}`)
-          resolve()
-        })
-      )
+/** A worker process for the scope; on release it is asked to exit. */
+const spawnWorker = (config: WorkerConfig): Effect.Effect<Worker, never, Scope.Scope> =>
+  Effect.map(
+    spawnWorkerProcess({
+      script: import.meta.url,
+      envVar: workerEnv,
+      config,
+      exitLine: JSON.stringify({ op: "exit" } satisfies Command),
       // A sticky sample's losing process waits 4 x 5 s for leases, so replies may take a while.
-      const expect = (reply: string) =>
-        Effect.flatMap(Queue.take(replies), (line) =>
-          line.startsWith(reply)
-            ? Effect.succeed(line.slice(reply.length).trim())
-            : Effect.fail(new Error(`${config.nodeId}: expected "${reply}", got "${line.slice(0, 200)}"`))).pipe(
-            Effect.timeoutFail({
-              duration: "120 seconds",
-              onTimeout: () => new Error(`${config.nodeId}: no "${reply}" within 120 s`)
-            })
-          )
-      const ask = (command: Command, reply: string) =>
-        Effect.zipRight(Effect.sync(() => child.stdin.write(`${JSON.stringify(command)}\n`)), expect(reply))
-      return { child, exited, worker: { nodeId: config.nodeId, ask, expect } satisfies Worker }
+      replyTimeoutSeconds: 120
     }),
-    ({ child, exited }) =>
-      Effect.promise(async () => {
-        if (child.exitCode === null && child.signalCode === null) {
-          child.stdin.end(`${JSON.stringify({ op: "exit" } satisfies Command)}\n`)
-          const timer = setTimeout(() => child.kill("SIGKILL"), 10_000)
-          await exited
-          clearTimeout(timer)
-        }
-      })
-  ).pipe(Effect.map(({ worker }) => worker))
+    (worker): Worker => ({
+      nodeId: config.nodeId,
+      ask: (command, reply) => worker.ask(JSON.stringify(command), reply),
+      expect: worker.expect
+    })
+  )
 
 // ---------------------------------------------------------------------------
 // Samples and rounds

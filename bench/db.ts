@@ -13,11 +13,13 @@
  */
 import * as PgClient from "@effect/sql-pg/PgClient"
 import type * as SqlClient from "@effect/sql/SqlClient"
-import { Context, Effect, Exit, Layer, Logger, Redacted, type Scope } from "effect"
+import { Context, Effect, Exit, Layer, Logger, Queue, Redacted, type Scope } from "effect"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import * as readline from "node:readline"
+import { fileURLToPath } from "node:url"
 import { progress, type Sample } from "./run.js"
 
 // ---------------------------------------------------------------------------
@@ -300,3 +302,75 @@ export const pgbench = (options: {
       }),
     ({ directory }) => Effect.sync(() => fs.rmSync(directory, { recursive: true, force: true }))
   )
+
+// ---------------------------------------------------------------------------
+// Worker processes: a bench script started again as a child, driven by lines
+// ---------------------------------------------------------------------------
+
+/** Lines a worker writes for its parent start with this; anything else on its stdout is passed on to stderr. */
+export const workerProtocolPrefix = "@@ "
+
+/** A worker process, as its parent drives it. */
+export interface WorkerProcess {
+  /** Sends `line` and waits for the reply line starting with `reply`; returns the rest of it. */
+  readonly ask: (line: string, reply: string) => Effect.Effect<string, Error>
+  /** Waits for a reply line without sending anything. */
+  readonly expect: (reply: string) => Effect.Effect<string, Error>
+}
+
+/**
+ * Starts `script` (a bench's own `import.meta.url`) again as a child process
+ * for the scope, with `config` as JSON in the environment variable `envVar`.
+ * On release it is sent `exitLine`, and killed if it has not exited within
+ * 10 s.
+ */
+export const spawnWorkerProcess = (options: {
+  readonly script: string
+  readonly envVar: string
+  readonly config: { readonly nodeId: string }
+  readonly exitLine: string
+  readonly replyTimeoutSeconds: number
+}): Effect.Effect<WorkerProcess, never, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.gen(function*() {
+      const { nodeId } = options.config
+      const replies = yield* Queue.unbounded<string>()
+      const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(options.script)], {
+        env: { ...process.env, [options.envVar]: JSON.stringify(options.config) },
+        stdio: ["pipe", "pipe", "inherit"]
+      })
+      const output = readline.createInterface({ input: child.stdout })
+      output.on("line", (line) => {
+        if (line.startsWith(workerProtocolPrefix)) Queue.unsafeOffer(replies, line.slice(workerProtocolPrefix.length))
+        else process.stderr.write(`[${nodeId}] ${line}\n`)
+      })
+      const exited = new Promise<void>((resolve) =>
+        child.on("exit", (code, signal) => {
+          Queue.unsafeOffer(replies, `exited ${code ?? signal}`)
+          resolve()
+        })
+      )
+      const expect = (reply: string) =>
+        Effect.flatMap(Queue.take(replies), (line) =>
+          line.startsWith(reply)
+            ? Effect.succeed(line.slice(reply.length).trim())
+            : Effect.fail(new Error(`${nodeId}: expected "${reply}", got "${line.slice(0, 200)}"`))).pipe(
+            Effect.timeoutFail({
+              duration: `${options.replyTimeoutSeconds} seconds`,
+              onTimeout: () => new Error(`${nodeId}: no "${reply}" within ${options.replyTimeoutSeconds} s`)
+            })
+          )
+      const ask = (line: string, reply: string) =>
+        Effect.zipRight(Effect.sync(() => child.stdin.write(`${line}\n`)), expect(reply))
+      return { child, exited, worker: { ask, expect } satisfies WorkerProcess }
+    }),
+    ({ child, exited }) =>
+      Effect.promise(async () => {
+        if (child.exitCode === null && child.signalCode === null) {
+          child.stdin.end(`${options.exitLine}\n`)
+          const timer = setTimeout(() => child.kill("SIGKILL"), 10_000)
+          await exited
+          clearTimeout(timer)
+        }
+      })
+  ).pipe(Effect.map(({ worker }) => worker))

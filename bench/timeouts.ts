@@ -45,18 +45,19 @@ import { Context, Duration, Effect, Exit, Layer, Queue, Schema, Scope } from "ef
 import { type EventStore, FSMRuntime, Machine, SqlEventStore, type TimeoutStore, TimeoutStrategy } from "effect-fsm"
 import * as PgEventStore from "effect-fsm/PgEventStore"
 import * as SqliteEventStore from "effect-fsm/SqliteEventStore"
-import { spawn } from "node:child_process"
 import * as readline from "node:readline"
-import { fileURLToPath } from "node:url"
 import {
+  createRawTable,
   freshPgSchema,
   pgClientLayer,
   pgConfig,
   pgUnreachable,
   rawInserts,
-  createRawTable,
   runScript,
-  tempSqliteFile
+  spawnWorkerProcess,
+  tempSqliteFile,
+  type WorkerProcess,
+  workerProtocolPrefix
 } from "./db.js"
 import { commonFlags, isMain, median, parseFlags, printBench, progress } from "./run.js"
 
@@ -176,8 +177,7 @@ interface WorkerConfig {
   readonly delayMs: number
 }
 
-/** Lines a worker writes for its parent start with this; anything else on its stdout is passed on to stderr. */
-const protocolPrefix = "@@ "
+const protocolPrefix = workerProtocolPrefix
 
 /**
  * The worker's side: open the store (the default `PgEventStore.layer` /
@@ -226,57 +226,11 @@ const worker = async (config: WorkerConfig): Promise<void> => {
   await runScript(Effect.scoped(program))
 }
 
-interface Worker {
-  /** Sends `command` and waits for the reply line starting with `reply`; returns the rest of it. */
-  readonly ask: (command: string, reply: string) => Effect.Effect<string, Error>
-  /** Waits for a reply line without sending anything. */
-  readonly expect: (reply: string) => Effect.Effect<string, Error>
-}
+type Worker = WorkerProcess
 
-/** A worker process for the scope; on release it is asked to exit, and killed if it has not within 10 s. */
-const spawnWorker = (config: WorkerConfig) =>
-  Effect.acquireRelease(
-    Effect.gen(function*() {
-      const replies = yield* Queue.unbounded<string>()
-      const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url)], {
-        env: { ...process.env, [workerEnv]: JSON.stringify(config) },
-        stdio: ["pipe", "pipe", "inherit"]
-      })
-      const output = readline.createInterface({ input: child.stdout })
-      output.on("line", (line) => {
-        if (line.startsWith(protocolPrefix)) Queue.unsafeOffer(replies, line.slice(protocolPrefix.length))
-        else process.stderr.write(`[${config.nodeId}] ${line}\n`)
-      })
-      const exited = new Promise<void>((resolve) =>
-        child.on("exit", (code, signal) => {
-          Queue.unsafeOffer(replies, `exited ${code ?? signal}`)
-          resolve()
-        })
-      )
-      const expect = (reply: string) =>
-        Effect.flatMap(Queue.take(replies), (line) =>
-          line.startsWith(reply)
-            ? Effect.succeed(line.slice(reply.length).trim())
-            : Effect.fail(new Error(`${config.nodeId}: expected "${reply}", got "${line}"`))).pipe(
-            Effect.timeoutFail({
-              duration: "60 seconds",
-              onTimeout: () => new Error(`${config.nodeId}: no "${reply}" within 60 s`)
-            })
-          )
-      const ask = (command: string, reply: string) =>
-        Effect.zipRight(Effect.sync(() => child.stdin.write(`${command}\n`)), expect(reply))
-      return { child, exited, worker: { ask, expect } satisfies Worker }
-    }),
-    ({ child, exited }) =>
-      Effect.promise(async () => {
-        if (child.exitCode === null && child.signalCode === null) {
-          child.stdin.end("exit\n")
-          const timer = setTimeout(() => child.kill("SIGKILL"), 10_000)
-          await exited
-          clearTimeout(timer)
-        }
-      })
-  ).pipe(Effect.map(({ worker }) => worker))
+/** A worker process for the scope; on release it is asked to exit. */
+const spawnWorker = (config: WorkerConfig): Effect.Effect<Worker, never, Scope.Scope> =>
+  spawnWorkerProcess({ script: import.meta.url, envVar: workerEnv, config, exitLine: "exit", replyTimeoutSeconds: 60 })
 
 // ---------------------------------------------------------------------------
 // fired: a backlog of due timers
