@@ -43,6 +43,13 @@ const lockedRuntime = (
     })).runtime
   })
 
+/** The store's leases as a node sees them whose heartbeat cannot reach the lease store any more. */
+const heartbeatCut = (store: Context.Context<LeaseStore.LeaseStore>) =>
+  LeaseStore.LeaseStore.of({
+    ...Context.get(store, LeaseStore.LeaseStore),
+    extend: () => Effect.fail(new Errors.PersistenceError({ operation: "extend", reason: "unreachable (test)" }))
+  })
+
 const addsOf = (history: ReadonlyArray<FSMRuntime.HistoryEntry<unknown, { readonly _tag: string; readonly by?: number }>>) =>
   history.flatMap((h) => h._tag === "Event" && h.event._tag === "Add" ? [h.event.by!] : [])
 
@@ -102,12 +109,7 @@ for (const backend of backends) {
         Effect.gen(function*() {
           yield* TestClock.setTime(0)
           const store = (yield* buildStore(backend)) as StoreContext
-          const leases = Context.get(store, LeaseStore.LeaseStore)
-          // This node's heartbeat cannot reach the lease store any more.
-          const cut = LeaseStore.LeaseStore.of({
-            ...leases,
-            extend: () => Effect.fail(new Errors.PersistenceError({ operation: "extend", reason: "unreachable (test)" }))
-          })
+          const cut = heartbeatCut(store)
           const inner = Context.get(store, EventStore.EventStore)
           const paused = yield* Deferred.make<void>()
           // Loading the instance hangs (a slow read), before anything is decided.
@@ -132,11 +134,7 @@ for (const backend of backends) {
         Effect.gen(function*() {
           yield* TestClock.setTime(0)
           const store = (yield* buildStore(backend)) as StoreContext
-          const leases = Context.get(store, LeaseStore.LeaseStore)
-          const cut = LeaseStore.LeaseStore.of({
-            ...leases,
-            extend: () => Effect.fail(new Errors.PersistenceError({ operation: "extend", reason: "unreachable (test)" }))
-          })
+          const cut = heartbeatCut(store)
           const gate = yield* Deferred.make<void>()
           const paused = yield* Deferred.make<void>()
           const slow = faulty(Context.get(store, EventStore.EventStore), (commit) =>
