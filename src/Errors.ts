@@ -244,9 +244,27 @@ export class StaleTimer extends Schema.TaggedError<StaleTimer>()(
 }
 
 /**
+ * The outbox command a commit completes is no longer pending: another
+ * dispatcher committed its reply (or delivered it) first, or it was
+ * dead-lettered or discarded. The commit wrote nothing.
+ *
+ * @since 0.1.0
+ */
+export class StaleCommand extends Schema.TaggedError<StaleCommand>()(
+  "StaleCommand",
+  { machine: Schema.String, instanceId: Schema.String, seqNr: Schema.Number, index: Schema.Number }
+) {
+  override get message() {
+    return `${this.machine}/${this.instanceId}: outbox command ${this.index} of seqNr ${this.seqNr} is no longer pending`
+  }
+}
+
+/**
  * A function of the machine threw while deciding an event: a `guard`, a
- * `build`, or a timeout's `after` (which may also have returned something
- * that is not a duration). Nothing was written; `cause` is what it threw.
+ * `build`, a timeout's `after` (which may also have returned something
+ * that is not a duration), or a command builder (which may also have
+ * returned something that is not a list of commands). Nothing was written;
+ * `cause` is what it threw.
  *
  * @since 0.1.0
  */
@@ -257,7 +275,7 @@ export class TransitionFailed extends Schema.TaggedError<TransitionFailed>()(
     instanceId: Schema.String,
     state: Schema.String,
     event: Schema.String,
-    stage: Schema.Literal("guard", "build", "after"),
+    stage: Schema.Literal("guard", "build", "after", "commands"),
     reason: Schema.String,
     cause: Schema.Defect
   }

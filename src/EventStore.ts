@@ -16,11 +16,20 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
-import { FencingRejected, InvalidInstanceId, PersistenceError, SequenceConflict, StaleTimer } from "./Errors.js"
+import {
+  FencingRejected,
+  InvalidInstanceId,
+  PersistenceError,
+  SequenceConflict,
+  StaleCommand,
+  StaleTimer
+} from "./Errors.js"
 import { jsonProblem, stringProblem } from "./internal/jsonValue.js"
+import { makeMemoryOutbox } from "./internal/memoryOutbox.js"
 // A cycle (LeaseStore validates keys with `instanceIdProblem`): only used
 // inside functions here, never while the modules load.
 import * as LeaseStore from "./LeaseStore.js"
+import * as OutboxStore from "./OutboxStore.js"
 import * as TimeoutStore from "./TimeoutStore.js"
 
 /**
@@ -139,6 +148,11 @@ export interface Commit {
   /** Timer rows to cancel, schedule and deliver, for the durable timeout strategy. */
   readonly timers?: TimeoutStore.TimerChanges | undefined
   /**
+   * Outbox rows the commit produces (keyed by its last event's seqNr) and
+   * the pending command it completes, for the outbox dispatcher.
+   */
+  readonly outbox?: OutboxStore.OutboxChanges | undefined
+  /**
    * The lease (`LeaseStore`) of `(machine, instanceId)` the commit is made
    * under. The commit is written only if the lease row still carries this
    * owner and token, i.e. nobody acquired the key since (and its holder did
@@ -174,6 +188,13 @@ export interface AppendResult {
   readonly durable: boolean
 }
 
+/**
+ * Why a commit fails without writing anything.
+ *
+ * @since 0.1.0
+ */
+export type AppendError = SequenceConflict | StaleTimer | StaleCommand | FencingRejected | PersistenceError
+
 /** The result of every commit that is durable when `append` returns. */
 const committed: Effect.Effect<AppendResult> = Effect.succeed({ durable: true })
 
@@ -184,9 +205,7 @@ const committed: Effect.Effect<AppendResult> = Effect.succeed({ durable: true })
  * @since 0.1.0
  */
 export interface Backend {
-  readonly append: (
-    commit: Commit
-  ) => Effect.Effect<AppendResult, SequenceConflict | StaleTimer | FencingRejected | PersistenceError>
+  readonly append: (commit: Commit) => Effect.Effect<AppendResult, AppendError>
   readonly events: (
     machine: string,
     instanceId: string,
@@ -211,11 +230,11 @@ export class EventStore extends Context.Tag("effect-fsm/EventStore")<EventStore,
    * Applies a commit atomically, or fails and writes nothing: with
    * `FencingRejected` when its `fence` is no longer the lease's, with
    * `SequenceConflict` when the log does not end at `expectedSeqNr`, with
-   * `StaleTimer` when the timer it delivers is no longer armed.
+   * `StaleTimer` when the timer it delivers is no longer armed, with
+   * `StaleCommand` when the outbox command it completes is no longer
+   * pending (checked in that order).
    */
-  readonly append: (
-    commit: Commit
-  ) => Effect.Effect<AppendResult, SequenceConflict | StaleTimer | FencingRejected | PersistenceError | InvalidInstanceId>
+  readonly append: (commit: Commit) => Effect.Effect<AppendResult, AppendError | InvalidInstanceId>
   /** The events of an instance with `seqNr >= fromSeqNr`, in order. */
   readonly events: (
     machine: string,
@@ -286,6 +305,9 @@ export const validateInstanceId = (
     : Effect.fail(new InvalidInstanceId({ machine, instanceId: String(instanceId), reason }))
 }
 
+const staleCommand = (key: OutboxStore.CommandKey) =>
+  new StaleCommand({ machine: key.machine, instanceId: key.instanceId, seqNr: key.seqNr, index: key.index })
+
 const invalidCommit = (reason: string) => Effect.fail(new PersistenceError({ operation: "append", reason }))
 
 /** Why a nullable string field cannot be stored, or `undefined`. */
@@ -342,6 +364,59 @@ const commitValuesProblem = (commit: Commit): string | undefined => {
       const problem = jsonProblem(timer.payload, "payload")
       if (problem !== undefined) return `timers.schedule[${i}] ${problem}`
     }
+  }
+  const outbox = commit.outbox
+  if (outbox !== undefined) return outboxProblem(outbox)
+  return undefined
+}
+
+const commandKinds: ReadonlySet<string> = new Set(["handler", "send", "spawn"])
+
+const commandKeyProblem = (key: OutboxStore.CommandKey): string | undefined => {
+  const machine = requiredStringProblem(key.machine)
+  if (machine !== undefined) return `machine ${machine}`
+  const id = instanceIdProblem(key.instanceId)
+  if (id !== undefined) return `instanceId ${id}`
+  if (!Number.isSafeInteger(key.seqNr) || key.seqNr < 1) return `seqNr must be a positive integer, got ${key.seqNr}`
+  if (!Number.isSafeInteger(key.index) || key.index < 0) return `index must be a non-negative integer, got ${key.index}`
+  return undefined
+}
+
+const outboxProblem = (outbox: OutboxStore.OutboxChanges): string | undefined => {
+  const produce = outbox.produce
+  if (!Array.isArray(produce)) return "outbox.produce must be an array"
+  const indexes = new Set<number>()
+  for (let i = 0; i < produce.length; i++) {
+    const command = produce[i]!
+    const where = `outbox.produce[${i}]`
+    if (!Number.isSafeInteger(command.index) || command.index < 0) {
+      return `${where} index must be a non-negative integer, got ${command.index}`
+    }
+    if (indexes.has(command.index)) return `${where} index ${command.index} is used twice`
+    indexes.add(command.index)
+    if (!commandKinds.has(command.kind)) return `${where} kind must be "handler", "send" or "spawn", got ${String(command.kind)}`
+    const tag = requiredStringProblem(command.tag)
+    if (tag !== undefined) return `${where} tag ${tag}`
+    const payload = jsonProblem(command.payload, "payload")
+    if (payload !== undefined) return `${where} ${payload}`
+    if ((command.target === null) !== (command.kind === "handler")) {
+      return `${where} target must be given exactly for "send" and "spawn" commands`
+    }
+    if (command.target !== null) {
+      const machine = requiredStringProblem(command.target.machine)
+      if (machine !== undefined) return `${where} target.machine ${machine}`
+      const id = instanceIdProblem(command.target.instanceId)
+      if (id !== undefined) return `${where} target.instanceId ${id}`
+    }
+    const correlationId = nullableStringProblem(command.correlationId)
+    if (correlationId !== undefined) return `${where} correlationId ${correlationId}`
+    if (command.fenceToken !== null && (!Number.isSafeInteger(command.fenceToken) || command.fenceToken < 1)) {
+      return `${where} fenceToken must be a positive integer or null, got ${command.fenceToken}`
+    }
+  }
+  if (outbox.complete !== undefined) {
+    const problem = commandKeyProblem(outbox.complete)
+    if (problem !== undefined) return `outbox.complete ${problem}`
   }
   return undefined
 }
@@ -408,10 +483,7 @@ const snapshotProblem = (snapshot: SnapshotRecord): Effect.Effect<never, Invalid
  */
 export const make = (backend: Backend): EventStore["Type"] => ({
   append: (commit) =>
-    Effect.suspend((): Effect.Effect<
-      AppendResult,
-      SequenceConflict | StaleTimer | FencingRejected | PersistenceError | InvalidInstanceId
-    > =>
+    Effect.suspend((): Effect.Effect<AppendResult, AppendError | InvalidInstanceId> =>
       commitProblem(commit) ?? backend.append(commit)
     ),
   events: (machine, instanceId, fromSeqNr) =>
@@ -561,8 +633,10 @@ const memorySnapshot = (snapshot: SnapshotRecord, state: string): MemorySnapshot
 export const makeMemory = (): {
   readonly backend: Backend
   readonly timeouts: TimeoutStore.TimeoutStore["Type"]
+  readonly outbox: OutboxStore.OutboxStore["Type"]
   readonly leases: LeaseStore.Backend
 } => {
+  const outbox = makeMemoryOutbox()
   const logs = new Map<string, Array<MemoryEvent>>()
   const snapshots = new Map<string, MemorySnapshot>()
   const byMachine = new Map<string, Set<string>>()
@@ -597,7 +671,7 @@ export const makeMemory = (): {
 
   const backend: Backend = {
     append: (commit) =>
-      Effect.suspend((): Effect.Effect<AppendResult, SequenceConflict | StaleTimer | FencingRejected | PersistenceError> => {
+      Effect.suspend((): Effect.Effect<AppendResult, AppendError> => {
         const { machine, instanceId } = commit
         const key = keyOf(machine, instanceId)
         const fence = commit.fence
@@ -617,6 +691,8 @@ export const makeMemory = (): {
         if (fired !== undefined && timerOf({ machine, instanceId, name: fired.name, generation: fired.generation }) === undefined) {
           return Effect.fail(new StaleTimer({ machine, instanceId, name: fired.name, generation: fired.generation }))
         }
+        const complete = commit.outbox?.complete
+        if (!outbox.isPending(complete)) return Effect.fail(staleCommand(complete!))
 
         // Encode everything first: a value JSON cannot write fails the commit before anything changes.
         const rows: Array<MemoryEvent> = []
@@ -666,6 +742,17 @@ export const makeMemory = (): {
           }
         }
 
+        let commands: ReturnType<typeof outbox.prepare> = []
+        if (commit.outbox !== undefined) {
+          commands = outbox.prepare(commit.outbox, {
+            machine,
+            instanceId,
+            seqNr,
+            createdAt: commit.events[commit.events.length - 1]!.metadata.timestamp
+          })
+          if (commands instanceof PersistenceError) return Effect.fail(commands)
+        }
+
         // Then apply it in one synchronous step.
         if (log === undefined) {
           logs.set(key, rows)
@@ -681,6 +768,7 @@ export const makeMemory = (): {
           if (changes.cancelAll) timers.delete(key)
           for (const timer of scheduled) putTimer(timer)
         }
+        if (commit.outbox !== undefined) outbox.apply(commands, complete)
         return committed
       }),
     events: (machine, instanceId, fromSeqNr) =>
@@ -831,11 +919,11 @@ export const makeMemory = (): {
       })
   }
 
-  return { backend, timeouts, leases }
+  return { backend, timeouts, outbox: outbox.store, leases }
 }
 
 /**
- * An in-memory event store, timer store and lease store over one in-memory
+ * An in-memory event store, timer store, outbox store and lease store over one in-memory
  * database, for tests and single-process experiments. Each build of the layer is a new,
  * empty database; share one between runtimes by providing the same built
  * layer to both.
@@ -847,12 +935,15 @@ export const makeMemory = (): {
  *
  * @since 0.1.0
  */
-export const layerMemory: Layer.Layer<EventStore | TimeoutStore.TimeoutStore | LeaseStore.LeaseStore> = Layer
+export const layerMemory: Layer.Layer<
+  EventStore | TimeoutStore.TimeoutStore | OutboxStore.OutboxStore | LeaseStore.LeaseStore
+> = Layer
   .effectContext(
     Effect.sync(() => {
       const memory = makeMemory()
       return Context.make(EventStore, make(memory.backend)).pipe(
         Context.add(TimeoutStore.TimeoutStore, memory.timeouts),
+        Context.add(OutboxStore.OutboxStore, memory.outbox),
         Context.add(LeaseStore.LeaseStore, LeaseStore.make(memory.leases))
       )
     })

@@ -40,6 +40,7 @@ import {
   MachineNotRegistered,
   type PersistenceError,
   type SequenceConflict,
+  type StaleCommand,
   type StaleTimer,
   TransitionFailed
 } from "./Errors.js"
@@ -53,11 +54,14 @@ import { makeActions, type Traced } from "./internal/runtime/actions.js"
 import { makeCodec, type MachineCodec, parseMessage } from "./internal/runtime/codec.js"
 import { type CommitError, makeCommitter } from "./internal/runtime/commit.js"
 import { makeDeliver } from "./internal/runtime/delivery.js"
+import { makeRunCommand } from "./internal/runtime/dispatch.js"
 import { makeExecutor } from "./internal/runtime/execute.js"
 import { cacheKey, type Loaded, makeInstances } from "./internal/runtime/instances.js"
 import * as LockingStrategy from "./LockingStrategy.js"
 import * as Machine from "./Machine.js"
 import * as Metrics from "./Metrics.js"
+import * as Outbox from "./Outbox.js"
+import * as OutboxStore from "./OutboxStore.js"
 import * as TimeoutStrategy from "./TimeoutStrategy.js"
 
 // ---------------------------------------------------------------------------
@@ -463,35 +467,49 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
           )
         )
       )
-    const committer = makeCommitter({ store, instances, nodeId, snapshotEvery, durable: () => timers.durable, arm })
+    // Assigned once the dispatcher starts, at the end of construction.
+    let dispatcher: Outbox.Running = { committed: () => {} }
+    const committer = makeCommitter({
+      store,
+      instances,
+      nodeId,
+      snapshotEvery,
+      durable: () => timers.durable,
+      arm,
+      produced: () => dispatcher.committed()
+    })
     const { execute } = makeExecutor({ instances, committer, retry: retryOf })
     const actions = makeActions(context as Context.Context<never>, traced)
     const hasActions = (codec: MachineCodec) => codec.machine.entry.size > 0 || codec.machine.exit.size > 0
 
     // --- Operations --------------------------------------------------------
 
-    const create = (machine: Machine.Any, instanceId: string, initial?: Machine.Tagged, sendOptions?: SendOptions) =>
-      Effect.suspend((): Effect.Effect<Outcome<Machine.Tagged>, CreateError> => {
-        const codec = resolve(machine, instanceId)
-        if (!isCodec(codec)) return Effect.fail(codec)
-        const invalid = (reason: string) => Effect.fail(new InvalidInput({ machine: machine.name, instanceId, reason }))
-        const optionsProblem = sendOptionsProblem(sendOptions, false)
-        if (optionsProblem !== undefined) return invalid(optionsProblem)
-        const state = initial ?? Option.getOrUndefined(machine.initial as Option.Option<Machine.Tagged>)
-        if (state === undefined) return invalid("no initial state was given and the machine has no static initial state")
-        const payload = encodedInput(codec.encodeState, state)
-        if (Either.isLeft(payload)) return invalid(payload.left)
-        const committed = (held: LockingStrategy.Held) => Effect.suspend(() => {
+    /**
+     * Creates an instance in `state` (already encoded as `payload`), then
+     * runs the entry action of the state: the path of `create` and of an
+     * outbox `spawn` (which completes its command in the same commit).
+     */
+    const createInstance = (
+      codec: MachineCodec,
+      instanceId: string,
+      state: Machine.Tagged,
+      payload: unknown,
+      commandOptions: {
+        readonly source: EventStore.Source
+        readonly correlationId: string | null
+        readonly completes?: OutboxStore.CommandKey | undefined
+      }
+    ): Effect.Effect<Outcome<Machine.Tagged>, CreateError | StaleCommand> => {
+      const machine = codec.machine
+      const committed = (held: LockingStrategy.Held) =>
+        Effect.suspend(() => {
           if (instances.cached(machine.name, instanceId) !== undefined) {
             return Effect.fail(new InstanceAlreadyExists({ machine: machine.name, instanceId }))
           }
-          return Effect.flatMap(nowMillis, (now): Effect.Effect<
-            Loaded,
-            CommitError | TransitionFailed
-          > => {
-            const next = Core.initialize(machine, state, now)
-            if (Either.isLeft(next)) {
-              const failure = next.left
+          return Effect.flatMap(nowMillis, (now): Effect.Effect<Loaded, CommitError | TransitionFailed> => {
+            const created = Core.create(machine, state, now)
+            if (Either.isLeft(created)) {
+              const failure = created.left
               return Effect.fail(
                 failure._tag === "Failed"
                   ? new TransitionFailed({
@@ -506,18 +524,21 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
                   : new InvalidInput({ machine: machine.name, instanceId, reason: "the initial state cannot be entered" })
               )
             }
+            const next = created.right.next
             return committer.commit({
               codec,
               instanceId,
               loaded: undefined,
-              next: next.right,
+              next,
               tag: EventStore.CreatedTag,
-              payload: payload.right,
-              timers: { cancelAll: true, schedule: next.right.deadlines, fired: undefined },
+              payload,
+              timers: { cancelAll: true, schedule: next.deadlines, fired: undefined },
               timestamp: now,
-              source: sendOptions?.source ?? "user",
-              correlationId: sendOptions?.correlationId ?? null,
+              source: commandOptions.source,
+              correlationId: commandOptions.correlationId,
               timer: null,
+              commands: created.right.commands,
+              completes: commandOptions.completes,
               fence: held.fence,
               committing: held.committing
             })
@@ -528,23 +549,43 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
             })
           )
         })
-        return writeLock(machine.name, instanceId, committed).pipe(
-          Effect.flatMap((loaded) => {
-            const outcome: Outcome<Machine.Tagged> = { _tag: "Goto", state, seqNr: loaded.seqNr }
-            if (!hasActions(codec)) return Effect.succeed(outcome)
-            return Effect.as(
-              actions.runTransition(codec, {
-                instanceId,
-                seqNr: loaded.seqNr,
-                previous: state,
-                state,
-                event: undefined,
-                entered: true,
-                initial: true
-              }),
-              outcome
-            )
-          })
+      return writeLock(machine.name, instanceId, committed).pipe(
+        Effect.flatMap((loaded) => {
+          const outcome: Outcome<Machine.Tagged> = { _tag: "Goto", state, seqNr: loaded.seqNr }
+          if (!hasActions(codec)) return Effect.succeed(outcome)
+          return Effect.as(
+            actions.runTransition(codec, {
+              instanceId,
+              seqNr: loaded.seqNr,
+              previous: state,
+              state,
+              event: undefined,
+              entered: true,
+              initial: true
+            }),
+            outcome
+          )
+        })
+      )
+    }
+
+    const create = (machine: Machine.Any, instanceId: string, initial?: Machine.Tagged, sendOptions?: SendOptions) =>
+      Effect.suspend((): Effect.Effect<Outcome<Machine.Tagged>, CreateError> => {
+        const codec = resolve(machine, instanceId)
+        if (!isCodec(codec)) return Effect.fail(codec)
+        const invalid = (reason: string) => Effect.fail(new InvalidInput({ machine: machine.name, instanceId, reason }))
+        const optionsProblem = sendOptionsProblem(sendOptions, false)
+        if (optionsProblem !== undefined) return invalid(optionsProblem)
+        const state = initial ?? Option.getOrUndefined(machine.initial as Option.Option<Machine.Tagged>)
+        if (state === undefined) return invalid("no initial state was given and the machine has no static initial state")
+        const payload = encodedInput(codec.encodeState, state)
+        if (Either.isLeft(payload)) return invalid(payload.left)
+        return createInstance(codec, instanceId, state, payload.right, {
+          source: sendOptions?.source ?? "user",
+          correlationId: sendOptions?.correlationId ?? null
+        }).pipe(
+          // Only an outbox spawn completes a command.
+          Effect.catchTag("StaleCommand", (error) => Effect.die(error))
         )
       }).pipe(traced("FSMRuntime.create", { machine: nameOf(machine), instanceId: String(instanceId) }))
 
@@ -566,8 +607,11 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
             payload: payload.right,
             held
           })).pipe(
-          // Only a timer delivery can be stale.
-          Effect.catchTag("StaleTimer", (error) => Effect.die(error))
+          // Only a timer delivery can be stale, only an outbox delivery complete a command.
+          Effect.catchTags({
+            StaleTimer: (error) => Effect.die(error),
+            StaleCommand: (error) => Effect.die(error)
+          })
         )
         return Effect.flatMap(executed, ({ accepted, loaded }) => {
           const outcome: Outcome<Machine.Tagged> = { _tag: accepted.outcome, state: accepted.next.state, seqNr: loaded.seqNr }
@@ -609,7 +653,8 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
             InvalidTransition: (error) => Effect.die(error),
             GuardRejected: (error) => Effect.die(error),
             TransitionFailed: (error) => Effect.die(error),
-            StaleTimer: (error) => Effect.die(error)
+            StaleTimer: (error) => Effect.die(error),
+            StaleCommand: (error) => Effect.die(error)
           }),
           Effect.map(({ accepted, loaded }): Outcome<Machine.Tagged> => ({
             _tag: "Stop",
@@ -720,6 +765,76 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
     })
 
     timers = yield* strategy.start({ nodeId, machines: [...codecs.keys()], deliver })
+
+    // --- The outbox ----------------------------------------------------------
+    const producers = [...codecs.values()].filter((codec) => codec.machine.producesCommands).map((codec) => codec.machine)
+    if (producers.length > 0) {
+      const outboxStore = yield* Effect.serviceOption(OutboxStore.OutboxStore)
+      if (Option.isNone(outboxStore)) {
+        return yield* new InvalidConfiguration({
+          component: componentName,
+          option: "machines",
+          reason: `machine "${producers[0]!.name}" produces commands, but no OutboxStore is provided (every store layer of effect-fsm provides one)`
+        })
+      }
+      const config = yield* Option.match(yield* Effect.serviceOption(Outbox.Dispatcher), {
+        onNone: () => Outbox.resolveOptions(),
+        onSome: Effect.succeed
+      })
+      const handlerSets = new Map<string, Outbox.HandlerSet>()
+      for (const machine of producers) {
+        if (machine.commandTags.length === 0) continue
+        const set = yield* Effect.serviceOption(Outbox.handlersTag(machine.name))
+        const missing = Option.match(set, {
+          onNone: () => machine.commandTags,
+          onSome: (found) => machine.commandTags.filter((tag) => !found.handlers.has(tag))
+        })
+        // A node that dispatches nothing needs no handlers.
+        if (missing.length > 0 && config.dispatch) {
+          return yield* new MachineDefinitionError({
+            machine: machine.name,
+            reason: `its commands ${missing.join(", ")} have no handler in this runtime: provide Outbox.handlers(${machine.name}, { ... })`
+          })
+        }
+        if (Option.isSome(set)) handlerSets.set(machine.name, set.value)
+      }
+      const run = makeRunCommand({
+        codecs,
+        handlers: handlerSets,
+        writeLock,
+        execute: (codec, instanceId, event, payload, command, held) =>
+          execute(codec, instanceId, { _tag: "Send", event }, {
+            source: "outbox",
+            correlationId: command.correlationId,
+            payload,
+            held,
+            completes: command
+          }),
+        create: (codec, instanceId, state, payload, command) =>
+          createInstance(codec, instanceId, state, payload, {
+            source: "outbox",
+            correlationId: command.correlationId,
+            completes: command
+          }),
+        runActions: (codec, transition) =>
+          transition.entered && hasActions(codec) ? actions.runTransition(codec, transition) : Effect.void,
+        scope
+      })
+      dispatcher = yield* Outbox.start(outboxStore.value, {
+        nodeId,
+        machines: producers.map((machine) => machine.name),
+        run: (command, context) =>
+          run(command, context).pipe(
+            traced("FSMRuntime.dispatch", {
+              machine: command.machine,
+              instanceId: command.instanceId,
+              seqNr: command.seqNr,
+              index: command.index,
+              command: command.tag
+            })
+          )
+      }, config)
+    }
 
     // The operations are written against `Machine.Any`; the service's
     // signatures restore the per-machine types at the boundary.

@@ -57,7 +57,7 @@ type DatalessTags<S extends Tagged> = {
  *
  * @since 0.1.0
  */
-export type Goto<S extends Tagged, Src, Ev> = {
+export type Goto<S extends Tagged, Src, Ev, C extends Tagged = never> = {
   [T in S["_tag"]]:
     & {
       /** The target state's tag. */
@@ -72,6 +72,13 @@ export type Goto<S extends Tagged, Src, Ev> = {
       readonly reenter?: boolean
       /** Stop the instance in the target state: it accepts no more events. */
       readonly stop?: boolean
+      /**
+       * The commands this transition produces, built purely from the state
+       * it leaves and the event. They are written to the outbox in the same
+       * commit as the event and dispatched after it (see `Outbox`), before
+       * those of the target state's entry (`commands` of the definition).
+       */
+      readonly commands?: (state: Src, event: Ev) => ReadonlyArray<Produced<C>>
     }
     & (HasData<Of<S, T>> extends true ? { readonly build: (state: Src, event: Ev) => DataOf<Of<S, T>> }
       : { readonly build?: (state: Src, event: Ev) => DataOf<Of<S, T>> })
@@ -110,7 +117,11 @@ export const stop: Stop = { _op: "stop" }
  *
  * @since 0.1.0
  */
-export type Alternative<S extends Tagged, Src, Ev> = DatalessTags<S> | Stay | Stop | Goto<S, Src, Ev>
+export type Alternative<S extends Tagged, Src, Ev, C extends Tagged = never> =
+  | DatalessTags<S>
+  | Stay
+  | Stop
+  | Goto<S, Src, Ev, C>
 
 /**
  * A transition entry: a data-less target tag, `Machine.stay`,
@@ -119,16 +130,18 @@ export type Alternative<S extends Tagged, Src, Ev> = DatalessTags<S> | Stay | St
  *
  * @since 0.1.0
  */
-export type Entry<S extends Tagged, Src, Ev> = Alternative<S, Src, Ev> | ReadonlyArray<Alternative<S, Src, Ev>>
+export type Entry<S extends Tagged, Src, Ev, C extends Tagged = never> =
+  | Alternative<S, Src, Ev, C>
+  | ReadonlyArray<Alternative<S, Src, Ev, C>>
 
 /**
  * The transition table: state tag, then event tag, then entry.
  *
  * @since 0.1.0
  */
-export type Transitions<S extends Tagged, E extends Tagged> = {
+export type Transitions<S extends Tagged, E extends Tagged, C extends Tagged = never> = {
   readonly [K in S["_tag"]]?: {
-    readonly [EK in E["_tag"]]?: Entry<S, Of<S, K>, Of<E, EK>>
+    readonly [EK in E["_tag"]]?: Entry<S, Of<S, K>, Of<E, EK>, C>
   }
 }
 
@@ -150,13 +163,13 @@ export interface Group {
  *
  * @since 0.1.0
  */
-export type GroupBuilder<S extends Tagged, E extends Tagged> = <
+export type GroupBuilder<S extends Tagged, E extends Tagged, C extends Tagged = never> = <
   const Ss extends ReadonlyArray<S["_tag"]>,
   const Es extends ReadonlyArray<E["_tag"]>
 >(
   states: Ss,
   events: Es,
-  entry: Entry<S, Of<S, Ss[number]>, Of<E, Es[number]>>
+  entry: Entry<S, Of<S, Ss[number]>, Of<E, Es[number]>, C>
 ) => Group
 
 /**
@@ -177,6 +190,130 @@ export interface Timeout<Src, E> {
  */
 export type Timeouts<S extends Tagged, E extends Tagged> = {
   readonly [K in S["_tag"]]?: { readonly [name: string]: Timeout<Of<S, K>, E> }
+}
+
+// ---------------------------------------------------------------------------
+// Commands
+// ---------------------------------------------------------------------------
+
+/**
+ * Where a built-in command sends: a machine, or (to break a cycle between
+ * two machines that send to each other) an `address` naming it.
+ *
+ * @since 0.1.0
+ */
+export interface Address<S extends Tagged, E extends Tagged> {
+  readonly name: string
+  readonly stateSchema: Schema.Schema<S, unknown>
+  readonly eventSchema: Schema.Schema<E, unknown>
+}
+
+/**
+ * The built-in command "send `event` to instance `instanceId` of machine
+ * `target`": delivered exactly once through the outbox (the target's commit
+ * of the event also completes the command), with the correlation id of the
+ * event that produced it. Built with `Machine.sendTo`.
+ *
+ * @since 0.1.0
+ */
+export interface SendTo {
+  readonly _tag: "@sendTo"
+  readonly target: Address<Tagged, Tagged>
+  readonly instanceId: string
+  readonly event: Tagged
+}
+
+/**
+ * The built-in command "create instance `instanceId` of machine `target` in
+ * `state`": created exactly once through the outbox; an instance that
+ * exists already completes the command with a warning. Built with
+ * `Machine.spawn`.
+ *
+ * @since 0.1.0
+ */
+export interface Spawn {
+  readonly _tag: "@spawn"
+  readonly target: Address<Tagged, Tagged>
+  readonly instanceId: string
+  readonly state: Tagged
+}
+
+/**
+ * What a transition or a state's entry may produce: one of the machine's
+ * own commands (handled by its `Outbox.handlers`), or a built-in one.
+ *
+ * @since 0.1.0
+ */
+export type Produced<C extends Tagged> = C | SendTo | Spawn
+
+/**
+ * The built-in command that sends `event` to instance `instanceId` of
+ * `target` (a machine or an `address`), exactly once.
+ *
+ * @example
+ * ```ts
+ * transitions: {
+ *   Placed: { Checkout: { to: "AwaitingPayment", commands: (s) => [Machine.sendTo(Payment, s.paymentId, { _tag: "Charge" })] } }
+ * }
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const sendTo = <S extends Tagged, E extends Tagged>(
+  target: Address<S, E>,
+  instanceId: string,
+  event: NoInfer<E>
+): SendTo => ({ _tag: "@sendTo", target: target as unknown as Address<Tagged, Tagged>, instanceId, event })
+
+/**
+ * The built-in command that creates instance `instanceId` of `target` (a
+ * machine or an `address`) in `state`, exactly once.
+ *
+ * @example
+ * ```ts
+ * commands: { AwaitingPayment: (s) => [Machine.spawn(Payment, `pay-${s.orderId}`, { _tag: "Charging", orderId: s.orderId, amount: s.amount })] }
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const spawn = <S extends Tagged, E extends Tagged>(
+  target: Address<S, E>,
+  instanceId: string,
+  state: NoInfer<S>
+): Spawn => ({ _tag: "@spawn", target: target as unknown as Address<Tagged, Tagged>, instanceId, state })
+
+/**
+ * A machine's address by name and schemas, for a built-in command to a
+ * machine that cannot be imported where the command is built (two machines
+ * that send to each other). Sending works only to a machine registered in
+ * the runtime under that name, with these schemas.
+ *
+ * @example
+ * ```ts
+ * const OrderAddress = Machine.address({ name: "order", state: OrderState, event: OrderEvent })
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const address = <S extends Tagged, SI, E extends Tagged, EI>(options: {
+  readonly name: string
+  readonly state: Schema.Schema<S, SI, never>
+  readonly event: Schema.Schema<E, EI, never>
+}): Address<S, E> => ({
+  name: options.name,
+  stateSchema: options.state as Schema.Schema<S, unknown>,
+  eventSchema: options.event as Schema.Schema<E, unknown>
+})
+
+/**
+ * Commands produced on entering a state, per state tag: built purely from
+ * the entered state and the event that entered it (`undefined` for the
+ * initial state of `create`).
+ *
+ * @since 0.1.0
+ */
+export type EntryCommands<S extends Tagged, E extends Tagged, C extends Tagged> = {
+  readonly [K in S["_tag"]]?: (state: Of<S, K>, event: E | undefined) => ReadonlyArray<Produced<C>>
 }
 
 /**
@@ -223,7 +360,8 @@ export interface Definition<
   E extends Tagged,
   EI,
   EN extends Actions<S, E>,
-  EX extends Actions<S, E>
+  EX extends Actions<S, E>,
+  C extends Tagged = never
 > {
   /** Unique within a runtime; part of every stored row. */
   readonly name: string
@@ -231,12 +369,20 @@ export interface Definition<
   readonly version: number
   readonly state: Schema.Schema<S, SI, never>
   readonly event: Schema.Schema<E, EI, never>
+  /**
+   * The commands the machine produces for its handlers (`Outbox.handlers`),
+   * a tagged union like `state` and `event`. Built-in commands
+   * (`Machine.sendTo`, `Machine.spawn`) need no schema.
+   */
+  readonly command?: Schema.Schema<C, any, never>
   /** A static initial state, used when `create` is given none. */
   readonly initial?: NoInfer<S>
-  readonly transitions: NoInfer<Transitions<S, E>>
+  readonly transitions: NoInfer<Transitions<S, E, C>>
   /** Entries shared by several states and/or events; specific entries override them. */
-  readonly groups?: (group: GroupBuilder<S, E>) => ReadonlyArray<Group>
+  readonly groups?: (group: GroupBuilder<S, E, C>) => ReadonlyArray<Group>
   readonly timeouts?: NoInfer<Timeouts<S, E>>
+  /** Commands produced on entering a state, written in the commit that enters it. */
+  readonly commands?: NoInfer<EntryCommands<S, E, C>>
   readonly entry?: EN
   readonly exit?: EX
 }
@@ -253,6 +399,7 @@ export interface CompiledAlternative {
   readonly build: ((state: never, event: never) => object) | undefined
   readonly reenter: boolean
   readonly stop: boolean
+  readonly commands: ((state: never, event: never) => ReadonlyArray<unknown>) | undefined
 }
 
 /** @internal */
@@ -268,11 +415,17 @@ export interface CompiledTimeout {
  *
  * @since 0.1.0
  */
-export interface Machine<S extends Tagged, E extends Tagged, R = never> {
+export interface Machine<S extends Tagged, E extends Tagged, R = never, C extends Tagged = never> {
   readonly name: string
   readonly version: number
   readonly stateSchema: Schema.Schema<S, unknown>
   readonly eventSchema: Schema.Schema<E, unknown>
+  /** The schema of the machine's own commands, when it has any. */
+  readonly commandSchema: Option.Option<Schema.Schema<Tagged, unknown>>
+  /** Tags of the machine's own commands, in schema order (each needs a handler). */
+  readonly commandTags: ReadonlyArray<string>
+  /** Whether any transition or state entry produces commands (built-in ones included). */
+  readonly producesCommands: boolean
   readonly initial: Option.Option<S>
   /** All state tags, in schema order. */
   readonly stateTags: ReadonlyArray<string>
@@ -286,10 +439,18 @@ export interface Machine<S extends Tagged, E extends Tagged, R = never> {
   readonly entry: ReadonlyMap<string, AnyAction<never, S, E>>
   /** @internal */
   readonly exit: ReadonlyMap<string, AnyAction<never, S, E>>
+  /** @internal state tag -> commands produced on entering it */
+  readonly entryCommands: ReadonlyMap<string, (state: never, event: never) => ReadonlyArray<unknown>>
   /** Problems found while compiling; reported by `validate` and by runtime registration. */
   readonly problems: ReadonlyArray<string>
   /** Phantom: the requirements of the actions. */
   readonly Requirements?: (_: never) => R
+  /**
+   * Phantom: the machine's own commands. In a parameter position, so that a
+   * machine with commands still fits where any machine of its states and
+   * events is expected.
+   */
+  readonly Commands?: (_: C) => void
 }
 
 /**
@@ -298,44 +459,54 @@ export interface Machine<S extends Tagged, E extends Tagged, R = never> {
  * @since 0.1.0
  */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type Any = Machine<any, any, any>
+// `never` for the commands: their phantom is contravariant, so every machine fits.
+export type Any = Machine<any, any, any, never>
 
 /**
  * @since 0.1.0
  */
-export type StateOf<M> = M extends Machine<infer S extends Tagged, infer _E, infer _R> ? S : never
+export type StateOf<M> = M extends Machine<infer S extends Tagged, infer _E, infer _R, infer _C> ? S : never
 
 /**
  * @since 0.1.0
  */
-export type EventOf<M> = M extends Machine<infer _S, infer E extends Tagged, infer _R> ? E : never
+export type EventOf<M> = M extends Machine<infer _S, infer E extends Tagged, infer _R, infer _C> ? E : never
 
 /**
  * @since 0.1.0
  */
-export type Context<M> = M extends Machine<infer _S, infer _E, infer R> ? R : never
+export type Context<M> = M extends Machine<infer _S, infer _E, infer R, infer _C> ? R : never
+
+/**
+ * The machine's own commands (those its `Outbox.handlers` handle).
+ *
+ * @since 0.1.0
+ */
+export type CommandOf<M> = M extends Machine<infer _S, infer _E, infer _R, infer C extends Tagged> ? C : never
 
 const isAlternativeList = (u: unknown): u is ReadonlyArray<unknown> => Array.isArray(u)
 
 const compileAlternative = (raw: unknown): CompiledAlternative | string => {
   if (typeof raw === "string") {
-    return { op: "goto", to: raw, guard: undefined, build: undefined, reenter: false, stop: false }
+    return { op: "goto", to: raw, guard: undefined, build: undefined, reenter: false, stop: false, commands: undefined }
   }
   if (typeof raw === "object" && raw !== null) {
     const r = raw as Record<string, unknown>
     if (r._op === "stay" || r._op === "stop") {
-      return { op: r._op, to: undefined, guard: undefined, build: undefined, reenter: false, stop: false }
+      return { op: r._op, to: undefined, guard: undefined, build: undefined, reenter: false, stop: false, commands: undefined }
     }
     if (typeof r.to === "string") {
       if (r.guard !== undefined && typeof r.guard !== "function") return "guard must be a function"
       if (r.build !== undefined && typeof r.build !== "function") return "build must be a function"
+      if (r.commands !== undefined && typeof r.commands !== "function") return "commands must be a function"
       return {
         op: "goto",
         to: r.to,
         guard: r.guard as CompiledAlternative["guard"],
         build: r.build as CompiledAlternative["build"],
         reenter: r.reenter === true,
-        stop: r.stop === true
+        stop: r.stop === true,
+        commands: r.commands as CompiledAlternative["commands"]
       }
     }
   }
@@ -384,13 +555,22 @@ export const make = <
   // parameters from the constraint. An omitted option infers the constraint
   // itself, which `ActionRequirements` maps to `never`.
   EN extends Actions<S, E>,
-  EX extends Actions<S, E>
+  EX extends Actions<S, E>,
+  // Inferred from `command` only; a machine without one has no own commands.
+  C extends Tagged = never
 >(
-  definition: Definition<S, SI, E, EI, EN, EX>
-): Machine<S, E, ActionRequirements<EN, Actions<S, E>> | ActionRequirements<EX, Actions<S, E>>> => {
+  definition: Definition<S, SI, E, EI, EN, EX, C>
+): Machine<S, E, ActionRequirements<EN, Actions<S, E>> | ActionRequirements<EX, Actions<S, E>>, C> => {
   const problems: Array<string> = []
   const stateTags = tagsOfSchema(definition.state)
   const eventTags = tagsOfSchema(definition.event)
+  const commandTags = definition.command === undefined ? [] : tagsOfSchema(definition.command)
+  if (definition.command !== undefined && commandTags.length === 0) {
+    problems.push("the command schema must be a union of tagged structs")
+  }
+  for (const tag of commandTags) {
+    if (tag.startsWith("@")) problems.push(`command tag "${tag}" must not start with "@" (reserved for built-in commands)`)
+  }
   if (stateTags.length === 0) problems.push("the state schema must be a union of tagged structs")
   if (eventTags.length === 0) problems.push("the event schema must be a union of tagged structs")
   if (definition.name.length === 0) problems.push("the name must not be empty")
@@ -441,7 +621,7 @@ export const make = <
   // Group entries: a (state, event) pair covered by two groups is a conflict.
   const grouped = new Map<string, Map<string, ReadonlyArray<CompiledAlternative>>>()
   const groupOf = new Map<string, number>()
-  const groupBuilder: GroupBuilder<S, E> = (states, events, entry) => ({ states, events, entry })
+  const groupBuilder: GroupBuilder<S, E, C> = (states, events, entry) => ({ states, events, entry })
   const groups = definition.groups ? definition.groups(groupBuilder) : []
   groups.forEach((group, index) => {
     const where = `groups[${index}]`
@@ -518,6 +698,20 @@ export const make = <
   const entry = actions(definition.entry, "entry")
   const exit = actions(definition.exit, "exit")
 
+  const entryCommands = new Map<string, (state: never, event: never) => ReadonlyArray<unknown>>()
+  for (const [stateTag, build] of Object.entries((definition.commands ?? {}) as Record<string, unknown>)) {
+    if (build === undefined) continue
+    if (!stateSet.has(stateTag)) problems.push(`commands: "${stateTag}" is not a state of the state schema`)
+    else if (typeof build !== "function") problems.push(`commands.${stateTag}: not a function`)
+    else entryCommands.set(stateTag, build as (state: never, event: never) => ReadonlyArray<unknown>)
+  }
+  let producesCommands = entryCommands.size > 0
+  for (const row of table.values()) {
+    for (const alternatives of row.values()) {
+      if (alternatives.some((alt) => alt.commands !== undefined)) producesCommands = true
+    }
+  }
+
   if (definition.initial !== undefined && !stateSet.has(definition.initial._tag)) {
     problems.push(`initial: "${definition.initial._tag}" is not a state of the state schema`)
   }
@@ -527,6 +721,9 @@ export const make = <
     version: definition.version,
     stateSchema: definition.state as Schema.Schema<S, unknown>,
     eventSchema: definition.event as Schema.Schema<E, unknown>,
+    commandSchema: Option.fromNullable(definition.command as Schema.Schema<Tagged, unknown> | undefined),
+    commandTags,
+    producesCommands,
     initial: Option.fromNullable(definition.initial),
     stateTags,
     eventTags,
@@ -534,6 +731,7 @@ export const make = <
     timeouts,
     entry,
     exit,
+    entryCommands,
     problems
   }
 }
@@ -544,9 +742,9 @@ export const make = <
  *
  * @since 0.1.0
  */
-export const validate = <S extends Tagged, E extends Tagged, R>(
-  machine: Machine<S, E, R>
-): Effect.Effect<Machine<S, E, R>, MachineDefinitionError> =>
+export const validate = <S extends Tagged, E extends Tagged, R, C extends Tagged>(
+  machine: Machine<S, E, R, C>
+): Effect.Effect<Machine<S, E, R, C>, MachineDefinitionError> =>
   machine.problems.length === 0
     ? Effect.succeed(machine)
     : Effect.fail(new MachineDefinitionError({ machine: machine.name, reason: machine.problems.join("; ") }))
@@ -631,13 +829,33 @@ export interface StepOptions {
  *
  * @since 0.1.0
  */
-export const step = <S extends Tagged, E extends Tagged, R>(
-  machine: Machine<S, E, R>,
+export const step = <S extends Tagged, E extends Tagged, R, C extends Tagged>(
+  machine: Machine<S, E, R, C>,
   state: NoInfer<S>,
   event: NoInfer<E>,
   options?: StepOptions
-): Decision<S> => {
-  if (options?.stopped === true) return rejectedStopped
+): Decision<S> => stepTaking(machine, state, event, options?.stopped === true, ignoredTaken) as Decision<S>
+
+/** @internal Where `stepTaking` reports the alternative it took. */
+export interface Taken {
+  alternative: CompiledAlternative | undefined
+}
+
+const ignoredTaken: Taken = { alternative: undefined }
+
+/**
+ * @internal `step`, also reporting in `taken` the alternative taken (for the
+ * commands it produces), without allocating anything else.
+ */
+export const stepTaking = (
+  machine: Any,
+  state: Tagged,
+  event: Tagged,
+  stopped: boolean,
+  taken: Taken
+): Decision<Tagged> => {
+  taken.alternative = undefined
+  if (stopped) return rejectedStopped
   const alternatives = machine.table.get(state._tag)?.get(event._tag)
   if (alternatives === undefined) return rejectedNoTransition
   for (let i = 0; i < alternatives.length; i++) {
@@ -645,29 +863,30 @@ export const step = <S extends Tagged, E extends Tagged, R>(
     if (alt.guard !== undefined) {
       let holds: boolean
       try {
-        holds = (alt.guard as (s: S, e: E) => boolean)(state, event)
+        holds = (alt.guard as (s: Tagged, e: Tagged) => boolean)(state, event)
       } catch (error) {
         return { _tag: "Failed", stage: "guard", error }
       }
       if (!holds) continue
     }
+    taken.alternative = alt
     if (alt.op === "stay") return { _tag: "Stay", state }
     if (alt.op === "stop") return { _tag: "Stop", state, entered: false }
     const to = alt.to!
-    let next: S
+    let next: Tagged
     if (alt.build === undefined) {
-      next = { _tag: to } as S
+      next = { _tag: to }
     } else {
       let data: unknown
       try {
-        data = (alt.build as (s: S, e: E) => unknown)(state, event)
+        data = (alt.build as (s: Tagged, e: Tagged) => unknown)(state, event)
       } catch (error) {
         return { _tag: "Failed", stage: "build", error }
       }
       if (typeof data !== "object" || data === null) {
         return { _tag: "Failed", stage: "build", error: new TypeError(`build returned ${String(data)}, not an object`) }
       }
-      next = withTag(to, data) as S
+      next = withTag(to, data)
     }
     const entered = to !== state._tag || alt.reenter
     if (alt.stop) return { _tag: "Stop", state: next, entered }
@@ -720,8 +939,8 @@ export interface DeadlineFailure {
  *
  * @since 0.1.0
  */
-export const deadlines = <S extends Tagged, E extends Tagged, R>(
-  machine: Machine<S, E, R>,
+export const deadlines = <S extends Tagged, E extends Tagged, R, C extends Tagged>(
+  machine: Machine<S, E, R, C>,
   state: NoInfer<S>,
   enteredAt: number
 ): Either.Either<ReadonlyArray<Deadline<E>>, DeadlineFailure> => {

@@ -15,6 +15,12 @@
  * | `fsm_locks_acquired`            | counter   | instance leases acquired (distributed locking)               |
  * | `fsm_locks_lost`                | counter   | held leases lost (expired or taken over before released)     |
  * | `fsm_fencing_rejected`          | counter   | commits refused because their lease was acquired again since |
+ * | `fsm_outbox_dispatched`         | counter   | outbox commands done (handler ran, or event/creation committed) |
+ * | `fsm_outbox_failed`             | counter   | failed attempts of outbox commands                           |
+ * | `fsm_outbox_retries`            | counter   | failed outbox commands scheduled again                       |
+ * | `fsm_outbox_dead_lettered`      | counter   | outbox commands moved to the dead letters                    |
+ * | `fsm_outbox_rejected`           | counter   | outbox commands completed because their target rejected them |
+ * | `fsm_outbox_latency_ms`         | histogram | commit of a command to the start of its first attempt, in ms  |
  *
  * @since 0.1.0
  */
@@ -71,3 +77,31 @@ export const locksLost = Metric.counter("fsm_locks_lost", {
 export const fencingRejected = Metric.counter("fsm_fencing_rejected", {
   description: "commits refused because their lease was acquired again since"
 })
+
+/** @since 0.1.0 */
+export const outboxDispatched = Metric.counter("fsm_outbox_dispatched", {
+  description: "outbox commands done (handler ran, or event or creation committed)"
+})
+
+/** @since 0.1.0 */
+export const outboxFailed = Metric.counter("fsm_outbox_failed", { description: "failed attempts of outbox commands" })
+
+/** @since 0.1.0 */
+export const outboxRetries = Metric.counter("fsm_outbox_retries", { description: "failed outbox commands scheduled again" })
+
+/** @since 0.1.0 */
+export const outboxDeadLettered = Metric.counter("fsm_outbox_dead_lettered", {
+  description: "outbox commands moved to the dead letters"
+})
+
+/** @since 0.1.0 */
+export const outboxRejected = Metric.counter("fsm_outbox_rejected", {
+  description: "outbox commands completed because their target rejected them"
+})
+
+/** @since 0.1.0 */
+export const outboxLatency = Metric.histogram(
+  "fsm_outbox_latency_ms",
+  MetricBoundaries.exponential({ start: 1, factor: 2, count: 20 }),
+  "commit of an outbox command to the start of its first attempt, in milliseconds"
+)

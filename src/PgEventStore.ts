@@ -31,11 +31,8 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import type { PersistenceError } from "./Errors.js"
-import type * as EventStore from "./EventStore.js"
 import { persistenceError } from "./internal/sqlShared.js"
-import type * as LeaseStore from "./LeaseStore.js"
 import * as SqlEventStore from "./SqlEventStore.js"
-import type * as TimeoutStore from "./TimeoutStore.js"
 
 /**
  * Options of `layer`: the store's options and the `@effect/sql-pg` client's.
@@ -70,7 +67,7 @@ const pgClient = <E>(
  */
 export const layer = (
   options: Options
-): Layer.Layer<EventStore.EventStore | TimeoutStore.TimeoutStore | LeaseStore.LeaseStore, SqlEventStore.MakeError> => {
+): Layer.Layer<SqlEventStore.Stores, SqlEventStore.MakeError> => {
   const { migrate, tablePrefix, ...client } = options
   return SqlEventStore.layer({ tablePrefix, migrate }).pipe(Layer.provide(pgClient(PgClient.layer(client))))
 }
@@ -122,7 +119,7 @@ export const configFromEnv: Config.Config<PgClient.PgClientConfig> = Config.all(
  */
 export const layerConfig = (
   options?: SqlEventStore.Options
-): Layer.Layer<EventStore.EventStore | TimeoutStore.TimeoutStore | LeaseStore.LeaseStore, SqlEventStore.MakeError | ConfigError.ConfigError> =>
+): Layer.Layer<SqlEventStore.Stores, SqlEventStore.MakeError | ConfigError.ConfigError> =>
   SqlEventStore.layer(options).pipe(Layer.provide(pgClient(PgClient.layerConfig(configFromEnv))))
 
 /**
@@ -140,5 +137,5 @@ export const layerConfig = (
  */
 export const layerFromConfig = (
   config: Config.Config.Wrap<Options>
-): Layer.Layer<EventStore.EventStore | TimeoutStore.TimeoutStore | LeaseStore.LeaseStore, SqlEventStore.MakeError | ConfigError.ConfigError> =>
+): Layer.Layer<SqlEventStore.Stores, SqlEventStore.MakeError | ConfigError.ConfigError> =>
   Layer.unwrapEffect(Effect.map(Config.unwrap(config), layer))

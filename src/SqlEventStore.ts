@@ -57,7 +57,9 @@ import { makeBackend } from "./internal/sqlEventStore.js"
 import { makeLeaseBackend } from "./internal/sqlLeaseStore.js"
 import { migrate as runMigrations } from "./internal/sqlMigrations.js"
 import { tablePrefixPattern, type Tables, tables } from "./internal/sqlShared.js"
+import { makeOutboxStore as makeSqlOutboxStore } from "./internal/sqlOutboxStore.js"
 import { makeTimeoutStore as makeSqlTimeoutStore } from "./internal/sqlTimeoutStore.js"
+import * as OutboxStore from "./OutboxStore.js"
 import * as TimeoutStore from "./TimeoutStore.js"
 
 /**
@@ -142,6 +144,8 @@ export interface TableNames {
   readonly timers: string
   readonly deadLetters: string
   readonly leases: string
+  readonly outbox: string
+  readonly outboxDeadLetters: string
   readonly migrations: string
 }
 
@@ -170,6 +174,8 @@ export const tableNames = (tablePrefix?: string): Effect.Effect<TableNames, Inva
     timers: t.timers,
     deadLetters: t.deadLetters,
     leases: t.leases,
+    outbox: t.outbox,
+    outboxDeadLetters: t.outboxDeadLetters,
     migrations: t.migrations
   }))
 
@@ -244,6 +250,32 @@ export const makeTimeoutStore = (
   Effect.map(prepare(options), (p) => makeSqlTimeoutStore(p.sql, p.dialect, p.tables))
 
 /**
+ * Builds the `OutboxStore` service (pending commands and their dead
+ * letters, written by `append` in the same commit as the events), e.g. for
+ * an operations tool that lists and re-drives dead letters.
+ *
+ * @example
+ * ```ts
+ * const outbox = yield* SqlEventStore.makeOutboxStore()
+ * const letters = yield* outbox.deadLetters("order")
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const makeOutboxStore = (
+  options?: Options
+): Effect.Effect<OutboxStore.OutboxStore["Type"], MakeError, SqlClient.SqlClient> =>
+  Effect.map(prepare(options), (p) => makeSqlOutboxStore(p.sql, p.dialect, p.tables))
+
+/**
+ * Everything a store layer provides: the event log and, in the same
+ * database, timers, outbox and leases.
+ *
+ * @since 0.1.0
+ */
+export type Stores = EventStore.EventStore | TimeoutStore.TimeoutStore | OutboxStore.OutboxStore | LeaseStore.LeaseStore
+
+/**
  * Builds the `LeaseStore` service (lease rows in the same database, read by
  * fenced commits) on the `SqlClient` in context. On PostgreSQL expiry is
  * judged by the database's clock; on SQLite by the caller's Effect `Clock`,
@@ -263,7 +295,7 @@ export const makeLeaseStore = (
   Effect.map(prepare(options), (p) => LeaseStore.make(makeLeaseBackend(p.sql, p.dialect, p.tables)))
 
 /**
- * The `EventStore`, the `TimeoutStore` and the `LeaseStore` on the
+ * The `EventStore`, the `TimeoutStore`, the `OutboxStore` and the `LeaseStore` on the
  * `SqlClient` in context, migrated once when the layer is built.
  *
  * @example
@@ -275,11 +307,12 @@ export const makeLeaseStore = (
  */
 export const layer = (
   options?: Options
-): Layer.Layer<EventStore.EventStore | TimeoutStore.TimeoutStore | LeaseStore.LeaseStore, MakeError, SqlClient.SqlClient> =>
+): Layer.Layer<Stores, MakeError, SqlClient.SqlClient> =>
   Layer.effectContext(
     Effect.map(prepare(options), (p) =>
       Context.make(EventStore.EventStore, EventStore.make(makeBackend(p.sql, p.dialect, p.tables))).pipe(
         Context.add(TimeoutStore.TimeoutStore, makeSqlTimeoutStore(p.sql, p.dialect, p.tables)),
+        Context.add(OutboxStore.OutboxStore, makeSqlOutboxStore(p.sql, p.dialect, p.tables)),
         Context.add(LeaseStore.LeaseStore, LeaseStore.make(makeLeaseBackend(p.sql, p.dialect, p.tables)))
       ))
   )

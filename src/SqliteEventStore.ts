@@ -26,13 +26,10 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import { InvalidConfiguration, type MachineDefinitionError, type PersistenceError } from "./Errors.js"
-import type * as EventStore from "./EventStore.js"
 import * as FSMRuntime from "./FSMRuntime.js"
 import { mapSqlError, persistenceError } from "./internal/sqlShared.js"
-import type * as LeaseStore from "./LeaseStore.js"
 import type * as Machine from "./Machine.js"
 import * as SqlEventStore from "./SqlEventStore.js"
-import type * as TimeoutStore from "./TimeoutStore.js"
 import * as TimeoutStrategy from "./TimeoutStrategy.js"
 
 /**
@@ -134,7 +131,7 @@ export const layerClient = (
  */
 export const layer = (
   options: Options
-): Layer.Layer<EventStore.EventStore | TimeoutStore.TimeoutStore | LeaseStore.LeaseStore, SqlEventStore.MakeError> =>
+): Layer.Layer<SqlEventStore.Stores, SqlEventStore.MakeError> =>
   SqlEventStore.layer({ tablePrefix: options.tablePrefix, migrate: options.migrate }).pipe(
     Layer.provide(layerClient({ filename: options.filename, busyTimeout: options.busyTimeout }))
   )
@@ -174,7 +171,7 @@ export interface RuntimeOptions<Ms extends ReadonlyArray<Machine.Any>> extends F
 export const layerRuntime = <const Ms extends ReadonlyArray<Machine.Any>>(
   options: RuntimeOptions<Ms>
 ): Layer.Layer<
-  FSMRuntime.FSMRuntime | EventStore.EventStore | TimeoutStore.TimeoutStore | LeaseStore.LeaseStore,
+  FSMRuntime.FSMRuntime | SqlEventStore.Stores,
   MachineDefinitionError | InvalidConfiguration | SqlEventStore.MakeError,
   Machine.Context<Ms[number]>
 > => {

@@ -22,18 +22,16 @@
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Fiber from "effect/Fiber"
 import * as FiberMap from "effect/FiberMap"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
-import * as Queue from "effect/Queue"
-import * as Random from "effect/Random"
 import type * as Scope from "effect/Scope"
 import * as Clock from "effect/Clock"
 import { InvalidConfiguration } from "./Errors.js"
 import { nowMillis } from "./internal/clock.js"
 import { describeValue } from "./internal/describe.js"
+import { makePoller } from "./internal/poller.js"
 import * as LeaderElection from "./LeaderElection.js"
 import * as LeaseStore from "./LeaseStore.js"
 import * as Metrics from "./Metrics.js"
@@ -464,11 +462,6 @@ const startSweeper = (
 ): Effect.Effect<Running, never, Scope.Scope> =>
   Effect.gen(function*() {
     const { batchSize, concurrency, deliveryMillis, jitter, leaseMillis, maxIdleMillis, pollMillis } = config
-    const sweeperScope = yield* Effect.scope
-    const wake = yield* Queue.sliding<void>(1)
-    let plannedWake = Number.POSITIVE_INFINITY
-    let idleMillis = pollMillis
-    let eagerPolls = 0
 
     const deadLetter = (timer: TimeoutStore.TimerRecord, error: string, why: string) =>
       Effect.flatMap(nowMillis, (now) =>
@@ -510,88 +503,21 @@ const startSweeper = (
         }
       })
 
-    // A poll waits for a delivery at most `deliveryTimeout` (shorter than the
-    // claim lease), then goes on without it: a delivery stuck on a slow
-    // database call holds up nothing but itself. It keeps running in the
-    // sweeper's scope and settles its timer row when it ends; should its claim
-    // expire first, another delivery of the same row is still harmless, since
+    // Should a delivery outlive its claim (the poller waits for it at most
+    // `deliveryTimeout`), another delivery of the same row is still harmless:
     // a delivery commits only while the row has its generation.
-    const settleBounded = (timer: TimeoutStore.TimerRecord) =>
-      Effect.flatMap(
-        Effect.forkIn(
-          settle(timer).pipe(
-            Effect.catchAllCause((cause) =>
-              Effect.logError(`${timer.machine}/${timer.instanceId} timer "${timer.name}": settling failed`, cause)
-            )
-          ),
-          sweeperScope
-        ),
-        (fiber) =>
-          Fiber.await(fiber).pipe(
-            Effect.timeoutTo({
-              duration: deliveryMillis,
-              onSuccess: () => Effect.void,
-              onTimeout: () =>
-                Effect.logWarning(
-                  `${timer.machine}/${timer.instanceId} timer "${timer.name}": delivery still running after ${deliveryMillis} ms; the sweeper goes on`
-                )
-            }),
-            Effect.flatten
-          )
-      )
-
-    /**
-     * One poll: claim a batch, deliver it, and say how long to wait before
-     * the next one. A known deadline is waited for exactly; only the idle
-     * interval is jittered, to spread the polls of many nodes.
-     */
-    const poll = Effect.gen(function*() {
-      const now = yield* nowMillis
-      const claimed = yield* store.claimDue({
-        machines: target.machines,
-        now,
-        limit: batchSize,
-        nodeId: target.nodeId,
-        claimUntil: now + leaseMillis
-      })
-      yield* Effect.forEach(claimed, settleBounded, { concurrency, discard: true })
-      if (claimed.length >= batchSize) {
-        idleMillis = pollMillis
-        eagerPolls = 0
-        return 0
-      }
-      idleMillis = claimed.length > 0 ? pollMillis : Math.min(maxIdleMillis, idleMillis * 2)
-      const next = yield* store.nextDueAt(target.machines)
-      const after = yield* Clock.currentTimeMillis
-      const untilNext = Option.match(next, { onNone: () => Infinity, onSome: (dueAt) => Math.max(0, dueAt - after) })
-      if (untilNext <= 0) {
-        // Due already (it fell due while this poll ran): poll again at once,
-        // but never spin if the store keeps saying so without handing it out.
-        return ++eagerPolls <= 3 ? 0 : 1
-      }
-      eagerPolls = 0
-      if (untilNext <= idleMillis) return untilNext
-      // Whole milliseconds: deadlines are whole milliseconds, and a fraction
-      // left over would wake the sweeper just before one.
-      const spread = Math.floor(jitter * idleMillis)
-      const jittered = idleMillis + (spread > 0 ? yield* Random.nextIntBetween(0, spread + 1) : 0)
-      return Math.min(jittered, untilNext)
+    const poller = yield* makePoller({
+      config: { pollMillis, maxIdleMillis, jitter, batchSize, concurrency, settleMillis: deliveryMillis },
+      claim: (now, limit) =>
+        store.claimDue({ machines: target.machines, now, limit, nodeId: target.nodeId, claimUntil: now + leaseMillis }),
+      settle,
+      nextDueAt: store.nextDueAt(target.machines),
+      describe: (timer) => `${timer.machine}/${timer.instanceId} timer "${timer.name}"`
     })
 
-    const loop = Effect.gen(function*() {
-      const waitMillis = yield* poll.pipe(
-        Effect.catchAllCause((cause) => Effect.as(Effect.logError("sweeper poll failed", cause), pollMillis))
-      )
-      if (waitMillis <= 0) return
-      const wait = Math.ceil(waitMillis)
-      plannedWake = (yield* Clock.currentTimeMillis) + wait
-      yield* Effect.raceFirst(Effect.sleep(wait), Queue.take(wake))
-      plannedWake = Number.POSITIVE_INFINITY
-    }).pipe(Effect.forever)
-
     const sweeping = config.leader === undefined || leases === undefined
-      ? loop
-      : LeaderElection.runWhileLeader({ name: config.leader.name, nodeId: target.nodeId, ttl: config.leader.ttl }, loop).pipe(
+      ? poller.loop
+      : LeaderElection.runWhileLeader({ name: config.leader.name, nodeId: target.nodeId, ttl: config.leader.ttl }, poller.loop).pipe(
         Effect.provideService(LeaseStore.LeaseStore, leases),
         // The election's options were checked with the strategy's.
         Effect.orDie
@@ -605,8 +531,8 @@ const startSweeper = (
       Effect.suspend(() => {
         let earliest = Number.POSITIVE_INFINITY
         for (const deadline of deadlines) if (deadline.dueAt < earliest) earliest = deadline.dueAt
-        return earliest < plannedWake ? Queue.offer(wake, undefined) : Effect.void
-      }).pipe(Effect.asVoid)
+        return poller.wakeFor(earliest)
+      })
 
     return { durable: true, armed }
   })

@@ -21,11 +21,17 @@
  *   (machine, instance, timeout name) and carrying its generation.
  * - *delivery*: a due deadline handed to the runtime, which decides it as a
  *   `Fire` command; a delivery is valid only while its deadline is armed.
+ * - *produced command*: what a transition (its `commands`) and the entry of
+ *   the state it enters (the definition's `commands`) ask to be done, in
+ *   that order; numbered by their position (`index`) in the commit, and
+ *   written to the outbox with it. Replay never rebuilds them: they are not
+ *   part of an instance's state.
  *
  * @internal
  */
 import * as Either from "effect/Either"
 import * as Machine from "../Machine.js"
+import { describeValue } from "./describe.js"
 
 type Tagged = Machine.Tagged
 type Deadline = Machine.Deadline<Tagged>
@@ -85,7 +91,12 @@ export interface Accepted {
   readonly entered: boolean
   readonly previous: Tagged
   readonly timers: TimerPlan
+  /** Commands to write to the outbox in the same commit, in order. */
+  readonly commands: ReadonlyArray<Produced>
 }
+
+/** A produced command: one of the machine's own, or a built-in `@sendTo` / `@spawn`. */
+export type Produced = Machine.Produced<Tagged>
 
 /** Why a command writes nothing. */
 export type NotAccepted =
@@ -95,7 +106,7 @@ export type NotAccepted =
   /** A machine function threw (or an `after` gave no duration). */
   | {
     readonly _tag: "Failed"
-    readonly stage: "guard" | "build" | "after"
+    readonly stage: "guard" | "build" | "after" | "commands"
     readonly event: string
     readonly reason: string
     readonly error: unknown
@@ -146,6 +157,86 @@ export const initialize = (
   const armed = Machine.deadlines(machine, state, now)
   if (Either.isLeft(armed)) return Either.left(failedDeadlines("@created", armed.left))
   return Either.right({ state, seqNr: 1, stopped: false, generation: 1, deadlines: armed.right })
+}
+
+/** What a `create` commits: the initial instance and the commands its state's entry produces. */
+export interface Created {
+  readonly next: InstanceState
+  readonly commands: ReadonlyArray<Produced>
+}
+
+/** `initialize`, with the commands that entering the initial state produces. */
+export const create = (machine: Machine.Any, state: Tagged, now: number): Either.Either<Created, NotAccepted> => {
+  const next = initialize(machine, state, now)
+  if (Either.isLeft(next)) return Either.left(next.left)
+  const commands: Array<Produced> = []
+  const problem = appendCommands(commands, machine.entryCommands.get(state._tag), state, undefined)
+  if (problem !== undefined) return Either.left(failedCommands("@created", `the entry commands of "${state._tag}"`, problem))
+  return Either.right({ next: next.right, commands })
+}
+
+const noCommands: ReadonlyArray<Produced> = []
+
+const failedCommands = (event: string, what: string, error: unknown): NotAccepted => ({
+  _tag: "Failed",
+  stage: "commands",
+  event,
+  reason: `${what} ${error instanceof CommandShapeError ? error.message : "threw"}`,
+  error
+})
+
+class CommandShapeError extends Error {}
+
+/**
+ * Calls a command builder and appends what it returns to `into`; returns
+ * the error (a throw, or a result that is not a list of tagged objects),
+ * `undefined` when it went well. Never throws.
+ */
+const appendCommands = (
+  into: Array<Produced>,
+  build: ((state: never, event: never) => ReadonlyArray<unknown>) | undefined,
+  state: Tagged,
+  event: Tagged | undefined
+): unknown => {
+  if (build === undefined) return undefined
+  let produced: unknown
+  try {
+    produced = (build as (s: Tagged, e: Tagged | undefined) => unknown)(state, event)
+  } catch (error) {
+    return error
+  }
+  if (!Array.isArray(produced)) return new CommandShapeError(`returned ${describeValue(produced)}, not a list of commands`)
+  for (let i = 0; i < produced.length; i++) {
+    const command: unknown = produced[i]
+    if (typeof command !== "object" || command === null || typeof (command as Tagged)._tag !== "string") {
+      return new CommandShapeError(`returned ${describeValue(command)} at index ${i}, not a tagged command`)
+    }
+    into.push(command as Produced)
+  }
+  return undefined
+}
+
+/** The commands an accepted step produces: the transition's, then the entered state's entry commands. */
+const produce = (
+  machine: Machine.Any,
+  alternative: Machine.CompiledAlternative | undefined,
+  previous: Tagged,
+  event: Tagged,
+  next: Tagged,
+  entered: boolean
+): Either.Either<ReadonlyArray<Produced>, NotAccepted> => {
+  const onEntry = entered ? machine.entryCommands.get(next._tag) : undefined
+  if (alternative?.commands === undefined && onEntry === undefined) return Either.right(noCommands)
+  const commands: Array<Produced> = []
+  const fromTransition = appendCommands(commands, alternative?.commands, previous, event)
+  if (fromTransition !== undefined) {
+    return Either.left(failedCommands(event._tag, `the commands of the transition ${previous._tag} -> ${event._tag}`, fromTransition))
+  }
+  const fromEntry = appendCommands(commands, onEntry, next, event)
+  if (fromEntry !== undefined) {
+    return Either.left(failedCommands(event._tag, `the entry commands of "${next._tag}"`, fromEntry))
+  }
+  return Either.right(commands)
 }
 
 type Taken = Exclude<Machine.Decision<Tagged>, { readonly _tag: "Rejected" | "Failed" }>
@@ -221,7 +312,8 @@ export const decide = (machine: Machine.Any, instance: InstanceState, command: C
       outcome: "Stop",
       entered: false,
       previous: instance.state,
-      timers: timerPlan(instance, next, undefined)
+      timers: timerPlan(instance, next, undefined),
+      commands: noCommands
     }
   }
   let event: Tagged
@@ -236,7 +328,8 @@ export const decide = (machine: Machine.Any, instance: InstanceState, command: C
   } else {
     event = command.event
   }
-  const decision = Machine.step(machine, instance.state, event, { stopped: instance.stopped })
+  const taken: Machine.Taken = { alternative: undefined }
+  const decision = Machine.stepTaking(machine, instance.state, event, instance.stopped, taken)
   switch (decision._tag) {
     case "Rejected":
       return { _tag: "Rejected", reason: decision.reason, event: event._tag }
@@ -253,14 +346,18 @@ export const decide = (machine: Machine.Any, instance: InstanceState, command: C
     case "Stop": {
       const next = advance(machine, instance, decision, seqNr, now, consume)
       if (Either.isLeft(next)) return failedDeadlines(event._tag, next.left)
+      const entered = decision._tag === "Goto" || (decision._tag === "Stop" && decision.entered)
+      const commands = produce(machine, taken.alternative, instance.state, event, decision.state, entered)
+      if (Either.isLeft(commands)) return commands.left
       return {
         _tag: "Accepted",
         record: { tag: event._tag, event, timer: fired?.name },
         next: next.right,
         outcome: decision._tag,
-        entered: decision._tag === "Goto" || (decision._tag === "Stop" && decision.entered),
+        entered,
         previous: instance.state,
-        timers: timerPlan(instance, next.right, fired)
+        timers: timerPlan(instance, next.right, fired),
+        commands: commands.right
       }
     }
   }

@@ -37,7 +37,7 @@ import type { Fragment } from "@effect/sql/Statement"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
-import { FencingRejected, PersistenceError, SequenceConflict, StaleTimer } from "../Errors.js"
+import { FencingRejected, PersistenceError, SequenceConflict, StaleCommand, StaleTimer } from "../Errors.js"
 import { driverCode, type Tables, toBoolean, toNumber, transactionFailures } from "./sqlShared.js"
 
 /** An event of a commit with its sequence number assigned and its payload as JSON text. */
@@ -71,6 +71,24 @@ export interface EncodedTimer {
   readonly payload: string
 }
 
+export interface EncodedCommand {
+  readonly index: number
+  readonly kind: string
+  readonly tag: string
+  readonly payload: string
+  readonly targetMachine: string | null
+  readonly targetInstanceId: string | null
+  readonly correlationId: string | null
+  readonly fenceToken: number | null
+}
+
+export interface CommandKey {
+  readonly machine: string
+  readonly instanceId: string
+  readonly seqNr: number
+  readonly index: number
+}
+
 /** A commit ready for SQL: JSON encoded, sequence numbers assigned, scheduled timers deduplicated by name. */
 export interface EncodedCommit {
   readonly machine: string
@@ -83,6 +101,10 @@ export interface EncodedCommit {
   readonly schedule: ReadonlyArray<EncodedTimer>
   /** The lease the commit is made under (`EventStore.Commit.fence`). */
   readonly fence: { readonly owner: string; readonly token: number } | undefined
+  /** Outbox rows, keyed by the last event's seqNr, created at its timestamp. */
+  readonly produce: ReadonlyArray<EncodedCommand>
+  /** The pending command the commit completes. */
+  readonly complete: CommandKey | undefined
 }
 
 export interface Dialect {
@@ -101,6 +123,8 @@ export interface Dialect {
   readonly addCommitColumns: Effect.Effect<void, SqlError>
   /** Migration 3: the lease table. */
   readonly createLeases: Effect.Effect<void, SqlError>
+  /** Migration 4: the outbox and its dead letters. */
+  readonly createOutbox: Effect.Effect<void, SqlError>
   /**
    * The time lease expiry is judged by, in epoch milliseconds: the
    * database's clock on PostgreSQL (`now`, the caller's clock, is ignored),
@@ -129,7 +153,7 @@ export interface Dialect {
   /** Applies a commit atomically. */
   readonly append: (
     commit: EncodedCommit
-  ) => Effect.Effect<void, SequenceConflict | StaleTimer | FencingRejected | PersistenceError | SqlError>
+  ) => Effect.Effect<void, SequenceConflict | StaleTimer | StaleCommand | FencingRejected | PersistenceError | SqlError>
 }
 
 const eventColumns =
@@ -195,12 +219,18 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
       sql.literal(snapshotUpdate)
     } WHERE ${S}.seq_nr < excluded.seq_nr`
 
-  /** Why a commit wrote nothing; `fenced` is whether its lease check (if any) passed. */
+  /**
+   * Why a commit wrote nothing; `fenced` is whether its lease check (if
+   * any) passed, `firedPending` and `completePending` whether the timer row
+   * it delivers and the command it completes (if any) were there.
+   */
   const failUnapplied = (
     commit: EncodedCommit,
     actual: number,
-    fenced: boolean
-  ): Effect.Effect<never, SequenceConflict | StaleTimer | FencingRejected | PersistenceError> => {
+    fenced: boolean,
+    firedPending: boolean,
+    completePending: boolean
+  ): Effect.Effect<never, SequenceConflict | StaleTimer | StaleCommand | FencingRejected | PersistenceError> => {
     const fence = commit.fence
     if (fence !== undefined && !fenced) {
       return Effect.fail(
@@ -209,14 +239,56 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
     }
     if (actual !== commit.expectedSeqNr) return Effect.fail(conflict(commit, actual))
     const fired = commit.fired
-    return fired === undefined
-      ? Effect.fail(new PersistenceError({ operation: "append", reason: "the commit's events were not inserted" }))
-      : Effect.fail(
+    if (fired !== undefined && !firedPending) {
+      return Effect.fail(
         new StaleTimer({ machine: commit.machine, instanceId: commit.instanceId, name: fired.name, generation: fired.generation })
       )
+    }
+    const complete = commit.complete
+    if (complete !== undefined && !completePending) {
+      return Effect.fail(
+        new StaleCommand({ machine: complete.machine, instanceId: complete.instanceId, seqNr: complete.seqNr, index: complete.index })
+      )
+    }
+    return Effect.fail(new PersistenceError({ operation: "append", reason: "the commit's events were not inserted" }))
   }
 
   const L = sql(t.leases)
+  const O = sql(t.outbox)
+  const OD = sql(t.outboxDeadLetters)
+  const commandKey = (key: CommandKey) =>
+    sql`machine = ${key.machine} AND instance_id = ${key.instanceId} AND seq_nr = ${key.seqNr} AND idx = ${key.index}`
+
+  /** Migration 4; `types` are the column types of the dialect (`json`, `bigint`, `int`, `text`), `suffix` ends a table. */
+  const createOutbox = (types: { readonly json: string; readonly bigint: string; readonly int: string; readonly text: string }, suffix: string) => {
+    const columns = `machine ${types.text} NOT NULL,
+          instance_id ${types.text} NOT NULL,
+          seq_nr ${types.bigint} NOT NULL,
+          idx ${types.int} NOT NULL,
+          kind ${types.text} NOT NULL,
+          tag ${types.text} NOT NULL,
+          payload ${types.json} NOT NULL,
+          target_machine ${types.text},
+          target_instance_id ${types.text},
+          correlation_id ${types.text},
+          fence_token ${types.bigint},
+          created_at ${types.bigint} NOT NULL,
+          due_at ${types.bigint} NOT NULL,
+          attempts ${types.int} NOT NULL DEFAULT 0,
+          last_error ${types.text},`
+    return Effect.all([
+      sql`CREATE TABLE ${O} (${sql.literal(columns)}
+          claimed_by ${sql.literal(types.text)},
+          claimed_until ${sql.literal(types.bigint)},
+          PRIMARY KEY (machine, instance_id, seq_nr, idx)
+        ) ${sql.literal(suffix)}`,
+      sql`CREATE INDEX ${sql(t.outboxDue)} ON ${O} (machine, due_at)`,
+      sql`CREATE TABLE ${OD} (${sql.literal(columns)}
+          failed_at ${sql.literal(types.bigint)} NOT NULL,
+          PRIMARY KEY (machine, instance_id, seq_nr, idx)
+        ) ${sql.literal(suffix)}`
+    ], { discard: true })
+  }
 
   const pg = (): Dialect => {
     const typed = (value: unknown, type: string) => sql`${value}::${sql.literal(type)}`
@@ -247,10 +319,17 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           sql`fence AS (SELECT 1 FROM ${L} WHERE machine = ${m} AND instance_id = ${i} AND owner = ${fence.owner} AND token = ${fence.token}::bigint FOR SHARE)`
         )
       }
+      const complete = c.complete
+      if (complete !== undefined) {
+        // Locked like the fired timer: a concurrent completion is waited for and seen.
+        ctes.push(sql`pending AS (SELECT 1 FROM ${O} WHERE ${commandKey(complete)} FOR UPDATE)`)
+      }
       ctes.push(
         sql`ok AS (SELECT 1 FROM guard WHERE actual = ${c.expectedSeqNr}${
           fired === undefined ? empty : sql` AND EXISTS (SELECT 1 FROM fired)`
-        }${fence === undefined ? empty : sql` AND EXISTS (SELECT 1 FROM fence)`})`,
+        }${fence === undefined ? empty : sql` AND EXISTS (SELECT 1 FROM fence)`}${
+          complete === undefined ? empty : sql` AND EXISTS (SELECT 1 FROM pending)`
+        })`,
         sql`ins AS (INSERT INTO ${E} (${sql.literal(eventColumns)}) SELECT ${m}::text, ${i}::text, v.* FROM (VALUES ${
           eventRows(c, typed)
         }) AS v WHERE EXISTS (SELECT 1 FROM ok) RETURNING 1)`
@@ -282,11 +361,32 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           })`
         )
       }
-      return sql<{ readonly actual: unknown; readonly inserted: unknown; readonly fenced: unknown }>`WITH ${
-        sql.csv(ctes)
-      } SELECT (SELECT actual FROM guard) AS actual, (SELECT count(*) FROM ins)::integer AS inserted, ${
-        fence === undefined ? sql.literal("true") : sql.literal("EXISTS (SELECT 1 FROM fence)")
-      } AS fenced`
+      if (complete !== undefined) {
+        ctes.push(sql`done AS (DELETE FROM ${O} WHERE ${commandKey(complete)} AND EXISTS (SELECT 1 FROM ok))`)
+      }
+      if (c.produce.length > 0) {
+        const last = c.events[c.events.length - 1]!
+        const rows = sql.csv(c.produce.map((command) =>
+          sql`(${command.index}::integer, ${command.kind}::text, ${command.tag}::text, ${command.payload}::jsonb, ${command.targetMachine}::text, ${command.targetInstanceId}::text, ${command.correlationId}::text, ${command.fenceToken}::bigint)`
+        ))
+        ctes.push(
+          sql`cmds AS (INSERT INTO ${O} (machine, instance_id, seq_nr, idx, kind, tag, payload, target_machine, target_instance_id, correlation_id, fence_token, created_at, due_at, attempts) SELECT ${m}::text, ${i}::text, ${last.seqNr}::bigint, v.*, ${last.timestamp}::bigint, ${last.timestamp}::bigint, 0 FROM (VALUES ${rows}) AS v WHERE EXISTS (SELECT 1 FROM ok))`
+        )
+      }
+      const exists = (cte: string, present: boolean) => sql.literal(present ? `EXISTS (SELECT 1 FROM ${cte})` : "true")
+      return sql<
+        {
+          readonly actual: unknown
+          readonly inserted: unknown
+          readonly fenced: unknown
+          readonly fired_pending: unknown
+          readonly complete_pending: unknown
+        }
+      >`WITH ${sql.csv(ctes)} SELECT (SELECT actual FROM guard) AS actual, (SELECT count(*) FROM ins)::integer AS inserted, ${
+        exists("fence", fence !== undefined)
+      } AS fenced, ${exists("fired", fired !== undefined)} AS fired_pending, ${
+        exists("pending", complete !== undefined)
+      } AS complete_pending`
     }
 
     const append = (c: EncodedCommit) => {
@@ -294,7 +394,13 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
         const row = rows[0]
         return toNumber(row?.inserted ?? 0) === c.events.length
           ? Effect.void
-          : failUnapplied(c, toNumber(row?.actual ?? 0), toBoolean(row?.fenced ?? false))
+          : failUnapplied(
+            c,
+            toNumber(row?.actual ?? 0),
+            toBoolean(row?.fenced ?? false),
+            toBoolean(row?.fired_pending ?? false),
+            toBoolean(row?.complete_pending ?? false)
+          )
       })
       // Inside a caller's transaction a failed statement would poison it (and
       // the conflict lookup after it): a savepoint keeps the failure local.
@@ -379,6 +485,7 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           expires_at bigint NOT NULL,
           PRIMARY KEY (machine, instance_id)
         )`.pipe(Effect.asVoid),
+      createOutbox: createOutbox({ json: "jsonb", bigint: "bigint", int: "integer", text: "text" }, ""),
       leaseClock: () => sql.literal("(extract(epoch from clock_timestamp()) * 1000)::bigint"),
       // The Migrator creates its table with "SELECT 'name'::regclass, else
       // CREATE TABLE", which races between nodes and, inside a transaction,
@@ -460,13 +567,39 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
             (yield* sql`SELECT 1 AS held FROM ${L} WHERE machine = ${m} AND instance_id = ${i} AND owner = ${fence.owner} AND token = ${fence.token}`)
                 .length > 0
           if (inserted.length !== c.events.length) {
-            return yield* Effect.flatMap(highest(m, i), (actual) => failUnapplied(c, actual, fenced))
+            return yield* Effect.flatMap(highest(m, i), (actual) => failUnapplied(c, actual, fenced, true, true))
           }
-          if (!fenced) return yield* failUnapplied(c, c.expectedSeqNr, fenced)
+          if (!fenced) return yield* failUnapplied(c, c.expectedSeqNr, fenced, true, true)
           const fired = c.fired
           if (fired !== undefined) {
             const deleted = yield* sql`DELETE FROM ${T} WHERE machine = ${m} AND instance_id = ${i} AND name = ${fired.name} AND generation = ${fired.generation} RETURNING name`
-            if (deleted.length === 0) return yield* failUnapplied(c, c.expectedSeqNr, fenced)
+            if (deleted.length === 0) return yield* failUnapplied(c, c.expectedSeqNr, fenced, false, true)
+          }
+          const complete = c.complete
+          if (complete !== undefined) {
+            const done = yield* sql`DELETE FROM ${O} WHERE ${commandKey(complete)} RETURNING idx`
+            if (done.length === 0) return yield* failUnapplied(c, c.expectedSeqNr, fenced, true, false)
+          }
+          if (c.produce.length > 0) {
+            const last = c.events[c.events.length - 1]!
+            yield* sql`INSERT INTO ${O} ${
+              sql.insert(c.produce.map((command) => ({
+                machine: m,
+                instance_id: i,
+                seq_nr: last.seqNr,
+                idx: command.index,
+                kind: command.kind,
+                tag: command.tag,
+                payload: command.payload,
+                target_machine: command.targetMachine,
+                target_instance_id: command.targetInstanceId,
+                correlation_id: command.correlationId,
+                fence_token: command.fenceToken,
+                created_at: last.timestamp,
+                due_at: last.timestamp,
+                attempts: 0
+              })))
+            }`
           }
           if (c.cancelAll) yield* sql`DELETE FROM ${T} WHERE machine = ${m} AND instance_id = ${i}`
           if (c.schedule.length > 0) {
@@ -562,6 +695,7 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           expires_at INTEGER NOT NULL,
           PRIMARY KEY (machine, instance_id)
         ) STRICT, WITHOUT ROWID`.pipe(Effect.asVoid),
+      createOutbox: createOutbox({ json: "TEXT", bigint: "INTEGER", int: "INTEGER", text: "TEXT" }, "STRICT, WITHOUT ROWID"),
       leaseClock: (now) => sql`${now}`,
       // The migrations table (same shape as the Migrator's) is created first,
       // on its own; the migration transaction then starts with a write to it,

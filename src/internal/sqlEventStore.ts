@@ -11,7 +11,7 @@ import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import type { PersistenceError } from "../Errors.js"
 import type * as EventStore from "../EventStore.js"
-import type { Dialect, EncodedCommit, EncodedEvent, EncodedTimer } from "./sqlDialect.js"
+import type { Dialect, EncodedCommand, EncodedCommit, EncodedEvent, EncodedTimer } from "./sqlDialect.js"
 import {
   decodeRows,
   encodeJson,
@@ -86,6 +86,20 @@ const encodeCommit = (commit: EventStore.Commit): Effect.Effect<EncodedCommit, P
       })
     }
     const fired = commit.timers?.fired
+    const produce: Array<EncodedCommand> = []
+    for (const command of commit.outbox?.produce ?? []) {
+      produce.push({
+        index: command.index,
+        kind: command.kind,
+        tag: command.tag,
+        payload: yield* encodeJson("append", command.payload),
+        targetMachine: command.target?.machine ?? null,
+        targetInstanceId: command.target?.instanceId ?? null,
+        correlationId: command.correlationId,
+        fenceToken: command.fenceToken
+      })
+    }
+    const complete = commit.outbox?.complete
     return {
       machine: commit.machine,
       instanceId: commit.instanceId,
@@ -95,7 +109,11 @@ const encodeCommit = (commit: EventStore.Commit): Effect.Effect<EncodedCommit, P
       fired: fired === undefined ? undefined : { name: fired.name, generation: fired.generation },
       cancelAll: commit.timers?.cancelAll ?? false,
       schedule: [...byName.values()],
-      fence: commit.fence === undefined ? undefined : { owner: commit.fence.owner, token: commit.fence.token }
+      fence: commit.fence === undefined ? undefined : { owner: commit.fence.owner, token: commit.fence.token },
+      produce,
+      complete: complete === undefined
+        ? undefined
+        : { machine: complete.machine, instanceId: complete.instanceId, seqNr: complete.seqNr, index: complete.index }
     }
   })
 

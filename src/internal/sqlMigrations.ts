@@ -27,7 +27,8 @@ export const migrate = (
       loader: Migrator.fromRecord({
         "1_create_tables": dialect.createTables,
         "2_commit_columns": dialect.addCommitColumns,
-        "3_leases": dialect.createLeases
+        "3_leases": dialect.createLeases,
+        "4_outbox": dialect.createOutbox
       }),
       table: t.migrations
     })

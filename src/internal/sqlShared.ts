@@ -27,6 +27,9 @@ export interface Tables {
   readonly timersDue: string
   readonly deadLetters: string
   readonly leases: string
+  readonly outbox: string
+  readonly outboxDue: string
+  readonly outboxDeadLetters: string
   readonly migrations: string
 }
 
@@ -40,6 +43,9 @@ export const tables = (prefix: string): Tables => ({
   timersDue: `${prefix}timers_due`,
   deadLetters: `${prefix}dead_letters`,
   leases: `${prefix}leases`,
+  outbox: `${prefix}outbox`,
+  outboxDue: `${prefix}outbox_due`,
+  outboxDeadLetters: `${prefix}outbox_dead_letters`,
   migrations: `${prefix}migrations`
 })
 

@@ -14,7 +14,7 @@
  *   and fails.
  */
 import { Effect, Layer } from "effect"
-import { EventStore, type LeaseStore, type TimeoutStore } from "effect-fsm"
+import { EventStore, type SqlEventStore } from "effect-fsm"
 import * as PgEventStore from "effect-fsm/PgEventStore"
 import * as SqliteEventStore from "effect-fsm/SqliteEventStore"
 import * as fs from "node:fs"
@@ -25,7 +25,7 @@ import * as Pg from "./pg.js"
 export interface Backend {
   readonly name: string
   /** A fresh, empty store each time the returned layer is built. */
-  readonly layer: () => Layer.Layer<EventStore.EventStore | TimeoutStore.TimeoutStore | LeaseStore.LeaseStore, unknown>
+  readonly layer: () => Layer.Layer<SqlEventStore.Stores, unknown>
   /** Set when the backend cannot run here: suites over `allBackends` skip it. */
   readonly skip?: string | undefined
 }

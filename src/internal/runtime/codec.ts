@@ -6,6 +6,7 @@
  * @internal
  */
 import * as Either from "effect/Either"
+import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as EventStore from "../../EventStore.js"
@@ -30,6 +31,9 @@ export interface MachineCodec {
   readonly decodeEvent: (u: unknown) => Either.Either<Tagged, ParseResult.ParseError>
   readonly encodeSnapshot: (s: SnapshotEnvelope) => Either.Either<unknown, ParseResult.ParseError>
   readonly decodeSnapshot: (u: unknown) => Either.Either<SnapshotEnvelope, ParseResult.ParseError>
+  /** The machine's own commands; a failure for a machine without a command schema. */
+  readonly encodeCommand: (c: unknown) => Either.Either<unknown, ParseResult.ParseError>
+  readonly decodeCommand: (u: unknown) => Either.Either<Tagged, ParseResult.ParseError>
 }
 
 export const makeCodec = (machine: Machine.Any): MachineCodec => {
@@ -47,9 +51,27 @@ export const makeCodec = (machine: Machine.Any): MachineCodec => {
     encodeEvent: safe(Schema.encodeUnknownEither(event)),
     decodeEvent: safe(Schema.decodeUnknownEither(event)),
     encodeSnapshot: safe(Schema.encodeUnknownEither(envelope)),
-    decodeSnapshot: safe(Schema.decodeUnknownEither(envelope))
+    decodeSnapshot: safe(Schema.decodeUnknownEither(envelope)),
+    encodeCommand: Option.match(machine.commandSchema, {
+      onNone: () => noCommandSchema,
+      onSome: (schema) => safe(Schema.encodeUnknownEither(schema))
+    }),
+    decodeCommand: Option.match(machine.commandSchema, {
+      onNone: () => noCommandSchema,
+      onSome: (schema) => safe(Schema.decodeUnknownEither(schema))
+    })
   }
 }
+
+const noCommandSchema = (u: unknown) =>
+  Either.left(
+    new ParseResult.ParseError({
+      issue: new ParseResult.Type(Schema.Unknown.ast, u, "the machine has no command schema (its `command` option)")
+    })
+  )
+
+/** An encoder of `schema` that never throws, for the schemas of a built-in command's target. */
+export const safeEncoder = (schema: Schema.Schema<Tagged, unknown>) => safe(Schema.encodeUnknownEither(schema))
 
 /**
  * A codec that never throws: a user's `Schema.transform` or filter may

@@ -18,6 +18,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
+import type * as Schema from "effect/Schema"
 import {
   type FencingRejected,
   InvalidInput,
@@ -25,19 +26,24 @@ import {
   type InvalidInstanceId,
   PersistenceError,
   SequenceConflict,
+  type StaleCommand,
   type StaleTimer
 } from "../../Errors.js"
-import type * as EventStore from "../../EventStore.js"
+import * as EventStore from "../../EventStore.js"
 import type * as LockingStrategy from "../../LockingStrategy.js"
+import type * as Machine from "../../Machine.js"
+import type * as OutboxStore from "../../OutboxStore.js"
 import type * as TimeoutStore from "../../TimeoutStore.js"
 import type * as Core from "../core.js"
+import { describeValue } from "../describe.js"
 import { jsonProblem } from "../jsonValue.js"
-import { type MachineCodec, parseMessage } from "./codec.js"
+import { type MachineCodec, parseMessage, safeEncoder } from "./codec.js"
 import type { Instances, Loaded } from "./instances.js"
 
 export type CommitError =
   | SequenceConflict
   | StaleTimer
+  | StaleCommand
   | FencingRejected
   | LockLost
   | PersistenceError
@@ -59,6 +65,10 @@ export interface Proposal {
   readonly source: EventStore.Source
   readonly correlationId: string | null
   readonly timer: string | null
+  /** Commands the command produces, for the outbox. */
+  readonly commands: ReadonlyArray<Core.Produced>
+  /** The outbox command this commit completes (its reply, or the event it delivers). */
+  readonly completes?: OutboxStore.CommandKey | undefined
   /** The lease the commit is made under, checked in the same atomic commit. */
   readonly fence?: LockingStrategy.Fence | undefined
   /** Run as the commit begins (the locking strategy's last word before the write). */
@@ -67,6 +77,14 @@ export interface Proposal {
 
 export interface Committer {
   readonly commit: (proposal: Proposal) => Effect.Effect<Loaded, CommitError>
+}
+
+/** Encoders of the schemas built-in commands target, built once per schema. */
+const encoders = new WeakMap<object, ReturnType<typeof safeEncoder>>()
+const encoderOf = (schema: Schema.Schema<Machine.Tagged, unknown>) => {
+  let encoder = encoders.get(schema)
+  if (encoder === undefined) encoders.set(schema, encoder = safeEncoder(schema))
+  return encoder
 }
 
 /** How often a failed commit that has not landed is appended again before its outcome is reported unknown. */
@@ -81,6 +99,8 @@ export const makeCommitter = (options: {
   readonly durable: () => boolean
   /** Tells the timeout strategy the instance's new deadlines. */
   readonly arm: (codec: MachineCodec, instanceId: string, loaded: Loaded) => Effect.Effect<void>
+  /** Hears of every durable commit that produced commands (to wake the outbox dispatcher). */
+  readonly produced: () => void
 }): Committer => {
   const { instances, nodeId, snapshotEvery, store } = options
 
@@ -123,6 +143,17 @@ export const makeCommitter = (options: {
     return Either.right({ cancelAll: plan.cancelAll && p.loaded !== undefined, schedule, fired: plan.fired })
   }
 
+  const outboxChanges = (p: Proposal): Either.Either<OutboxStore.OutboxChanges | undefined, string> => {
+    if (p.commands.length === 0 && p.completes === undefined) return Either.right(undefined)
+    const produce: Array<OutboxStore.NewCommand> = []
+    for (let index = 0; index < p.commands.length; index++) {
+      const encoded = encodeCommand(p, p.commands[index]!, index)
+      if (Either.isLeft(encoded)) return Either.left(`command ${index} (${p.commands[index]!._tag}): ${encoded.left}`)
+      produce.push(encoded.right)
+    }
+    return Either.right({ produce, complete: p.completes })
+  }
+
   /** Caches the committed instance and re-arms its deadlines when they changed. */
   const settle = (p: Proposal, snapshotted: boolean, durable: boolean): Effect.Effect<Loaded> => {
     const machine = p.codec.machine.name
@@ -139,6 +170,7 @@ export const makeCommitter = (options: {
     // still roll back, so it must not be what the next command decides on.
     if (durable) instances.remember(machine, p.instanceId, result)
     else instances.evict(machine, p.instanceId)
+    if (p.commands.length > 0) options.produced()
     // Deadlines are armed from committed state only: a write that may roll
     // back keeps the committed ones running (a stale one is dropped when it
     // fires), and the next load arms what was committed.
@@ -178,6 +210,10 @@ export const makeCommitter = (options: {
       if (Either.isLeft(changes)) {
         return Effect.fail(new InvalidInput({ machine: p.codec.machine.name, instanceId: p.instanceId, reason: changes.left }))
       }
+      const outbox = outboxChanges(p)
+      if (Either.isLeft(outbox)) {
+        return Effect.fail(new InvalidInput({ machine: p.codec.machine.name, instanceId: p.instanceId, reason: outbox.left }))
+      }
       const commitId = crypto.randomUUID()
       const expectedSeqNr = p.loaded?.seqNr ?? 0
       const record: EventStore.Commit = {
@@ -200,6 +236,7 @@ export const makeCommitter = (options: {
         }],
         snapshot: snapshotOf(p),
         timers: changes.right,
+        outbox: outbox.right,
         fence: p.fence
       }
       const write = appendResolved(p, record, commitId)
@@ -257,6 +294,44 @@ export const makeCommitter = (options: {
       // Interrupted mid-commit: the commit may or may not have landed.
       Effect.onInterrupt(() => Effect.sync(() => instances.evict(p.codec.machine.name, p.instanceId)))
     )
+
+  /** Encodes one produced command as an outbox row, or says why it cannot be stored. */
+  const encodeCommand = (
+    p: Proposal,
+    command: Core.Produced,
+    index: number
+  ): Either.Either<OutboxStore.NewCommand, string> => {
+    const base = { index, correlationId: p.correlationId, fenceToken: p.fence?.token ?? null }
+    if (command._tag === "@sendTo" || command._tag === "@spawn") {
+      const builtIn = command as Machine.SendTo | Machine.Spawn
+      const target = builtIn.target as Partial<Machine.Address<Machine.Tagged, Machine.Tagged>> | undefined
+      if (typeof target !== "object" || target === null || typeof target.name !== "string") {
+        return Either.left(`not built with Machine.sendTo / Machine.spawn: no target machine`)
+      }
+      const idProblem = EventStore.instanceIdProblem(builtIn.instanceId)
+      if (idProblem !== undefined) return Either.left(`target instance id ${describeValue(builtIn.instanceId)} ${idProblem}`)
+      const send = command._tag === "@sendTo"
+      const value = send ? (builtIn as Machine.SendTo).event : (builtIn as Machine.Spawn).state
+      const schema = send ? target.eventSchema : target.stateSchema
+      if (schema === undefined) return Either.left(`the target machine "${target.name}" has no schema`)
+      const encoded = encoderOf(schema)(value)
+      if (Either.isLeft(encoded)) return Either.left(parseMessage(encoded.left))
+      const problem = jsonProblem(encoded.right)
+      if (problem !== undefined) return Either.left(problem)
+      return Either.right({
+        ...base,
+        kind: send ? "send" : "spawn",
+        tag: (value as Machine.Tagged)._tag,
+        payload: encoded.right,
+        target: { machine: target.name, instanceId: builtIn.instanceId }
+      })
+    }
+    const encoded = p.codec.encodeCommand(command)
+    if (Either.isLeft(encoded)) return Either.left(parseMessage(encoded.left))
+    const problem = jsonProblem(encoded.right)
+    if (problem !== undefined) return Either.left(problem)
+    return Either.right({ ...base, kind: "handler", tag: command._tag, payload: encoded.right, target: null })
+  }
 
   /** The instance is dropped from the cache (its next use reloads it) and the caller is told the outcome is unknown. */
   const unknownOutcome = (p: Proposal, reason: string, cause: PersistenceError) =>

@@ -29,6 +29,9 @@ import type { Instances } from "./instances.js"
 export const deliveryResultOf = (error: ExecuteError | LockingStrategy.LockError): TimeoutStrategy.DeliveryResult => {
   switch (error._tag) {
     case "StaleTimer":
+    // A timer delivery completes no command; should one ever be stale, the
+    // delivery did not land either.
+    case "StaleCommand":
       // The deadline was armed when the delivery started: another writer
       // (another node's delivery, or a send) got there first.
       return { _tag: "Stale", raced: true }

@@ -27,6 +27,7 @@ import {
 } from "../../Errors.js"
 import type * as EventStore from "../../EventStore.js"
 import type * as LockingStrategy from "../../LockingStrategy.js"
+import type * as OutboxStore from "../../OutboxStore.js"
 import * as Metrics from "../../Metrics.js"
 import { nowMillis } from "../clock.js"
 import * as Core from "../core.js"
@@ -58,6 +59,8 @@ export interface CommandOptions {
   readonly payload?: unknown
   /** What the locking strategy gave: the fence of the commits, and whether the cache is authoritative. */
   readonly held: LockingStrategy.Held
+  /** The outbox command the commit completes (the command delivers its reply or event). */
+  readonly completes?: OutboxStore.CommandKey | undefined
 }
 
 const rejection = (
@@ -161,6 +164,8 @@ export const makeExecutor = (options: {
               source: command._tag === "Fire" ? "timeout" : commandOptions.source,
               correlationId: commandOptions.correlationId,
               timer: decided.record.timer ?? null,
+              commands: decided.commands,
+              completes: commandOptions.completes,
               fence: commandOptions.held.fence,
               committing: commandOptions.held.committing
             }).pipe(

@@ -1,0 +1,140 @@
+/**
+ * The polling loop shared by the background workers that claim rows from a
+ * table and settle them (the timeout sweeper, the outbox dispatcher): one
+ * poll claims a batch and settles it, then says how long to wait; the wait
+ * ends early when a row falls due sooner (`wakeFor`, `wakeNow`). Following
+ * the background-work recipe: each poll is an Effect whose failure is
+ * logged, and the idle interval is jittered to spread the polls of many
+ * nodes. The caller forks `loop` (in its scope, maybe under a leader
+ * election).
+ *
+ * @internal
+ */
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import * as Random from "effect/Random"
+import type * as Scope from "effect/Scope"
+import { nowMillis } from "./clock.js"
+
+export interface PollerConfig {
+  /** Time between polls while rows keep coming. */
+  readonly pollMillis: number
+  /** Longest time between polls when idle; the interval doubles up to it. */
+  readonly maxIdleMillis: number
+  /** Random extra delay added to an idle wait, as a fraction of the interval. */
+  readonly jitter: number
+  /** Rows claimed per poll. */
+  readonly batchSize: number
+  /** Rows settled at once. */
+  readonly concurrency: number
+  /** Longest time a poll waits for one row's settling before it goes on without it. */
+  readonly settleMillis: number
+}
+
+export interface Poller {
+  /** Polls forever; fork it. */
+  readonly loop: Effect.Effect<never>
+  /** Ends the current wait early if a row falls due at `dueAt`, before the planned wake-up. */
+  readonly wakeFor: (dueAt: number) => Effect.Effect<void>
+  /** Ends the current wait now (a row was just written). Synchronous. */
+  readonly wakeNow: () => void
+}
+
+export const makePoller = <A>(options: {
+  readonly config: PollerConfig
+  /** Claims up to `limit` rows due at `now`. */
+  readonly claim: (now: number, limit: number) => Effect.Effect<ReadonlyArray<A>, unknown>
+  /** Settles one claimed row; its failures are logged. */
+  readonly settle: (row: A) => Effect.Effect<void, unknown>
+  /** When a row could next be claimed. */
+  readonly nextDueAt: Effect.Effect<Option.Option<number>, unknown>
+  /** A row, for logs. */
+  readonly describe: (row: A) => string
+}): Effect.Effect<Poller, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const { batchSize, concurrency, jitter, maxIdleMillis, pollMillis, settleMillis } = options.config
+    const scope = yield* Effect.scope
+    const wake = yield* Queue.sliding<void>(1)
+    let plannedWake = Number.POSITIVE_INFINITY
+    let idleMillis = pollMillis
+    let eagerPolls = 0
+
+    // A poll waits for a row at most `settleMillis` (shorter than the claim
+    // lease), then goes on without it: a row stuck on a slow database call or
+    // handler holds up nothing but itself. It keeps running in the scope and
+    // settles its row when it ends.
+    const settleBounded = (row: A) =>
+      Effect.flatMap(
+        Effect.forkIn(
+          options.settle(row).pipe(
+            Effect.catchAllCause((cause) => Effect.logError(`${options.describe(row)}: settling failed`, cause))
+          ),
+          scope
+        ),
+        (fiber) =>
+          Fiber.await(fiber).pipe(
+            Effect.timeoutTo({
+              duration: settleMillis,
+              onSuccess: () => Effect.void,
+              onTimeout: () =>
+                Effect.logWarning(`${options.describe(row)}: still running after ${settleMillis} ms; the poller goes on`)
+            }),
+            Effect.flatten
+          )
+      )
+
+    /**
+     * One poll: claim a batch, settle it, and say how long to wait before
+     * the next one. A known due time is waited for exactly; only the idle
+     * interval is jittered.
+     */
+    const poll = Effect.gen(function*() {
+      const now = yield* nowMillis
+      const claimed = yield* options.claim(now, batchSize)
+      yield* Effect.forEach(claimed, settleBounded, { concurrency, discard: true })
+      if (claimed.length >= batchSize) {
+        idleMillis = pollMillis
+        eagerPolls = 0
+        return 0
+      }
+      idleMillis = claimed.length > 0 ? pollMillis : Math.min(maxIdleMillis, idleMillis * 2)
+      const next = yield* options.nextDueAt
+      const after = yield* Clock.currentTimeMillis
+      const untilNext = Option.match(next, { onNone: () => Infinity, onSome: (dueAt) => Math.max(0, dueAt - after) })
+      if (untilNext <= 0) {
+        // Due already (it fell due while this poll ran): poll again at once,
+        // but never spin if the store keeps saying so without handing it out.
+        return ++eagerPolls <= 3 ? 0 : 1
+      }
+      eagerPolls = 0
+      if (untilNext <= idleMillis) return untilNext
+      // Whole milliseconds: due times are whole milliseconds, and a fraction
+      // left over would wake the poller just before one.
+      const spread = Math.floor(jitter * idleMillis)
+      const jittered = idleMillis + (spread > 0 ? yield* Random.nextIntBetween(0, spread + 1) : 0)
+      return Math.min(jittered, untilNext)
+    })
+
+    const loop = Effect.gen(function*() {
+      const waitMillis = yield* poll.pipe(
+        Effect.catchAllCause((cause) => Effect.as(Effect.logError("poll failed", cause), pollMillis))
+      )
+      if (waitMillis <= 0) return
+      const wait = Math.ceil(waitMillis)
+      plannedWake = (yield* Clock.currentTimeMillis) + wait
+      yield* Effect.raceFirst(Effect.sleep(wait), Queue.take(wake))
+      plannedWake = Number.POSITIVE_INFINITY
+    }).pipe(Effect.forever)
+
+    const wakeFor = (dueAt: number) =>
+      Effect.suspend(() => (dueAt < plannedWake ? Queue.offer(wake, undefined) : Effect.void)).pipe(Effect.asVoid)
+
+    const wakeNow = () => {
+      if (plannedWake !== Number.POSITIVE_INFINITY) Queue.unsafeOffer(wake, undefined)
+    }
+
+    return { loop, wakeFor, wakeNow }
+  })
