@@ -1,20 +1,27 @@
 /**
  * The order workflow: effect-fsm's main example and the `npm start` demo.
  *
- *   Pending --Pay--> Paid --Ship--> Shipped --Deliver--> Delivered --Refund--> Refunded
- *      |              |
- *      |              +--Cancel / ShippingTimeout (24 h)--> Refunded
+ *   Pending --Pay--> Charging --PaymentCaptured--> Paid --Ship--> Shipped --Deliver--> Delivered --Refund--> Refunded
+ *      |                 |                           |
+ *      |                 +--PaymentDeclined--> Cancelled
+ *      |                                             +--Cancel / ShippingTimeout (24 h)--> Refunded
  *      +--Cancel / PaymentTimeout (5 min)--> Cancelled
+ *
+ * Paying produces the `ChargeCard` command and entering Paid the
+ * `SendConfirmation` e-mail: both go through the transactional outbox (written
+ * in the commit of the event, run at least once, with an idempotency key),
+ * while the notes of entry actions are best effort.
  *
  * Run it with `npm start`: it drives a few orders on an embedded SQLite file,
  * "restarts" (tears the whole runtime down and builds a new one on the same
- * file), recovers the instances from snapshot + tail replay, and shows an
- * unpaid order's PaymentTimeout firing at its original deadline, after the
- * restart. Set `DATABASE_URL` (or PGHOST/PGUSER/PGDATABASE) and pass `--pg`
+ * file), recovers the instances from snapshot + tail replay, finishes a charge
+ * whose first attempt failed before the restart (the retry runs in the new
+ * process, with the same idempotency key), and shows an unpaid order's
+ * PaymentTimeout firing at its original deadline, after the restart. Set `DATABASE_URL` (or PGHOST/PGUSER/PGDATABASE) and pass `--pg`
  * to run the same demo on PostgreSQL.
  */
-import { Console, Context, type Duration, Effect, Layer, Logger, LogLevel, Option, Schedule, Schema } from "effect"
-import { EventStore, FSMRuntime, Machine, TimeoutStore, TimeoutStrategy } from "effect-fsm"
+import { Console, Context, type Duration, Effect, Layer, Logger, LogLevel, Option, Ref, Schedule, Schema } from "effect"
+import { EventStore, FSMRuntime, Machine, Outbox, OutboxStore, TimeoutStore, TimeoutStrategy } from "effect-fsm"
 import * as PgEventStore from "effect-fsm/PgEventStore"
 import * as SqliteEventStore from "effect-fsm/SqliteEventStore"
 import * as fs from "node:fs"
@@ -28,7 +35,8 @@ import { pathToFileURL } from "node:url"
 
 export const OrderState = Schema.Union(
   Schema.TaggedStruct("Pending", { orderId: Schema.String, total: Schema.Number }),
-  Schema.TaggedStruct("Paid", { orderId: Schema.String, amount: Schema.Number }),
+  Schema.TaggedStruct("Charging", { orderId: Schema.String, amount: Schema.Number }),
+  Schema.TaggedStruct("Paid", { orderId: Schema.String, amount: Schema.Number, chargeId: Schema.String }),
   Schema.TaggedStruct("Shipped", { orderId: Schema.String, amount: Schema.Number, tracking: Schema.String }),
   Schema.TaggedStruct("Delivered", { orderId: Schema.String, amount: Schema.Number }),
   Schema.TaggedStruct("Cancelled", { orderId: Schema.String, reason: Schema.String }),
@@ -38,6 +46,8 @@ export type OrderState = typeof OrderState.Type
 
 export const OrderEvent = Schema.Union(
   Schema.TaggedStruct("Pay", { amount: Schema.Number }),
+  Schema.TaggedStruct("PaymentCaptured", { chargeId: Schema.String }),
+  Schema.TaggedStruct("PaymentDeclined", { reason: Schema.String }),
   Schema.TaggedStruct("Ship", { tracking: Schema.String }),
   Schema.TaggedStruct("Deliver", {}),
   Schema.TaggedStruct("Cancel", { reason: Schema.String }),
@@ -47,10 +57,33 @@ export const OrderEvent = Schema.Union(
 )
 export type OrderEvent = typeof OrderEvent.Type
 
-/** Where the order's entry actions send their messages; the runtime's layer must provide it. */
+/**
+ * What must happen, durably: written to the outbox in the commit of the
+ * transition that produces them, run by `OrderHandlers` at least once.
+ */
+export const OrderCommand = Schema.Union(
+  Schema.TaggedStruct("ChargeCard", { orderId: Schema.String, amount: Schema.Number }),
+  Schema.TaggedStruct("SendConfirmation", { orderId: Schema.String, amount: Schema.Number, chargeId: Schema.String })
+)
+
+/** Where messages go: the confirmation e-mail (a command) and best-effort notes (entry actions). */
 export class Notifier extends Context.Tag("examples/Notifier")<Notifier, {
   readonly notify: (orderId: string, message: string) => Effect.Effect<void>
 }>() {}
+
+/** The payment provider. Like real ones, it charges once per idempotency key. */
+export class PaymentGateway extends Context.Tag("examples/PaymentGateway")<PaymentGateway, {
+  readonly charge: (
+    orderId: string,
+    amount: number,
+    idempotencyKey: string
+  ) => Effect.Effect<{ readonly chargeId: string } | { readonly declined: string }, GatewayUnavailable>
+}>() {}
+
+/** The provider did not answer; the outbox tries again. */
+export class GatewayUnavailable extends Schema.TaggedError<GatewayUnavailable>()("GatewayUnavailable", {
+  reason: Schema.String
+}) {}
 
 const notify = (orderId: string, message: string) => Effect.flatMap(Notifier, (n) => n.notify(orderId, message))
 
@@ -61,18 +94,30 @@ export const makeOrder = (timeouts: {
 }) =>
   Machine.make({
     name: "order",
-    version: 1,
+    version: 2,
     state: OrderState,
     event: OrderEvent,
+    command: OrderCommand,
     transitions: {
       Pending: {
         Pay: {
-          to: "Paid",
+          to: "Charging",
           guard: (s, e) => e.amount >= s.total,
-          build: (s, e) => ({ orderId: s.orderId, amount: e.amount })
+          build: (s, e) => ({ orderId: s.orderId, amount: e.amount }),
+          // Charging the card must not be lost: a command, not an action.
+          commands: (s, e) => [{ _tag: "ChargeCard", orderId: s.orderId, amount: e.amount }]
         },
         Cancel: { to: "Cancelled", stop: true, build: (s, e) => ({ orderId: s.orderId, reason: e.reason }) },
         PaymentTimeout: { to: "Cancelled", stop: true, build: (s) => ({ orderId: s.orderId, reason: "not paid in time" }) }
+      },
+      Charging: {
+        // The replies of the ChargeCard handler.
+        PaymentCaptured: { to: "Paid", build: (s, e) => ({ orderId: s.orderId, amount: s.amount, chargeId: e.chargeId }) },
+        PaymentDeclined: {
+          to: "Cancelled",
+          stop: true,
+          build: (s, e) => ({ orderId: s.orderId, reason: `payment declined: ${e.reason}` })
+        }
       },
       Paid: {
         Ship: { to: "Shipped", build: (s, e) => ({ orderId: s.orderId, amount: s.amount, tracking: e.tracking }) },
@@ -99,16 +144,42 @@ export const makeOrder = (timeouts: {
       Pending: { payment: { after: timeouts.payment, event: { _tag: "PaymentTimeout" } } },
       Paid: { shipping: { after: timeouts.shipping, event: { _tag: "ShippingTimeout" } } }
     },
+    // Entering Paid sends the confirmation e-mail, durably.
+    commands: {
+      Paid: (s) => [{ _tag: "SendConfirmation", orderId: s.orderId, amount: s.amount, chargeId: s.chargeId }]
+    },
+    // Best effort: a note that a crash right after the commit may lose.
     entry: {
-      Paid: (s) => notify(s.orderId, `payment of ${s.amount} captured`),
-      Shipped: (s) => notify(s.orderId, `shipped, tracking ${s.tracking}`),
-      Cancelled: (s) => notify(s.orderId, `cancelled: ${s.reason}`),
-      Refunded: (s) => notify(s.orderId, `refunded ${s.amount}: ${s.reason}`)
+      Shipped: (s) => notify(s.orderId, `note: shipped, tracking ${s.tracking}`),
+      Cancelled: (s) => notify(s.orderId, `note: cancelled: ${s.reason}`),
+      Refunded: (s) => notify(s.orderId, `note: refunded ${s.amount}: ${s.reason}`)
     }
   })
 
 /** The order machine with production timeouts: 5 minutes to pay, 24 hours to ship. */
 export const Order = makeOrder({ payment: "5 minutes", shipping: "24 hours" })
+
+/**
+ * The handlers of the order's commands. The idempotency key is the same on
+ * every attempt, so the gateway never charges twice for one order, however
+ * often the command runs; the handler's reply (`PaymentCaptured` or
+ * `PaymentDeclined`) is committed together with the command's completion.
+ */
+export const orderHandlers = (order: typeof Order) =>
+  Outbox.handlers(order, {
+    ChargeCard: (command, { idempotencyKey }) =>
+      Effect.flatMap(PaymentGateway, (gateway) => gateway.charge(command.orderId, command.amount, idempotencyKey)).pipe(
+        Effect.map((result) =>
+          "chargeId" in result
+            ? { _tag: "PaymentCaptured" as const, chargeId: result.chargeId }
+            : { _tag: "PaymentDeclined" as const, reason: result.declined }
+        )
+      ),
+    SendConfirmation: (command) =>
+      notify(command.orderId, `e-mail: your payment of ${command.amount} is confirmed (charge ${command.chargeId})`)
+  })
+
+export const OrderHandlers = orderHandlers(Order)
 
 // ---------------------------------------------------------------------------
 // The demo
@@ -128,6 +199,32 @@ export interface DemoOptions {
 
 const clock = (millis: number) => new Date(millis).toISOString().slice(11, 23)
 
+/**
+ * A payment gateway for the demo: it remembers charges by idempotency key
+ * (a repeated call returns the first charge) and times out on the first
+ * call for each order in `flaky`.
+ */
+const demoGateway = (flaky: ReadonlyArray<string>, print: (line: string) => Effect.Effect<void>) =>
+  Effect.gen(function*() {
+    const charges = yield* Ref.make(new Map<string, string>())
+    const failedOnce = yield* Ref.make(new Set<string>())
+    return PaymentGateway.of({
+      charge: (orderId, amount, key) =>
+        Effect.gen(function*() {
+          if (flaky.includes(orderId) && !(yield* Ref.get(failedOnce)).has(orderId)) {
+            yield* Ref.update(failedOnce, (s) => new Set([...s, orderId]))
+            yield* print(`           💳 ${orderId}: charge ${amount} (key ${key}) -> gateway timeout`)
+            return yield* new GatewayUnavailable({ reason: "gateway timeout" })
+          }
+          const known = (yield* Ref.get(charges)).get(key)
+          const chargeId = known ?? `ch_${orderId}`
+          yield* Ref.update(charges, (m) => new Map([...m, [key, chargeId]]))
+          yield* print(`           💳 ${orderId}: charge ${amount} (key ${key}) -> ${chargeId}`)
+          return { chargeId }
+        })
+    })
+  })
+
 /** The demo as an Effect: two "process lifetimes" on one database. */
 export const demo = (options: DemoOptions = {}) =>
   Effect.gen(function*() {
@@ -142,11 +239,19 @@ export const demo = (options: DemoOptions = {}) =>
       ? PgEventStore.layerConfig({ tablePrefix: prefix })
       : SqliteEventStore.layer({ filename, tablePrefix: "fsm_" })
     const where = options.pg ? `PostgreSQL (tables ${prefix}*)` : `SQLite file ${path.resolve(filename)}`
+    // An external service: it outlives both processes.
+    const gateway = yield* demoGateway(["order-2"], print)
 
-    /** One "process": the store, durable timeouts and the runtime, built from scratch. */
+    /** One "process": the store, durable timeouts, the outbox dispatcher and the runtime, built from scratch. */
     const processLayer = FSMRuntime.layer({ machines: [DemoOrder], snapshotEvery: 3 }).pipe(
       Layer.provideMerge(TimeoutStrategy.layerDurable({ pollInterval: "200 millis" })),
+      Layer.provide(Outbox.layer({
+        pollInterval: "200 millis",
+        retry: Schedule.exponential("1 second").pipe(Schedule.intersect(Schedule.recurs(5)))
+      })),
+      Layer.provide(orderHandlers(DemoOrder)),
       Layer.provideMerge(store),
+      Layer.provide(Layer.succeed(PaymentGateway, gateway)),
       Layer.provide(Layer.succeed(Notifier, {
         notify: (orderId, message) => print(`           ✉  ${orderId}: ${message}`)
       }))
@@ -159,26 +264,44 @@ export const demo = (options: DemoOptions = {}) =>
         yield* print(`  ${orderId}  ${event._tag.padEnd(8)} -> ${outcome._tag} ${outcome.state._tag} (seqNr ${outcome.seqNr})`)
       })
 
+    /** Waits (polling the instance) until the outbox has moved it to `state`. */
+    const reaches = (orderId: string, state: OrderState["_tag"]) =>
+      Effect.flatMap(FSMRuntime.client(DemoOrder), (orders) =>
+        orders.inspect(orderId).pipe(
+          Effect.filterOrFail((v) => v.state._tag === state, () => `${orderId} is not ${state} yet`),
+          Effect.retry({ schedule: Schedule.spaced("50 millis"), times: 200 }),
+          Effect.tap((v) => print(`  ${orderId}  ${state.padEnd(8)} (seqNr ${v.seqNr}, the handler's reply)`))
+        ))
+
     yield* print(`effect-fsm order demo on ${where}\n`)
     yield* print("── process 1 ─────────────────────────────────────────────")
     const unpaidDeadline = yield* Effect.scoped(Effect.gen(function*() {
       const context = yield* Layer.build(processLayer)
       return yield* Effect.gen(function*() {
         const orders = yield* FSMRuntime.client(DemoOrder)
+        const outbox = yield* OutboxStore.OutboxStore
         for (const [orderId, total] of [["order-1", 40], ["order-2", 25], ["order-3", 99]] as const) {
           yield* orders.create(orderId, { _tag: "Pending", orderId, total })
           yield* print(`  ${orderId}  created, total ${total}`)
         }
         yield* step("order-1", { _tag: "Pay", amount: 40 })
+        yield* reaches("order-1", "Paid")
         yield* step("order-1", { _tag: "Ship", tracking: "TRK-1001" })
         yield* step("order-1", { _tag: "Deliver" })
         const short = yield* Effect.either(orders.send("order-2", { _tag: "Pay", amount: 10 }))
         if (short._tag === "Left") yield* print(`  order-2  Pay 10   -> rejected: ${short.left._tag} (total is 25), nothing written`)
         yield* step("order-2", { _tag: "Pay", amount: 25 })
+        const retrying = yield* outbox.pending("order", "order-2").pipe(
+          Effect.filterOrFail((p) => p[0]?.attempts === 1, () => "no failed attempt yet"),
+          Effect.retry({ schedule: Schedule.spaced("20 millis"), times: 500 })
+        )
+        yield* print(
+          `  order-2  ChargeCard attempt 1 failed (${retrying[0]!.lastError}); retry due at ${clock(retrying[0]!.dueAt)}`
+        )
         const unpaid = yield* orders.inspect("order-3")
         const deadline = unpaid.timeouts[0]!.dueAt
         yield* print(`  order-3  left unpaid: PaymentTimeout due at ${clock(deadline)}`)
-        yield* print(`\n  ... process 1 stops (runtime, sweeper and database connection torn down)\n`)
+        yield* print(`\n  ... process 1 stops (runtime, sweeper, dispatcher and database connection torn down)\n`)
         return deadline
       }).pipe(Effect.provide(context))
     }))
@@ -201,6 +324,8 @@ export const demo = (options: DemoOptions = {}) =>
         }
         const pending = yield* timers.pending("order", "order-3")
         yield* print(`  order-3  durable timer still armed: ${pending.map((t) => `${t.name} due ${clock(t.dueAt)}`).join(", ")}`)
+        yield* print(`  order-2  its ChargeCard is still in the outbox: this process retries it`)
+        yield* reaches("order-2", "Paid")
         yield* step("order-2", { _tag: "Ship", tracking: "TRK-1002" })
         yield* print(`  waiting for order-3's PaymentTimeout ...`)
         const cancelled = yield* orders.inspect("order-3").pipe(
@@ -214,12 +339,14 @@ export const demo = (options: DemoOptions = {}) =>
             clock(fired.metadata.timestamp)
           } (deadline ${clock(unpaidDeadline)}) -> ${cancelled.state._tag}`
         )
-        yield* print(`\n  order-3 history:`)
-        for (const entry of history) {
-          const what = entry._tag === "Event" ? entry.event._tag : entry._tag
-          yield* print(
-            `    #${entry.seqNr} ${clock(entry.metadata.timestamp)} ${what.padEnd(15)} ${entry.metadata.source.padEnd(7)} -> ${entry.stateTag}`
-          )
+        for (const orderId of ["order-2", "order-3"]) {
+          yield* print(`\n  ${orderId} history:`)
+          for (const entry of yield* orders.history(orderId)) {
+            const what = entry._tag === "Event" ? entry.event._tag : entry._tag
+            yield* print(
+              `    #${entry.seqNr} ${clock(entry.metadata.timestamp)} ${what.padEnd(15)} ${entry.metadata.source.padEnd(7)} -> ${entry.stateTag}`
+            )
+          }
         }
       }).pipe(Effect.provide(context))
     }))

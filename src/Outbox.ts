@@ -438,6 +438,29 @@ const retryDelay = (
     return Option.some(Math.ceil(delay))
   })
 
+/**
+ * What a handler's failure says, for logs and the stored last error: the
+ * error's tag and message (or its fields), without a stack trace; a defect
+ * in full.
+ */
+const failureText = (cause: Cause.Cause<unknown>): string => {
+  const failure = Cause.failureOption(cause)
+  if (failure._tag === "None") return Cause.pretty(cause)
+  const error = failure.value
+  if (typeof error === "string") return error
+  if (typeof error === "object" && error !== null) {
+    const tag = (error as { readonly _tag?: unknown })._tag
+    const name = typeof tag === "string" ? tag : error instanceof Error ? error.name : undefined
+    const message = error instanceof Error ? error.message : undefined
+    if (name !== undefined && message !== undefined && message.length > 0) return `${name}: ${message}`
+    if (name !== undefined) {
+      const { _tag: _, ...fields } = error as Record<string, unknown>
+      return Object.keys(fields).length === 0 ? name : `${name} ${describeValue(fields)}`
+    }
+  }
+  return describeValue(error)
+}
+
 const describeCommand = (command: OutboxStore.CommandRecord) =>
   `${command.machine}/${command.instanceId} command ${command.index} (${command.tag}) of seqNr ${command.seqNr}`
 
@@ -507,7 +530,7 @@ export const start = (
             Effect.catchAllCause((cause): Effect.Effect<CommandResult> =>
               Cause.isInterruptedOnly(cause)
                 ? Effect.failCause(cause as Cause.Cause<never>)
-                : Effect.succeed({ _tag: "Failed", error: Cause.pretty(cause) })
+                : Effect.succeed({ _tag: "Failed", error: failureText(cause) })
             )
           ),
           Effect.as(refreshClaim(command), { _tag: "Stale" } as CommandResult)
