@@ -11,6 +11,7 @@ import {
   EventStore,
   FSMRuntime,
   LeaseStore,
+  LockingStrategy,
   Machine,
   Outbox,
   OutboxStore,
@@ -19,6 +20,7 @@ import {
 import { Checkout, type Gateway, handlersLayer, makeGateway, Payment, Shop } from "./fixtures/outbox.js"
 import { backends } from "./utils/backends.js"
 import { eventually } from "./utils/eventually.js"
+import { faulty, withStore } from "./utils/faults.js"
 import { buildStore } from "./utils/runtime.js"
 
 type Stores = EventStore.EventStore | TimeoutStore.TimeoutStore | OutboxStore.OutboxStore | LeaseStore.LeaseStore
@@ -185,6 +187,53 @@ for (const backend of backends) {
         yield* until(outboxOf(store).pending("shop", "o1"), (p) => p.length === 0, "receipt pending")
         expect(sourcesOf(yield* survivor.history(Shop, "o1"))).toEqual(["1:Created:user", "2:Checkout:user", "3:Charged:outbox"])
         expect((yield* Ref.get(gateway.calls)).map((c) => c.key)).toEqual(["shop:o1:2:0", "shop:o1:2:0", "shop:o1:3:0"])
+      }))
+
+    for (const fault of ["FailBefore", "FailAfter", "InterruptBefore", "InterruptAfter", "Phantom"] as const) {
+      it.scoped(`a fault on the reply's commit (${fault}) still leaves exactly one reply and no pending command`, () =>
+        Effect.gen(function*() {
+          const { gateway, store } = yield* setup
+          let injected = 0
+          const wrapped = faulty(Context.get(store, EventStore.EventStore), (commit) =>
+            injected === 0 && commit.outbox?.complete !== undefined ? (injected++, { _tag: fault }) : undefined)
+          const faultyStore = withStore(store, wrapped.store) as Context.Context<Stores>
+          const runtime = yield* node(faultyStore, gateway, { claimLease: "3 seconds", commandTimeout: "1 second" })
+          yield* runtime.create(Shop, "o1", { _tag: "Placed", orderId: "o1", amount: 42 })
+          yield* runtime.send(Shop, "o1", { _tag: "Checkout" })
+          yield* until(Effect.sync(() => injected), (n) => n === 1, "no reply commit yet")
+          // Whatever the fault left behind (a retry, a claim to expire), the command settles.
+          for (let i = 0; i < 10; i++) {
+            yield* TestClock.adjust("1 second")
+            yield* eventually(Effect.void, 20, 0)
+          }
+          yield* until(outboxOf(store).pending("shop", "o1"), (p) => p.length === 0, "commands pending")
+          yield* runtime.evictAll
+          expect(sourcesOf(yield* runtime.history(Shop, "o1"))).toEqual(["1:Created:user", "2:Checkout:user", "3:Charged:outbox"])
+          expect((yield* runtime.inspect(Shop, "o1")).state._tag).toBe("Paid")
+          expect(yield* Outbox.deadLetters(Shop).pipe(Effect.provide(store))).toEqual([])
+        }))
+    }
+
+    it.scoped("under distributed locking the fencing token travels with the command, and the reply takes the lease", () =>
+      Effect.gen(function*() {
+        const { gateway, store } = yield* setup
+        const locking = yield* Layer.build(
+          Layer.provide(LockingStrategy.distributed({ ttl: "30 seconds", wait: "5 seconds" }), Layer.succeedContext(store))
+        )
+        const lockedStore = Context.merge(store, locking) as Context.Context<Stores>
+        const runtime = yield* node(lockedStore, gateway, { dispatch: false })
+        yield* runtime.create(Shop, "o1", { _tag: "Placed", orderId: "o1", amount: 42 })
+        yield* runtime.send(Shop, "o1", { _tag: "Checkout" })
+        const [command] = yield* outboxOf(store).pending("shop", "o1")
+        expect(command!.fenceToken).toEqual(expect.any(Number))
+        expect(command!.fenceToken).toBeGreaterThanOrEqual(1)
+        const wrapped = faulty(Context.get(store, EventStore.EventStore))
+        yield* node(withStore(lockedStore, wrapped.store) as Context.Context<Stores>, gateway)
+        yield* until(runtime.inspect(Shop, "o1"), (v) => v.state._tag === "Paid", "not paid")
+        const reply = wrapped.seen.find((seen) => seen.commit.outbox?.complete !== undefined)!.commit
+        expect(reply.fence).toEqual({ owner: expect.any(String), token: expect.any(Number) })
+        expect(reply.fence!.token).toBeGreaterThan(command!.fenceToken!)
+        expect((yield* Ref.get(gateway.tokens))[0]).toBe(command!.fenceToken)
       }))
 
     it.scoped("a handler slower than the claim lease is not run twice at once: its claim is refreshed", () =>

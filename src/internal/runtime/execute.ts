@@ -132,10 +132,16 @@ export const makeExecutor = (options: {
             // The cache may be behind another runtime's writes: ask the log once
             // (unless this node's lease has kept every other writer out since).
             if (!fromCache || commandOptions.held.continuous) return Effect.fail(failure)
-            return Effect.flatMap(
-              instances.catchUp(codec, instanceId, loaded),
-              (fresh) => fresh.seqNr === loaded.seqNr ? Effect.fail(failure) : decideOn(fresh, false)
-            )
+            return Effect.flatMap(instances.catchUp(codec, instanceId, loaded), (fresh) => {
+              if (fresh.seqNr !== loaded.seqNr) return decideOn(fresh, false)
+              // Completing an outbox command on a rejection is for good:
+              // make sure the cache is not ahead of the log first.
+              if (commandOptions.completes === undefined) return Effect.fail(failure)
+              return Effect.flatMap(
+                instances.verifyBehind(codec, instanceId, loaded),
+                (reloaded) => reloaded === undefined ? Effect.fail(failure) : decideOn(reloaded, false)
+              )
+            })
           }
           case "Failed":
             return Effect.fail(

@@ -20,6 +20,7 @@ import {
   InstanceNotFound,
   type InvalidInstanceId,
   PersistenceError,
+  SequenceConflict as SequenceConflictError,
   type SequenceConflict
 } from "../../Errors.js"
 import type * as EventStore from "../../EventStore.js"
@@ -45,6 +46,17 @@ export interface Instances {
   readonly load: (codec: MachineCodec, instanceId: string) => Effect.Effect<Loaded, LoadError>
   /** Up to date with the log: a cached instance catches up; a store load has just read to the end. */
   readonly loadFresh: (codec: MachineCodec, instanceId: string) => Effect.Effect<Loaded, LoadError>
+  /**
+   * After a cached instance found nothing new in the log: reloads it when
+   * the log ends before it (the cache holds a write that never became
+   * durable), else `undefined`. One cheap query; for decisions that must not
+   * rest on such a cache (a rejection that completes an outbox command).
+   */
+  readonly verifyBehind: (
+    codec: MachineCodec,
+    instanceId: string,
+    loaded: Loaded
+  ) => Effect.Effect<Loaded | undefined, LoadError>
   /** Applies the events written after `loaded` (by other writers). */
   readonly catchUp: (codec: MachineCodec, instanceId: string, loaded: Loaded) => Effect.Effect<Loaded, ReplayError>
   /**
@@ -212,8 +224,18 @@ export const makeInstances = (options: {
         )
       })
 
+  const verifyBehind = (codec: MachineCodec, instanceId: string, loaded: Loaded) =>
+    Effect.flatMap(store.highestSequenceNr(codec.machine.name, instanceId), (highest) =>
+      highest >= loaded.seqNr ? Effect.succeed(undefined) : resync(
+        codec,
+        instanceId,
+        loaded,
+        new SequenceConflictError({ machine: codec.machine.name, instanceId, expected: loaded.seqNr, actual: highest })
+      ))
+
   return {
     cached: (machine, instanceId) => cache.get(cacheKey(machine, instanceId)),
+    verifyBehind,
     remember: (machine, instanceId, loaded) => cache.set(cacheKey(machine, instanceId), loaded),
     evict,
     clear: () => {
