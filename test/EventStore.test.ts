@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Context, Effect, Either, Layer, Option, Stream } from "effect"
-import { EventStore, TimeoutStore } from "effect-fsm"
+import { EventStore, OutboxStore, TimeoutStore } from "effect-fsm"
 import { allBackends, type Backend } from "./utils/backends.js"
 
 const machine = "order"
@@ -31,7 +31,7 @@ const commit = (
   instanceId: string,
   expectedSeqNr: number,
   events: ReadonlyArray<EventStore.NewEvent>,
-  extra: Partial<Pick<EventStore.Commit, "snapshot" | "timers" | "machine">> = {}
+  extra: Partial<Pick<EventStore.Commit, "snapshot" | "timers" | "outbox" | "machine">> = {}
 ): EventStore.Commit => ({ machine, instanceId, expectedSeqNr, events, ...extra })
 
 const snapshot = (
@@ -799,7 +799,173 @@ export const timeoutStoreSuite = (backend: Backend) =>
       }))
   })
 
+export const outboxStoreSuite = (backend: Backend) =>
+  describe.skipIf(backend.skip !== undefined)(`OutboxStore conformance on ${backend.name}`, () => {
+    const setup = Effect.map(Layer.build(backend.layer()), (context) => ({
+      store: Context.get(context, EventStore.EventStore),
+      outbox: Context.get(context, OutboxStore.OutboxStore)
+    }))
+
+    const command = (index: number, extra: Partial<OutboxStore.NewCommand> = {}): OutboxStore.NewCommand => ({
+      index,
+      kind: "handler",
+      tag: "Charge",
+      payload: { _tag: "Charge", amount: index },
+      target: null,
+      correlationId: null,
+      fenceToken: null,
+      ...extra
+    })
+
+    /** Creates `instanceId` (seqNr 1, at `at`) producing `commands`. */
+    const produce = (
+      store: EventStore.EventStore["Type"],
+      instanceId: string,
+      commands: ReadonlyArray<OutboxStore.NewCommand>,
+      at = 1_000,
+      ofMachine = machine
+    ) =>
+      store.append(
+        commit(instanceId, 0, [event("@created", { _tag: "Pending" }, "Pending", metadata({ timestamp: at }))], {
+          machine: ofMachine,
+          outbox: { produce: commands }
+        })
+      )
+
+    const key = (instanceId: string, index: number, seqNr = 1) => ({ machine, instanceId, seqNr, index })
+
+    it.scoped("commands are stored with the commit that produced them, exactly as given", () =>
+      Effect.gen(function*() {
+        const { outbox, store } = yield* setup
+        yield* produce(store, "a", [
+          command(0, { correlationId: "corr", fenceToken: 7 }),
+          command(1, {
+            kind: "send",
+            tag: "Approve",
+            payload: { _tag: "Approve", note: "héllo 🔗" },
+            target: { machine: "payment", instanceId: "p'1" }
+          })
+        ])
+        expect(yield* outbox.pending(machine, "a")).toEqual([
+          {
+            machine,
+            instanceId: "a",
+            seqNr: 1,
+            index: 0,
+            kind: "handler",
+            tag: "Charge",
+            payload: { _tag: "Charge", amount: 0 },
+            target: null,
+            correlationId: "corr",
+            fenceToken: 7,
+            createdAt: 1_000,
+            dueAt: 1_000,
+            attempts: 0,
+            lastError: null
+          },
+          expect.objectContaining({
+            index: 1,
+            kind: "send",
+            tag: "Approve",
+            payload: { _tag: "Approve", note: "héllo 🔗" },
+            target: { machine: "payment", instanceId: "p'1" }
+          })
+        ])
+        // The next commit's commands are keyed by its own seqNr.
+        yield* store.append(commit("a", 1, [event("Touch")], { outbox: { produce: [command(0)] } }))
+        expect((yield* outbox.pending(machine, "a")).map((c) => [c.seqNr, c.index])).toEqual([[1, 0], [1, 1], [2, 0]])
+      }))
+
+    it.scoped("a commit that fails writes no command; a command that cannot be stored fails the commit", () =>
+      Effect.gen(function*() {
+        const { outbox, store } = yield* setup
+        yield* produce(store, "a", [command(0)])
+        const conflict = yield* Effect.flip(produce(store, "a", [command(5)]))
+        expect(conflict._tag).toBe("SequenceConflict")
+        for (
+          const bad of [
+            command(0, { payload: { amount: Number.NaN } }),
+            command(0, { tag: "a\u0000b" }),
+            command(-1),
+            command(0, { kind: "send" }),
+            command(0, { target: { machine: "m", instanceId: "" } }),
+            command(0, { fenceToken: 0 })
+          ]
+        ) {
+          const refused = yield* Effect.flip(produce(store, "b", [bad]))
+          expect(refused._tag).toBe("PersistenceError")
+        }
+        const twice = yield* Effect.flip(produce(store, "b", [command(0), command(0)]))
+        expect(twice.message).toContain("used twice")
+        expect(yield* store.highestSequenceNr(machine, "b")).toBe(0)
+        expect((yield* outbox.pending(machine, "a")).map((c) => c.index)).toEqual([0])
+        expect(yield* outbox.pending(machine, "b")).toEqual([])
+      }))
+
+    it.scoped("a commit completing a command deletes it; completing it again is StaleCommand and writes nothing", () =>
+      Effect.gen(function*() {
+        const { outbox, store } = yield* setup
+        yield* produce(store, "a", [command(0), command(1)])
+        yield* produce(store, "target", [])
+        yield* store.append(commit("target", 1, [event("Reply")], { outbox: { produce: [], complete: key("a", 0) } }))
+        expect((yield* outbox.pending(machine, "a")).map((c) => c.index)).toEqual([1])
+        const stale = yield* Effect.flip(
+          store.append(commit("target", 2, [event("Reply")], { outbox: { produce: [command(0)], complete: key("a", 0) } }))
+        )
+        expect(stale).toMatchObject({ _tag: "StaleCommand", machine, instanceId: "a", seqNr: 1, index: 0 })
+        expect(yield* store.highestSequenceNr(machine, "target")).toBe(2)
+        expect(yield* outbox.pending(machine, "target")).toEqual([])
+        // A conflict is reported before a stale command.
+        const conflict = yield* Effect.flip(
+          store.append(commit("target", 1, [event("Reply")], { outbox: { produce: [], complete: key("a", 0) } }))
+        )
+        expect(conflict._tag).toBe("SequenceConflict")
+        expect(yield* outbox.complete(key("a", 1))).toBe(true)
+        expect(yield* outbox.complete(key("a", 1))).toBe(false)
+      }))
+
+    it.scoped("claims due commands oldest first, skips live claims, extends only its own; retry, dead letter, re-drive, discard", () =>
+      Effect.gen(function*() {
+        const { outbox, store } = yield* setup
+        yield* produce(store, "late", [command(0)], 300)
+        yield* produce(store, "early", [command(0), command(1)], 100)
+        yield* produce(store, "other", [command(0)], 50, "invoice")
+        expect(yield* outbox.nextDueAt([machine])).toEqual(Option.some(100))
+        expect(yield* outbox.nextDueAt([])).toEqual(Option.none())
+        const first = yield* outbox.claimDue({ machines: [machine], now: 1_000, limit: 2, nodeId: "n1", claimUntil: 2_000 })
+        expect(first.map((c) => [c.instanceId, c.index])).toEqual([["early", 0], ["early", 1]])
+        const second = yield* outbox.claimDue({ machines: [machine], now: 1_000, limit: 10, nodeId: "n2", claimUntil: 2_000 })
+        expect(second.map((c) => c.instanceId)).toEqual(["late"])
+        expect(yield* outbox.claimDue({ machines: [machine], now: 1_500, limit: 10, nodeId: "n3", claimUntil: 3_000 })).toEqual([])
+        expect(yield* outbox.nextDueAt([machine])).toEqual(Option.some(2_000))
+        expect(yield* outbox.extendClaim(key("early", 0), { nodeId: "n2", claimUntil: 9_000 })).toBe(false)
+        expect(yield* outbox.extendClaim(key("early", 0), { nodeId: "n1", claimUntil: 9_000 })).toBe(true)
+        const taken = yield* outbox.claimDue({ machines: [machine], now: 2_000, limit: 10, nodeId: "n3", claimUntil: 3_000 })
+        expect(taken.map((c) => [c.instanceId, c.index])).toEqual([["early", 1], ["late", 0]])
+
+        expect(yield* outbox.complete(key("early", 1))).toBe(true)
+        yield* outbox.retryLater(key("late", 0), { dueAt: 5_000, error: "boom 1" })
+        expect((yield* outbox.pending(machine, "late"))[0]).toMatchObject({ dueAt: 5_000, attempts: 1, lastError: "boom 1" })
+        expect(yield* outbox.claimDue({ machines: [machine], now: 4_999, limit: 10, nodeId: "n", claimUntil: 6_000 }))
+          .toEqual([])
+        yield* outbox.deadLetter(key("late", 0), { error: "boom 2", now: 6_000 })
+        yield* outbox.deadLetter(key("late", 0), { error: "again", now: 7_000 }) // no longer pending: nothing
+        expect(yield* outbox.pending(machine, "late")).toEqual([])
+        const letters = yield* outbox.deadLetters(machine)
+        expect(letters).toEqual([expect.objectContaining({ instanceId: "late", attempts: 2, lastError: "boom 2", failedAt: 6_000 })])
+        expect(yield* outbox.deadLetters("invoice")).toEqual([])
+        expect(yield* outbox.redrive(key("late", 0), 8_000)).toBe(true)
+        expect(yield* outbox.redrive(key("late", 0), 8_000)).toBe(false)
+        expect((yield* outbox.pending(machine, "late"))[0]).toMatchObject({ dueAt: 8_000, attempts: 0, lastError: "boom 2" })
+        yield* outbox.deadLetter(key("late", 0), { error: "final", now: 9_000 })
+        expect(yield* outbox.discard(key("late", 0))).toBe(true)
+        expect(yield* outbox.discard(key("late", 0))).toBe(false)
+        expect(yield* outbox.deadLetters(machine)).toEqual([])
+      }))
+  })
+
 for (const backend of allBackends) {
   eventStoreSuite(backend)
   timeoutStoreSuite(backend)
+  outboxStoreSuite(backend)
 }
