@@ -1,7 +1,8 @@
 /**
- * What the durable benchmarks (`durable-send`, `timeouts`) share: where the
- * databases are, a PostgreSQL schema and a SQLite file that exist only for
- * one run, the raw single-row insert-and-commit baseline on the same driver,
+ * What the durable benchmarks (`durable-send`, `timeouts`, `contention`,
+ * `outbox`) share: where the databases are, a PostgreSQL schema and a
+ * SQLite file that exist only for one run, the store a worker process opens
+ * on them, the raw single-row insert-and-commit baseline on the same driver,
  * `pgbench`, and a way to run a script's Effect program so that Ctrl-C still
  * drops what it created.
  *
@@ -12,8 +13,11 @@
  * removes.
  */
 import * as PgClient from "@effect/sql-pg/PgClient"
-import type * as SqlClient from "@effect/sql/SqlClient"
+import * as SqlClient from "@effect/sql/SqlClient"
 import { Context, Effect, Exit, Layer, Logger, Queue, Redacted, type Scope } from "effect"
+import { SqlEventStore } from "effect-fsm"
+import * as PgEventStore from "effect-fsm/PgEventStore"
+import * as SqliteEventStore from "effect-fsm/SqliteEventStore"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -231,6 +235,91 @@ export const rawInserts = (
 }
 
 // ---------------------------------------------------------------------------
+// A database of one run, as the parent and its worker processes open it
+// ---------------------------------------------------------------------------
+
+export type Backend = "pg" | "sqlite"
+
+/** Where a worker process finds the database (JSON, for its config). */
+export type DbTarget = { readonly backend: "pg"; readonly schema: string } | { readonly backend: "sqlite"; readonly filename: string }
+
+/** The pool size of `PgEventStore.layer` with default options (`@effect/sql-pg`'s default). */
+export const pgDefaultPoolSize = 10
+
+/** A fresh database of one run, migrated: where it is, its stores and its client. */
+export interface BenchDatabase {
+  readonly target: DbTarget
+  readonly store: Context.Context<SqlEventStore.Stores | SqlClient.SqlClient>
+  readonly sql: SqlClient.SqlClient
+}
+
+/**
+ * A fresh database of `backend` for the scope (a `freshPgSchema`, or a
+ * `tempSqliteFile`), migrated by `SqlEventStore.layer()` over a pg pool of
+ * `maxConnections` or `SqliteEventStore.layerClient` (what
+ * `SqliteEventStore.layer` builds); with `rawTable`, also the raw
+ * baseline's table, shaped like the events table (`createRawTable`).
+ */
+export const openBenchDatabase = (
+  backend: Backend,
+  options: { readonly maxConnections: number; readonly rawTable?: string }
+): Effect.Effect<BenchDatabase, unknown, Scope.Scope> =>
+  Effect.gen(function*() {
+    let target: DbTarget
+    let store: BenchDatabase["store"]
+    if (backend === "pg") {
+      const schema = yield* freshPgSchema
+      target = { backend, schema }
+      store = yield* Layer.build(
+        SqlEventStore.layer().pipe(Layer.provideMerge(pgClientLayer({ schema, maxConnections: options.maxConnections })))
+      )
+    } else {
+      const filename = yield* tempSqliteFile
+      target = { backend, filename }
+      store = yield* Layer.build(SqlEventStore.layer().pipe(Layer.provideMerge(SqliteEventStore.layerClient({ filename }))))
+    }
+    const sql = Context.get(store, SqlClient.SqlClient)
+    if (options.rawTable !== undefined) {
+      yield* createRawTable(sql, backend, options.rawTable, (yield* SqlEventStore.tableNames()).events)
+    }
+    return { target, store, sql }
+  })
+
+/** The store layer a node opens on `target` with default options: `PgEventStore.layer` / `SqliteEventStore.layer`. */
+export const defaultStoreLayer = (target: DbTarget) =>
+  target.backend === "pg"
+    ? PgEventStore.layer(pgConfig({ schema: target.schema }))
+    : SqliteEventStore.layer({ filename: target.filename })
+
+/**
+ * The raw baseline of work that `nodes` nodes do at once, each with
+ * `perNode` commits in flight on its default store layer: `rawInserts` at
+ * `nodes * perNode` concurrency, through a client as large as the nodes'
+ * clients together (on PostgreSQL a pool of `pgDefaultPoolSize` connections
+ * per node, opened for the scope; on SQLite the database's own connection,
+ * since the nodes' connections take turns on the one write lock anyway).
+ * Returns the sampler, `ms` per sample, and its concurrency.
+ */
+export const nodesRawBaseline = (
+  db: BenchDatabase,
+  options: { readonly table: string; readonly nodes: number; readonly perNode: number }
+): Effect.Effect<
+  { readonly concurrency: number; readonly sample: (ms: number) => Effect.Effect<Sample, unknown> },
+  unknown,
+  Scope.Scope
+> =>
+  Effect.gen(function*() {
+    const sql = db.target.backend === "pg"
+      ? Context.get(
+        yield* Layer.build(pgClientLayer({ schema: db.target.schema, maxConnections: pgDefaultPoolSize * options.nodes })),
+        SqlClient.SqlClient
+      )
+      : db.sql
+    const concurrency = options.perNode * options.nodes
+    return { concurrency, sample: (ms: number) => rawInserts(sql, db.target.backend, options.table, concurrency, ms) }
+  })
+
+// ---------------------------------------------------------------------------
 // pgbench
 // ---------------------------------------------------------------------------
 
@@ -309,6 +398,30 @@ export const pgbench = (options: {
 
 /** Lines a worker writes for its parent start with this; anything else on its stdout is passed on to stderr. */
 export const workerProtocolPrefix = "@@ "
+
+/**
+ * The worker's side of `spawnWorkerProcess`, for the scope: `next` takes the
+ * parent's next line (trimmed; `exitLine` once stdin closes, i.e. when the
+ * parent goes away), and `say` writes a reply line.
+ */
+export const workerChannel = (exitLine: string): Effect.Effect<
+  { readonly next: Effect.Effect<string>; readonly say: (line: string) => void },
+  never,
+  Scope.Scope
+> =>
+  Effect.gen(function*() {
+    const lines = yield* Queue.unbounded<string>()
+    const input = yield* Effect.acquireRelease(
+      Effect.sync(() => readline.createInterface({ input: process.stdin })),
+      (input) => Effect.sync(() => input.close())
+    )
+    input.on("line", (line) => Queue.unsafeOffer(lines, line.trim()))
+    input.on("close", () => Queue.unsafeOffer(lines, exitLine))
+    return {
+      next: Queue.take(lines),
+      say: (line: string) => void process.stdout.write(`${workerProtocolPrefix}${line}\n`)
+    }
+  })
 
 /** A worker process, as its parent drives it. */
 export interface WorkerProcess {

@@ -53,6 +53,11 @@ export const scripts: ReadonlyArray<Script> = [
     name: "contention",
     file: "contention.ts",
     summary: "PostgreSQL, 2 processes: hot instance x 8 writers (optimistic, distributed, sticky) and 64 routed instances vs 1 writer"
+  },
+  {
+    name: "outbox",
+    file: "outbox.ts",
+    summary: "outbox commands dispatched/s (1 and 2 dispatchers) and commit-to-handler latency p50/p99 on PostgreSQL and SQLite"
   }
 ]
 
@@ -146,6 +151,10 @@ export const median = (xs: ReadonlyArray<number>): number => {
   const mid = sorted.length >> 1
   return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
 }
+
+/** The nearest-rank percentile `p` (0-100) of numbers sorted ascending. */
+export const percentile = (sorted: ReadonlyArray<number>, p: number): number =>
+  sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!
 
 const fmt = (n: number): string =>
   n === 0 ? "0" : Math.abs(n) >= 100 ? String(Math.round(n)) : String(Number(n.toPrecision(3)))
