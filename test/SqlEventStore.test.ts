@@ -306,7 +306,7 @@ const sqlSuite = (target: Target) =>
         const client = Context.get(yield* Layer.build(db.client()), SqlClient.SqlClient)
         const migrate = (options?: { readonly tablePrefix?: string }) =>
           Effect.provideService(SqlEventStore.migrate(options), SqlClient.SqlClient, client)
-        expect(yield* migrate()).toEqual([[1, "create_tables"], [2, "commit_columns"], [3, "leases"]])
+        expect(yield* migrate()).toEqual([[1, "create_tables"], [2, "commit_columns"], [3, "leases"], [4, "outbox"]])
         expect(yield* migrate()).toEqual([])
 
         const first = yield* storeOn(db.client())
@@ -318,7 +318,8 @@ const sqlSuite = (target: Target) =>
         expect(recorded.map((row) => [Number(row.migration_id), row.name])).toEqual([
           [1, "create_tables"],
           [2, "commit_columns"],
-          [3, "leases"]
+          [3, "leases"],
+          [4, "outbox"]
         ])
 
         // migrate: false leaves a database alone.
@@ -337,7 +338,7 @@ const sqlSuite = (target: Target) =>
           concurrency: "unbounded"
         })
         const recorded = yield* nodes[0].sql<{ readonly name: string }>`SELECT name FROM fsm_migrations`
-        expect(recorded.map((row) => row.name)).toEqual(["create_tables", "commit_columns", "leases"])
+        expect(recorded.map((row) => row.name)).toEqual(["create_tables", "commit_columns", "leases", "outbox"])
         yield* Effect.forEach(nodes, (node, i) => node.store.append(commit(`from-${i}`, 0, [event("@created")])), {
           concurrency: "unbounded"
         })
@@ -390,12 +391,16 @@ const sqlSuite = (target: Target) =>
           "billing_events",
           "billing_leases",
           "billing_migrations",
+          "billing_outbox",
+          "billing_outbox_dead_letters",
           "billing_snapshots",
           "billing_timers",
           "orders_dead_letters",
           "orders_events",
           "orders_leases",
           "orders_migrations",
+          "orders_outbox",
+          "orders_outbox_dead_letters",
           "orders_snapshots",
           "orders_timers"
         ])
@@ -405,6 +410,8 @@ const sqlSuite = (target: Target) =>
           timers: "orders_timers",
           deadLetters: "orders_dead_letters",
           leases: "orders_leases",
+          outbox: "orders_outbox",
+          outboxDeadLetters: "orders_outbox_dead_letters",
           migrations: "orders_migrations"
         })
         yield* Context.get(orders, EventStore.EventStore).append(fullCommit("o1"))
