@@ -36,7 +36,7 @@
  * commit's time), per command, first attempt. Baseline: the target, the
  * default poll interval (500 ms) + 50 ms; ratio = baseline / value.
  *
- *   npx tsx bench/outbox.ts [--commands 5000] [--latency-rate 100] [--latency-seconds 5] [--ms 1000]
+ *   npx tsx bench/outbox.ts [--commands 1000] [--latency-rate 100] [--latency-seconds 2] [--ms 1000]
  *     [--max-wait-seconds 300] [--reps 3] [--warmup 1]
  *
  * Prints (each the median of the repetitions; warm-up rounds have a fifth of
@@ -437,9 +437,9 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   const raw = parseFlags("outbox", args, {
     reps: { ...commonFlags.reps, default: 3 },
     warmup: { ...commonFlags.warmup, default: 1 },
-    commands: { default: 5_000, description: "pending commands per backlog round (the warm-up round has a fifth)" },
+    commands: { default: 1_000, description: "pending commands per backlog round (the warm-up round has a fifth)" },
     "latency-rate": { default: 100, description: "commands produced per second in the latency part" },
-    "latency-seconds": { default: 5, description: "how long the latency part produces commands, per round" },
+    "latency-seconds": { default: 2, description: "how long the latency part produces commands, per round" },
     ms: { default: 1_000, description: "length of one raw-insert baseline sample, in ms" },
     "max-wait-seconds": { default: 300, description: "a round fails if its commands have not all replied by then" }
   })

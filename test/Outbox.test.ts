@@ -6,13 +6,14 @@
  * dispatchers; the checkout <-> payment saga.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Exit, Layer, Option, Ref, Schedule, Schema, TestClock } from "effect"
+import { Context, Effect, Exit, Layer, Metric, Option, Ref, Schedule, Schema, TestClock } from "effect"
 import {
   EventStore,
   FSMRuntime,
   LeaseStore,
   LockingStrategy,
   Machine,
+  Metrics,
   Outbox,
   OutboxStore,
   type TimeoutStore
@@ -132,6 +133,20 @@ for (const backend of backends) {
       Effect.gen(function*() {
         const { gateway, store } = yield* setup
         yield* Ref.set(gateway.failures, 1_000)
+        const counts = Effect.all([
+          Metric.value(Metrics.outboxFailed),
+          Metric.value(Metrics.outboxRetries),
+          Metric.value(Metrics.outboxDeadLettered),
+          Metric.value(Metrics.outboxDispatched),
+          Metric.value(Metrics.outboxLatency)
+        ]).pipe(Effect.map(([failed, retries, dead, dispatched, latency]) => [
+          failed.count,
+          retries.count,
+          dead.count,
+          dispatched.count,
+          latency.count
+        ]))
+        const before = yield* counts
         const runtime = yield* node(store, gateway, { retry: Schedule.spaced("1 second").pipe(Schedule.intersect(Schedule.recurs(2))) })
         for (const id of ["o1", "o2"]) {
           yield* runtime.create(Shop, id, { _tag: "Placed", orderId: id, amount: 42 })
@@ -146,6 +161,8 @@ for (const backend of backends) {
         expect(letters[0]!.lastError).toContain("attempt 3")
         expect(yield* outboxOf(store).pending("shop", "o1")).toEqual([])
         expect((yield* Ref.get(gateway.calls)).length).toBe(6)
+        // 6 failed attempts, 4 of them retried, 2 dead letters, nothing done yet, 2 first attempts timed.
+        expect((yield* counts).map((n, i) => n - before[i]!)).toEqual([6, 4, 2, 0, 2])
 
         yield* Ref.set(gateway.failures, 0)
         expect(yield* Outbox.redrive(letters[0]!).pipe(Effect.provide(store))).toBe(true)

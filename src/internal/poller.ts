@@ -118,11 +118,16 @@ export const makePoller = <A>(options: {
       return Math.min(jittered, untilNext)
     })
 
+    // A wake-up asked for while a poll runs (after it may have looked) is
+    // kept for the wait that follows it, never dropped.
+    let wakeAsked = false
+
     const loop = Effect.gen(function*() {
+      wakeAsked = false
       const waitMillis = yield* poll.pipe(
         Effect.catchAllCause((cause) => Effect.as(Effect.logError("poll failed", cause), pollMillis))
       )
-      if (waitMillis <= 0) return
+      if (waitMillis <= 0 || wakeAsked) return
       const wait = Math.ceil(waitMillis)
       plannedWake = (yield* Clock.currentTimeMillis) + wait
       yield* Effect.raceFirst(Effect.sleep(wait), Queue.take(wake))
@@ -134,6 +139,7 @@ export const makePoller = <A>(options: {
 
     const wakeNow = () => {
       if (plannedWake !== Number.POSITIVE_INFINITY) Queue.unsafeOffer(wake, undefined)
+      else wakeAsked = true
     }
 
     return { loop, wakeFor, wakeNow }
