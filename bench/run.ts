@@ -247,3 +247,24 @@ const runAll = (args: ReadonlyArray<string>): number => {
 }
 
 if (isMain(import.meta.url)) process.exitCode = runAll(process.argv.slice(2))
+
+/**
+ * Prints `<prefix>_p50` and `<prefix>_p99` (ms), each the median over the
+ * repetitions, against a latency target (ratio = target / value). Clock
+ * times are whole milliseconds: a latency under 1 ms is printed as 1 ms, so
+ * the ratio stays finite.
+ */
+export const printLatencies = (
+  prefix: string,
+  samples: { readonly p50: ReadonlyArray<number>; readonly p99: ReadonlyArray<number> },
+  targetMs: number
+): void => {
+  for (const suffix of ["p50", "p99"] as const) {
+    printBench(`${prefix}_${suffix}`, {
+      value: Math.max(1, median(samples[suffix])),
+      unit: "ms",
+      baseline: targetMs,
+      lowerIsBetter: true
+    })
+  }
+}

@@ -59,7 +59,7 @@ import {
   type WorkerProcess,
   workerProtocolPrefix
 } from "./db.js"
-import { commonFlags, isMain, median, parseFlags, printBench, progress } from "./run.js"
+import { commonFlags, isMain, median, parseFlags, printBench, printLatencies, progress } from "./run.js"
 
 // ---------------------------------------------------------------------------
 // The machine
@@ -390,15 +390,7 @@ const measureLateness = (backend: Backend, flags: Flags) =>
         p99s.push(p99)
       }
     }
-    // Timestamps are whole milliseconds: a lateness under 1 ms is printed as 1 ms, so the ratio stays finite.
-    for (const [suffix, values] of [["p50", p50s], ["p99", p99s]] as const) {
-      printBench(`timeouts.${backend}.lateness_${suffix}`, {
-        value: Math.max(1, median(values)),
-        unit: "ms",
-        baseline: latenessTargetMs,
-        lowerIsBetter: true
-      })
-    }
+    printLatencies(`timeouts.${backend}.lateness`, { p50: p50s, p99: p99s }, latenessTargetMs)
   }))
 
 // ---------------------------------------------------------------------------

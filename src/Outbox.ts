@@ -45,7 +45,7 @@ import * as Intervals from "effect/ScheduleIntervals"
 import type * as Scope from "effect/Scope"
 import { InvalidConfiguration, type PersistenceError } from "./Errors.js"
 import { nowMillis } from "./internal/clock.js"
-import { describeValue } from "./internal/describe.js"
+import { describeValue, storableText } from "./internal/describe.js"
 import { durationMillis } from "./internal/options.js"
 import { makePoller } from "./internal/poller.js"
 import type * as Machine from "./Machine.js"
@@ -406,12 +406,6 @@ export interface Running {
   /** This node committed a command: poll now rather than at the next interval. */
   readonly committed: () => void
 }
-
-const loneSurrogate = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g
-
-/** An error text as every backend can store it (no NUL, no lone surrogate), cut when long. */
-const storableText = (text: string): string =>
-  (text.length > 4000 ? `${text.slice(0, 4000)}…` : text).replace(/\u0000/g, "\uFFFD").replace(loneSurrogate, "\uFFFD")
 
 /**
  * The delay before the next attempt after `attempts` failures, or `None`

@@ -30,7 +30,7 @@ import type * as Scope from "effect/Scope"
 import * as Clock from "effect/Clock"
 import { InvalidConfiguration } from "./Errors.js"
 import { nowMillis } from "./internal/clock.js"
-import { describeValue } from "./internal/describe.js"
+import { describeValue, storableText } from "./internal/describe.js"
 import { makePoller } from "./internal/poller.js"
 import * as LeaderElection from "./LeaderElection.js"
 import * as LeaseStore from "./LeaseStore.js"
@@ -189,16 +189,6 @@ const resolveRetry = (options: RetryOptions) =>
     if (maxMillis < baseMillis) return yield* invalid("retryMax", `must not be below retryBase (${baseMillis} ms)`)
     return { maxAttempts, baseMillis, maxMillis } satisfies RetryPolicy
   })
-
-const loneSurrogate = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g
-
-/**
- * An error text as every backend can store it: error messages may quote user
- * data, and PostgreSQL refuses NUL and lone surrogates (the timer would then
- * never be retried or dead-lettered). Long texts are cut.
- */
-const storableText = (text: string): string =>
-  (text.length > 4000 ? `${text.slice(0, 4000)}…` : text).replace(/\u0000/g, "\uFFFD").replace(loneSurrogate, "\uFFFD")
 
 const retryDelayMillis = (policy: RetryPolicy, attempts: number): number =>
   Math.min(policy.maxMillis, policy.baseMillis * 2 ** Math.max(0, attempts - 1))

@@ -21,3 +21,14 @@ export const describeValue = (value: unknown): string => {
     return Object.prototype.toString.call(value)
   }
 }
+
+const loneSurrogate = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g
+
+/**
+ * An error text as every backend can store it: error messages may quote user
+ * data, and PostgreSQL refuses NUL and lone surrogates (a row whose last error
+ * cannot be written would never be retried or dead-lettered). Long texts are
+ * cut.
+ */
+export const storableText = (text: string): string =>
+  (text.length > 4000 ? `${text.slice(0, 4000)}…` : text).replace(/\u0000/g, "\uFFFD").replace(loneSurrogate, "\uFFFD")
