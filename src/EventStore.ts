@@ -211,6 +211,13 @@ export interface Backend {
     instanceId: string,
     fromSeqNr: number
   ) => Stream.Stream<EventRecord, PersistenceError>
+  /** Up to `limit` (a whole number from 1 to `maxPageSize`) events with `seqNr >= fromSeqNr`, in order. */
+  readonly eventsPage: (
+    machine: string,
+    instanceId: string,
+    fromSeqNr: number,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<EventRecord>, PersistenceError>
   readonly highestSequenceNr: (machine: string, instanceId: string) => Effect.Effect<number, PersistenceError>
   readonly saveSnapshot: (snapshot: SnapshotRecord) => Effect.Effect<void, PersistenceError>
   readonly loadSnapshot: (
@@ -241,6 +248,18 @@ export class EventStore extends Context.Tag("effect-fsm/EventStore")<EventStore,
     instanceId: string,
     fromSeqNr: number
   ) => Stream.Stream<EventRecord, PersistenceError | InvalidInstanceId>
+  /**
+   * One page of `events`: up to `limit` events with `seqNr >= fromSeqNr`, in
+   * order, in one read (what recovery folds, without a Stream per event). A
+   * page shorter than `limit` is the end of the log. `limit` is a whole
+   * number from 1 to `maxPageSize`; another is a `PersistenceError`.
+   */
+  readonly eventsPage: (
+    machine: string,
+    instanceId: string,
+    fromSeqNr: number,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<EventRecord>, PersistenceError | InvalidInstanceId>
   /** The sequence number of the last event, 0 when the instance has no log. */
   readonly highestSequenceNr: (
     machine: string,
@@ -255,6 +274,13 @@ export class EventStore extends Context.Tag("effect-fsm/EventStore")<EventStore,
   /** The ids of every instance of a machine that has a log. */
   readonly instances: (machine: string) => Stream.Stream<string, PersistenceError>
 }>() {}
+
+/**
+ * The largest page `eventsPage` returns.
+ *
+ * @since 0.1.0
+ */
+export const maxPageSize = 10_000
 
 /**
  * Longest accepted instance id, in UTF-16 code units.
@@ -488,6 +514,12 @@ export const make = (backend: Backend): EventStore["Type"] => ({
     ),
   events: (machine, instanceId, fromSeqNr) =>
     Stream.unwrap(Effect.as(validateInstanceId(machine, instanceId), backend.events(machine, instanceId, fromSeqNr))),
+  eventsPage: (machine, instanceId, fromSeqNr, limit) =>
+    Number.isSafeInteger(limit) && limit >= 1 && limit <= maxPageSize
+      ? Effect.zipRight(validateInstanceId(machine, instanceId), backend.eventsPage(machine, instanceId, fromSeqNr, limit))
+      : Effect.fail(
+        new PersistenceError({ operation: "eventsPage", reason: `limit must be a whole number from 1 to ${maxPageSize}, got ${limit}` })
+      ),
   highestSequenceNr: (machine, instanceId) =>
     Effect.zipRight(validateInstanceId(machine, instanceId), backend.highestSequenceNr(machine, instanceId)),
   saveSnapshot: (snapshot) =>
@@ -669,6 +701,18 @@ export const makeMemory = (): {
     if (named?.size === 0) timers.delete(key)
   }
 
+  /** Up to `limit` records of the log from `fromSeqNr`, read as the SQL stores read it. */
+  const readLog = (machine: string, instanceId: string, fromSeqNr: number, limit: number): Array<EventRecord> => {
+    const log = logs.get(keyOf(machine, instanceId))
+    const records: Array<EventRecord> = []
+    if (log === undefined) return records
+    // As the SQL stores read `fromSeqNr`: NaN means from the start, a fraction is rounded down.
+    const start = Number.isNaN(fromSeqNr) ? 0 : Math.max(0, Math.floor(fromSeqNr) - 1)
+    const end = Math.min(log.length, start + limit)
+    for (let i = start; i < end; i++) records.push(eventRecord(machine, instanceId, log[i]!))
+    return records
+  }
+
   const backend: Backend = {
     append: (commit) =>
       Effect.suspend((): Effect.Effect<AppendResult, AppendError> => {
@@ -772,15 +816,8 @@ export const makeMemory = (): {
         return committed
       }),
     events: (machine, instanceId, fromSeqNr) =>
-      Stream.suspend(() => {
-        const log = logs.get(keyOf(machine, instanceId))
-        if (log === undefined) return Stream.empty
-        const records: Array<EventRecord> = []
-        // As the SQL stores read `fromSeqNr`: NaN means from the start, a fraction is rounded down.
-        const start = Number.isNaN(fromSeqNr) ? 0 : Math.max(0, Math.floor(fromSeqNr) - 1)
-        for (let i = start; i < log.length; i++) records.push(eventRecord(machine, instanceId, log[i]!))
-        return Stream.fromIterable(records)
-      }),
+      Stream.suspend(() => Stream.fromIterable(readLog(machine, instanceId, fromSeqNr, Number.POSITIVE_INFINITY))),
+    eventsPage: (machine, instanceId, fromSeqNr, limit) => Effect.sync(() => readLog(machine, instanceId, fromSeqNr, limit)),
     highestSequenceNr: (machine, instanceId) => Effect.sync(() => logs.get(keyOf(machine, instanceId))?.length ?? 0),
     saveSnapshot: (snapshot) =>
       Effect.suspend(() => {

@@ -167,6 +167,27 @@ export const eventStoreSuite = (backend: Backend) =>
         expect(tail.map((r) => r.seqNr)).toEqual(Array.from({ length: 313 }, (_, i) => i + 200))
       }))
 
+    it.scoped("eventsPage reads one page: at most limit events from fromSeqNr, the same records as events", () =>
+      Effect.gen(function*() {
+        const { store } = yield* setup
+        yield* store.append(commit("p", 0, ["a", "b", "c", "d", "e"].map((tag) => event(tag))))
+        const seqNrs = (from: number, limit: number) =>
+          Effect.map(store.eventsPage(machine, "p", from, limit), (records) => records.map((r) => r.seqNr))
+        expect(yield* seqNrs(1, 2)).toEqual([1, 2])
+        expect(yield* seqNrs(2, 10)).toEqual([2, 3, 4, 5])
+        expect(yield* seqNrs(5, 1)).toEqual([5])
+        expect(yield* seqNrs(6, 3)).toEqual([])
+        expect(yield* seqNrs(Number.NaN, 3)).toEqual([1, 2, 3])
+        expect(yield* seqNrs(2.7, 1)).toEqual([2])
+        expect(yield* store.eventsPage(machine, "unknown", 1, 5)).toEqual([])
+        expect(yield* store.eventsPage(machine, "p", 1, EventStore.maxPageSize)).toEqual(yield* readAll(store, "p"))
+        for (const limit of [0, -1, 1.5, Number.NaN, EventStore.maxPageSize + 1]) {
+          const refused = yield* Effect.flip(store.eventsPage(machine, "p", 1, limit))
+          expect(refused._tag).toBe("PersistenceError")
+        }
+        expect((yield* Effect.flip(store.eventsPage(machine, "s\uD800", 1, 5)))._tag).toBe("InvalidInstanceId")
+      }))
+
     it.scoped("an expectedSeqNr behind or ahead of the log is a SequenceConflict with the actual end, and writes nothing", () =>
       Effect.gen(function*() {
         const { store } = yield* setup

@@ -136,6 +136,12 @@ const wrapStore = (
         blindSpots.delete(keyOf(machine, instanceId))
           ? Stream.fail(new Errors.PersistenceError({ operation: "events", reason: "injected fault: connection dropped" }))
           : faults.store.events(machine, instanceId, fromSeqNr)
+      ),
+    eventsPage: (machine, instanceId, fromSeqNr, limit) =>
+      Effect.suspend(() =>
+        blindSpots.delete(keyOf(machine, instanceId))
+          ? Effect.fail(new Errors.PersistenceError({ operation: "eventsPage", reason: "injected fault: connection dropped" }))
+          : faults.store.eventsPage(machine, instanceId, fromSeqNr, limit)
       )
   }
 }

@@ -142,10 +142,10 @@ export const makeBackend = (sql: SqlClient.SqlClient, dialect: Dialect, t: Table
     }
   })
 
-  const eventsPage = (machine: string, instanceId: string, from: number) =>
+  const readPage = (machine: string, instanceId: string, from: number, limit: number) =>
     sql<EventRow>`SELECT seq_nr, tag, ${
       dialect.jsonText("payload")
-    } AS payload, state_tag, schema_version, ts, source, correlation_id, node, commit_id, timer FROM ${E} WHERE machine = ${machine} AND instance_id = ${instanceId} AND seq_nr >= ${from} ORDER BY seq_nr LIMIT ${pageSize}`.pipe(
+    } AS payload, state_tag, schema_version, ts, source, correlation_id, node, commit_id, timer FROM ${E} WHERE machine = ${machine} AND instance_id = ${instanceId} AND seq_nr >= ${from} ORDER BY seq_nr LIMIT ${limit}`.pipe(
       mapSqlError("events"),
       Effect.flatMap((rows) => decodeRows("events", rows, decodeEvent(machine, instanceId)))
     )
@@ -154,7 +154,7 @@ export const makeBackend = (sql: SqlClient.SqlClient, dialect: Dialect, t: Table
     const start = firstSeqNr(fromSeqNr)
     if (!Number.isFinite(start)) return Stream.empty
     return Stream.paginateChunkEffect(start, (from) =>
-      Effect.map(eventsPage(machine, instanceId, from), (records) => {
+      Effect.map(readPage(machine, instanceId, from, pageSize), (records) => {
         const last = records[records.length - 1]
         return [
           Chunk.unsafeFromArray(records),
@@ -240,5 +240,17 @@ export const makeBackend = (sql: SqlClient.SqlClient, dialect: Dialect, t: Table
       })
     )
 
-  return { append, events, highestSequenceNr, saveSnapshot, loadSnapshot, instances }
+  const eventsPage = (machine: string, instanceId: string, fromSeqNr: number, limit: number) => {
+    const start = firstSeqNr(fromSeqNr)
+    return Number.isFinite(start)
+      ? readPage(machine, instanceId, start, limit).pipe(
+        Effect.withSpan("SqlEventStore.eventsPage", {
+          attributes: { machine, instanceId, fromSeqNr, limit },
+          captureStackTrace: false
+        })
+      )
+      : Effect.succeed([])
+  }
+
+  return { append, events, eventsPage, highestSequenceNr, saveSnapshot, loadSnapshot, instances }
 }

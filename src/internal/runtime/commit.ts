@@ -16,8 +16,6 @@
  */
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as Option from "effect/Option"
-import * as Stream from "effect/Stream"
 import type * as Schema from "effect/Schema"
 import {
   type FencingRejected,
@@ -187,18 +185,17 @@ export const makeCommitter = (options: {
    * writer's event is there instead.
    */
   const landed = (p: Proposal, commitId: string, expectedSeqNr: number) =>
-    store.events(p.codec.machine.name, p.instanceId, expectedSeqNr + 1).pipe(
-      Stream.take(1),
-      Stream.runHead,
-      Effect.flatMap((first): Effect.Effect<boolean, SequenceConflict> => {
-        if (Option.isNone(first)) return Effect.succeed(false)
-        if (first.value.metadata.commitId === commitId) return Effect.succeed(true)
+    store.eventsPage(p.codec.machine.name, p.instanceId, expectedSeqNr + 1, 1).pipe(
+      Effect.flatMap((page): Effect.Effect<boolean, SequenceConflict> => {
+        const first = page[0]
+        if (first === undefined) return Effect.succeed(false)
+        if (first.metadata.commitId === commitId) return Effect.succeed(true)
         return Effect.fail(
           new SequenceConflict({
             machine: p.codec.machine.name,
             instanceId: p.instanceId,
             expected: expectedSeqNr,
-            actual: first.value.seqNr
+            actual: first.seqNr
           })
         )
       })

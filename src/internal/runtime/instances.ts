@@ -13,7 +13,6 @@
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
-import * as Stream from "effect/Stream"
 import {
   EventDecodeError,
   EventReplayError,
@@ -74,6 +73,9 @@ export interface Instances {
 
 export const cacheKey = (machine: string, instanceId: string) => `${machine}\u0000${instanceId}`
 
+/** Events read per query when an instance is recovered. */
+const replayPage = 1_000
+
 export const makeInstances = (options: {
   readonly store: EventStore.EventStore["Type"]
   readonly cacheSize: number
@@ -89,61 +91,65 @@ export const makeInstances = (options: {
   }
   const cache = new Lru<string, Loaded>(options.cacheSize, unload)
 
+  /** The typed failure of a record that does not follow from the instance. */
+  const replayFailure = (machine: string, instanceId: string, problem: Core.EvolveProblem): ReplayError => {
+    switch (problem.kind) {
+      case "sequence":
+        return new PersistenceError({
+          operation: "replay",
+          reason: `${machine}/${instanceId}: expected event ${problem.expected}, the store returned ${problem.actual}`
+        })
+      case "lifecycle":
+        return new EventDecodeError({ machine, instanceId, seqNr: problem.seqNr, reason: problem.actual })
+      case "replay":
+        return new EventReplayError({
+          machine,
+          instanceId,
+          seqNr: problem.seqNr,
+          expected: problem.expected,
+          actual: problem.actual
+        })
+    }
+  }
+
+  /**
+   * Replays the log after `start` (from the beginning without one): reads
+   * pages of `replayPage` events and folds each with `Core.evolve` in a plain
+   * loop, one Effect per page rather than per event.
+   */
   const replayFrom = (
     codec: MachineCodec,
     instanceId: string,
     start: Loaded | undefined
   ): Effect.Effect<Loaded | undefined, ReplayError> => {
     const machine = codec.machine
-    const snapshotSeqNr = start?.snapshotSeqNr ?? 0
-    return Stream.runFoldEffect(
-      store.events(machine.name, instanceId, (start?.seqNr ?? 0) + 1),
-      start,
-      (acc: Loaded | undefined, record): Effect.Effect<Loaded, ReplayError> => {
-        const decoded = decodeRecord(codec, record)
-        if (Either.isLeft(decoded)) {
-          return Effect.fail(
-            new EventDecodeError({ machine: machine.name, instanceId, seqNr: record.seqNr, reason: decoded.left })
-          )
-        }
-        const next = Core.evolve(machine, acc, decoded.right)
-        if (Either.isRight(next)) {
-          const n = next.right
-          return Effect.succeed({
-            state: n.state,
-            seqNr: n.seqNr,
-            stopped: n.stopped,
-            generation: n.generation,
-            deadlines: n.deadlines,
-            snapshotSeqNr
-          })
-        }
-        const problem = next.left
-        switch (problem.kind) {
-          case "sequence":
+    let acc: Core.InstanceState | undefined = start
+    const page = (from: number): Effect.Effect<Loaded | undefined, ReplayError> =>
+      Effect.flatMap(store.eventsPage(machine.name, instanceId, from, replayPage), (records) => {
+        for (let i = 0; i < records.length; i++) {
+          const record = records[i]!
+          const decoded = decodeRecord(codec, record)
+          if (Either.isLeft(decoded)) {
             return Effect.fail(
-              new PersistenceError({
-                operation: "replay",
-                reason: `${machine.name}/${instanceId}: expected event ${problem.expected}, the store returned ${problem.actual}`
-              })
+              new EventDecodeError({ machine: machine.name, instanceId, seqNr: record.seqNr, reason: decoded.left })
             )
-          case "lifecycle":
-            return Effect.fail(
-              new EventDecodeError({ machine: machine.name, instanceId, seqNr: problem.seqNr, reason: problem.actual })
-            )
-          case "replay":
-            return Effect.fail(
-              new EventReplayError({
-                machine: machine.name,
-                instanceId,
-                seqNr: problem.seqNr,
-                expected: problem.expected,
-                actual: problem.actual
-              })
-            )
+          }
+          const next = Core.evolve(machine, acc, decoded.right)
+          if (Either.isLeft(next)) return Effect.fail(replayFailure(machine.name, instanceId, next.left))
+          acc = next.right
         }
-      }
-    )
+        if (records.length === replayPage) return page(records[records.length - 1]!.seqNr + 1)
+        if (acc === undefined || acc === start) return Effect.succeed(start)
+        return Effect.succeed({
+          state: acc.state,
+          seqNr: acc.seqNr,
+          stopped: acc.stopped,
+          generation: acc.generation,
+          deadlines: acc.deadlines,
+          snapshotSeqNr: start?.snapshotSeqNr ?? 0
+        })
+      })
+    return page((start?.seqNr ?? 0) + 1)
   }
 
   const fromSnapshot = (codec: MachineCodec, instanceId: string) =>
