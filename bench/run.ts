@@ -55,6 +55,11 @@ export const scripts: ReadonlyArray<Script> = [
     summary: "PostgreSQL, 2 processes: hot instance x 8 writers (optimistic, distributed, sticky) and 64 routed instances vs 1 writer"
   },
   {
+    name: "recover",
+    file: "recover.ts",
+    summary: "recovery of one 100k-event instance on SQLite and PostgreSQL: snapshot + tail (ms) and full replay (events/s)"
+  },
+  {
     name: "outbox",
     file: "outbox.ts",
     summary: "outbox commands dispatched/s (1 and 2 dispatchers) and commit-to-handler latency p50/p99 on PostgreSQL and SQLite"
