@@ -15,7 +15,15 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import type * as OutboxStore from "../OutboxStore.js"
 import type { Dialect } from "./sqlDialect.js"
-import { decodeRows, mapSqlError, type Tables, toNumber, toStringOrNull } from "./sqlShared.js"
+import {
+  claimableKeys,
+  decodeRows,
+  mapSqlError,
+  nextClaimable,
+  type Tables,
+  toNumber,
+  toStringOrNull
+} from "./sqlShared.js"
 
 interface CommandRow {
   readonly machine: string
@@ -84,11 +92,16 @@ export const makeOutboxStore = (
     if (options.machines.length === 0 || options.limit <= 0) return Effect.succeed([])
     // Several nodes claim at once: on PostgreSQL rows another claim holds are
     // skipped; on SQLite the single statement runs under the write lock.
-    return sql<CommandRow>`UPDATE ${O} SET claimed_by = ${options.nodeId}, claimed_until = ${options.claimUntil} WHERE (machine, instance_id, seq_nr, idx) IN (SELECT machine, instance_id, seq_nr, idx FROM ${O} WHERE machine IN ${
-      sql.in(options.machines)
-    } AND due_at <= ${options.now} AND (claimed_until IS NULL OR claimed_until <= ${options.now}) ORDER BY due_at LIMIT ${
-      Math.floor(options.limit)
-    } ${dialect.skipLocked}) RETURNING ${columns}`.pipe(
+    return sql<CommandRow>`UPDATE ${O} SET claimed_by = ${options.nodeId}, claimed_until = ${options.claimUntil} WHERE (machine, instance_id, seq_nr, idx) IN (${
+      claimableKeys(sql, {
+        table: t.outbox,
+        keys: "machine, instance_id, seq_nr, idx",
+        machines: options.machines,
+        now: options.now,
+        limit: Math.floor(options.limit),
+        lock: dialect.skipLocked
+      })
+    }) RETURNING ${columns}`.pipe(
       mapSqlError("claimDue"),
       Effect.flatMap((rows) => decodeRows("claimDue", rows, decodeCommand)),
       Effect.map((commands) => commands.sort(byDue)),
@@ -122,9 +135,9 @@ export const makeOutboxStore = (
     }).pipe(Effect.asVoid, mapSqlError("deadLetter"))
 
   const nextDueAt = (machines: ReadonlyArray<string>) =>
-    machines.length === 0 ? Effect.succeed(Option.none<number>()) : sql<{ readonly due_at: unknown }>`SELECT MIN(CASE WHEN claimed_until > due_at THEN claimed_until ELSE due_at END) AS due_at FROM ${O} WHERE machine IN ${
-      sql.in(machines)
-    }`.pipe(
+    machines.length === 0
+      ? Effect.succeed(Option.none<number>())
+      : sql<{ readonly due_at: unknown }>`${nextClaimable(sql, { table: t.outbox, machines })}`.pipe(
       Effect.map((rows) => {
         const dueAt = rows[0]?.due_at
         return dueAt === null || dueAt === undefined ? Option.none<number>() : Option.some(toNumber(dueAt))

@@ -4,7 +4,9 @@
  *
  * @internal
  */
+import type * as SqlClient from "@effect/sql/SqlClient"
 import { SqlError } from "@effect/sql/SqlError"
+import type { Fragment } from "@effect/sql/Statement"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { PersistenceError } from "../Errors.js"
@@ -109,3 +111,53 @@ export const decodeRows = <Row, A>(
   decode: (row: Row) => A
 ): Effect.Effect<Array<A>, PersistenceError> =>
   Effect.try({ try: () => rows.map(decode), catch: (cause) => persistenceError(operation, cause) })
+
+/**
+ * The keys of up to `limit` claimable rows of `table` (due at `now`, not
+ * under a live claim), oldest first, for the sweeper's and the dispatcher's
+ * claims. One ordered index scan of `(machine, due_at)` per machine, merged:
+ * an `IN` list over several machines would make the database scan and sort
+ * every due row instead.
+ */
+export const claimableKeys = (
+  sql: SqlClient.SqlClient,
+  options: {
+    readonly table: string
+    readonly keys: string
+    readonly machines: ReadonlyArray<string>
+    readonly now: number
+    readonly limit: number
+    /** `FOR UPDATE SKIP LOCKED` on PostgreSQL. */
+    readonly lock: Fragment
+  }
+): Fragment => {
+  const T = sql(options.table)
+  const keys = sql.literal(options.keys)
+  const perMachine = options.machines.map((machine) =>
+    sql`SELECT * FROM (SELECT ${keys}, due_at FROM ${T} WHERE machine = ${machine} AND due_at <= ${options.now} AND (claimed_until IS NULL OR claimed_until <= ${options.now}) ORDER BY due_at LIMIT ${options.limit} ${options.lock}) AS m`
+  )
+  return sql`SELECT ${keys} FROM (${sql.join(" UNION ALL ", false)(perMachine)}) AS due ORDER BY due_at LIMIT ${options.limit}`
+}
+
+/** Rows per machine `nextClaimable` looks at. */
+const nextDueWindow = 100
+
+/**
+ * When `claimableKeys` could next return a row of `machines`: the earliest
+ * of each row's due time, or the end of its claim when later, over the
+ * first `nextDueWindow` rows per machine by due time (an index scan each).
+ * Should all of those be claimed past a later row's due time, the answer is
+ * late; the pollers wait at most their idle interval anyway.
+ */
+export const nextClaimable = (
+  sql: SqlClient.SqlClient,
+  options: { readonly table: string; readonly machines: ReadonlyArray<string> }
+): Fragment => {
+  const T = sql(options.table)
+  const perMachine = options.machines.map((machine) =>
+    sql`SELECT * FROM (SELECT due_at, claimed_until FROM ${T} WHERE machine = ${machine} ORDER BY due_at LIMIT ${nextDueWindow}) AS m`
+  )
+  return sql`SELECT MIN(CASE WHEN claimed_until > due_at THEN claimed_until ELSE due_at END) AS due_at FROM (${
+    sql.join(" UNION ALL ", false)(perMachine)
+  }) AS first`
+}

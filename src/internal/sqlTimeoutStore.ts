@@ -15,7 +15,16 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import type * as TimeoutStore from "../TimeoutStore.js"
 import type { Dialect } from "./sqlDialect.js"
-import { decodeRows, driverCode, mapSqlError, type Tables, toNumber, toStringOrNull } from "./sqlShared.js"
+import {
+  claimableKeys,
+  decodeRows,
+  driverCode,
+  mapSqlError,
+  nextClaimable,
+  type Tables,
+  toNumber,
+  toStringOrNull
+} from "./sqlShared.js"
 
 interface TimerRow {
   readonly machine: string
@@ -68,11 +77,16 @@ export const makeTimeoutStore = (
     if (options.machines.length === 0 || options.limit <= 0) return Effect.succeed([])
     // Several nodes claim at once: on PostgreSQL rows another claim holds are
     // skipped; on SQLite the single statement runs under the write lock.
-    return sql<TimerRow>`UPDATE ${T} SET claimed_by = ${options.nodeId}, claimed_until = ${options.claimUntil} WHERE (machine, instance_id, name) IN (SELECT machine, instance_id, name FROM ${T} WHERE machine IN ${
-      sql.in(options.machines)
-    } AND due_at <= ${options.now} AND (claimed_until IS NULL OR claimed_until <= ${options.now}) ORDER BY due_at LIMIT ${
-      Math.floor(options.limit)
-    } ${dialect.skipLocked}) RETURNING ${timerColumns}`.pipe(
+    return sql<TimerRow>`UPDATE ${T} SET claimed_by = ${options.nodeId}, claimed_until = ${options.claimUntil} WHERE (machine, instance_id, name) IN (${
+      claimableKeys(sql, {
+        table: t.timers,
+        keys: "machine, instance_id, name",
+        machines: options.machines,
+        now: options.now,
+        limit: Math.floor(options.limit),
+        lock: dialect.skipLocked
+      })
+    }) RETURNING ${timerColumns}`.pipe(
       mapSqlError("claimDue"),
       Effect.flatMap((rows) => decodeRows("claimDue", rows, decodeTimer)),
       Effect.map((timers) => timers.sort(byDueAt)),
@@ -104,9 +118,9 @@ export const makeTimeoutStore = (
   // When claimDue could next return something: a timer's deadline, or the
   // end of its claim when that is later.
   const nextDueAt = (machines: ReadonlyArray<string>) =>
-    machines.length === 0 ? Effect.succeed(Option.none<number>()) : sql<{ readonly due_at: unknown }>`SELECT MIN(CASE WHEN claimed_until > due_at THEN claimed_until ELSE due_at END) AS due_at FROM ${T} WHERE machine IN ${
-      sql.in(machines)
-    }`.pipe(
+    machines.length === 0
+      ? Effect.succeed(Option.none<number>())
+      : sql<{ readonly due_at: unknown }>`${nextClaimable(sql, { table: t.timers, machines })}`.pipe(
       Effect.map((rows) => {
         const dueAt = rows[0]?.due_at
         return dueAt === null || dueAt === undefined ? Option.none<number>() : Option.some(toNumber(dueAt))
