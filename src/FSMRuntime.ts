@@ -108,6 +108,17 @@ export type HistoryEntry<S, E> =
   )
 
 /**
+ * One page of an instance's history (`historyPage`).
+ *
+ * @since 0.1.0
+ */
+export interface HistoryPage<S, E> {
+  readonly entries: ReadonlyArray<HistoryEntry<S, E>>
+  /** The `fromSeqNr` of the next page, `None` after the last one. */
+  readonly next: Option.Option<number>
+}
+
+/**
  * Options of a single command.
  *
  * @since 0.1.0
@@ -206,12 +217,26 @@ export class FSMRuntime extends Context.Tag("effect-fsm/FSMRuntime")<FSMRuntime,
     machine: Machine.Machine<S, E, R>,
     instanceId: string
   ) => Effect.Effect<InstanceView<S>, LoadError>
-  /** Every event of the instance, decoded, from `fromSeqNr` (default 1). */
+  /**
+   * Every event of the instance, decoded, from `fromSeqNr` (default 1), in
+   * one array: for long logs, read `historyPage` by page instead.
+   */
   readonly history: <S extends Machine.Tagged, E extends Machine.Tagged, R>(
     machine: Machine.Machine<S, E, R>,
     instanceId: string,
     fromSeqNr?: number
   ) => Effect.Effect<ReadonlyArray<HistoryEntry<S, E>>, LoadError>
+  /**
+   * One page of the instance's history: up to `limit` (default 100, at most
+   * `EventStore.maxPageSize`) entries from `fromSeqNr` (default 1), and the
+   * `fromSeqNr` of the next page when there is one. Memory stays bounded by
+   * the page, whatever the length of the log.
+   */
+  readonly historyPage: <S extends Machine.Tagged, E extends Machine.Tagged, R>(
+    machine: Machine.Machine<S, E, R>,
+    instanceId: string,
+    options?: { readonly fromSeqNr?: number; readonly limit?: number }
+  ) => Effect.Effect<HistoryPage<S, E>, LoadError | InvalidInput>
   /** Writes a snapshot of the current state now; returns its seqNr. */
   readonly saveSnapshot: <S extends Machine.Tagged, E extends Machine.Tagged, R>(
     machine: Machine.Machine<S, E, R>,
@@ -686,33 +711,81 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
         traced("FSMRuntime.inspect", { machine: nameOf(machine), instanceId: String(instanceId) })
       )
 
+    /** A stored record as a history entry, or why it does not decode. */
+    const historyEntry = (
+      codec: MachineCodec,
+      instanceId: string,
+      record: EventStore.EventRecord
+    ): Either.Either<HistoryEntry<Machine.Tagged, Machine.Tagged>, EventDecodeError> => {
+      const common = {
+        seqNr: record.seqNr,
+        stateTag: record.stateTag,
+        schemaVersion: record.schemaVersion,
+        metadata: record.metadata
+      }
+      const decoded: Either.Either<HistoryEntry<Machine.Tagged, Machine.Tagged>, ParseResult.ParseError> =
+        record.tag === EventStore.StoppedTag
+          ? Either.right({ ...common, _tag: "Stopped" as const })
+          : record.tag === EventStore.CreatedTag
+          ? Either.map(codec.decodeState(record.payload), (state) => ({ ...common, _tag: "Created" as const, state }))
+          : Either.map(codec.decodeEvent(record.payload), (event) => ({ ...common, _tag: "Event" as const, event }))
+      return Either.mapLeft(decoded, (error) =>
+        new EventDecodeError({
+          machine: codec.machine.name,
+          instanceId,
+          seqNr: record.seqNr,
+          reason: parseMessage(error)
+        }))
+    }
+
+    const historyPage = (
+      machine: Machine.Any,
+      instanceId: string,
+      pageOptions?: { readonly fromSeqNr?: number; readonly limit?: number }
+    ) =>
+      Effect.suspend((): Effect.Effect<HistoryPage<Machine.Tagged, Machine.Tagged>, LoadError | InvalidInput> => {
+        const codec = resolve(machine, instanceId)
+        if (!isCodec(codec)) return Effect.fail(codec)
+        const fromSeqNr = pageOptions?.fromSeqNr ?? 1
+        const limit = pageOptions?.limit ?? 100
+        if (!Number.isSafeInteger(fromSeqNr) || fromSeqNr < 1) {
+          return Effect.fail(
+            new InvalidInput({ machine: machine.name, instanceId, reason: `fromSeqNr must be a whole number >= 1, got ${describeValue(fromSeqNr)}` })
+          )
+        }
+        if (!Number.isSafeInteger(limit) || limit < 1 || limit > EventStore.maxPageSize) {
+          return Effect.fail(
+            new InvalidInput({
+              machine: machine.name,
+              instanceId,
+              reason: `limit must be a whole number from 1 to ${EventStore.maxPageSize}, got ${describeValue(limit)}`
+            })
+          )
+        }
+        // One more than asked for tells whether there is a next page.
+        const read = Math.min(limit + 1, EventStore.maxPageSize)
+        return Effect.flatMap(store.eventsPage(machine.name, instanceId, fromSeqNr, read), (
+          records
+        ): Effect.Effect<HistoryPage<Machine.Tagged, Machine.Tagged>, LoadError> => {
+          if (records.length === 0 && fromSeqNr === 1) return Effect.fail(new InstanceNotFound({ machine: machine.name, instanceId }))
+          const entries: Array<HistoryEntry<Machine.Tagged, Machine.Tagged>> = []
+          for (let i = 0; i < Math.min(limit, records.length); i++) {
+            const entry = historyEntry(codec, instanceId, records[i]!)
+            if (Either.isLeft(entry)) return Effect.fail(entry.left)
+            entries.push(entry.right)
+          }
+          const last = entries[entries.length - 1]
+          const more = records.length > limit || (read === limit && records.length === limit)
+          return Effect.succeed({ entries, next: more && last !== undefined ? Option.some(last.seqNr + 1) : Option.none() })
+        })
+      }).pipe(traced("FSMRuntime.historyPage", { machine: nameOf(machine), instanceId: String(instanceId) }))
+
     const history = (machine: Machine.Any, instanceId: string, fromSeqNr = 1) =>
       Effect.suspend((): Effect.Effect<ReadonlyArray<HistoryEntry<Machine.Tagged, Machine.Tagged>>, LoadError> => {
         const codec = resolve(machine, instanceId)
         if (!isCodec(codec)) return Effect.fail(codec)
         return store.events(machine.name, instanceId, fromSeqNr).pipe(
-          Stream.mapEffect((record) => {
-            const common = {
-              seqNr: record.seqNr,
-              stateTag: record.stateTag,
-              schemaVersion: record.schemaVersion,
-              metadata: record.metadata
-            }
-            const decoded: Either.Either<HistoryEntry<Machine.Tagged, Machine.Tagged>, ParseResult.ParseError> =
-              record.tag === EventStore.StoppedTag
-                ? Either.right({ ...common, _tag: "Stopped" as const })
-                : record.tag === EventStore.CreatedTag
-                ? Either.map(codec.decodeState(record.payload), (state) => ({ ...common, _tag: "Created" as const, state }))
-                : Either.map(codec.decodeEvent(record.payload), (event) => ({ ...common, _tag: "Event" as const, event }))
-            return Either.isRight(decoded) ? Effect.succeed(decoded.right) : Effect.fail(
-              new EventDecodeError({
-                machine: machine.name,
-                instanceId,
-                seqNr: record.seqNr,
-                reason: parseMessage(decoded.left)
-              })
-            )
-          }),
+          Stream.mapEffect((record) => historyEntry(codec, instanceId, record)),
           Stream.runCollect,
           Effect.flatMap((chunk) =>
             chunk.length === 0 && !(fromSeqNr > 1)
@@ -844,6 +917,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
       send: send as FSMRuntime["Type"]["send"],
       inspect: inspect as FSMRuntime["Type"]["inspect"],
       history: history as FSMRuntime["Type"]["history"],
+      historyPage: historyPage as FSMRuntime["Type"]["historyPage"],
       saveSnapshot,
       stop: stop as FSMRuntime["Type"]["stop"],
       instances: listInstances,
@@ -894,6 +968,10 @@ export interface Client<S extends Machine.Tagged, E extends Machine.Tagged> {
   readonly state: (instanceId: string) => Effect.Effect<S, LoadError>
   readonly lastSequenceNr: (instanceId: string) => Effect.Effect<number, LoadError>
   readonly history: (instanceId: string, fromSeqNr?: number) => Effect.Effect<ReadonlyArray<HistoryEntry<S, E>>, LoadError>
+  readonly historyPage: (
+    instanceId: string,
+    options?: { readonly fromSeqNr?: number; readonly limit?: number }
+  ) => Effect.Effect<HistoryPage<S, E>, LoadError | InvalidInput>
   readonly saveSnapshot: (instanceId: string) => Effect.Effect<number, LoadError | InvalidInput>
   readonly stop: (instanceId: string, options?: SendOptions) => Effect.Effect<Outcome<S>, StopError>
   readonly instances: Stream.Stream<string, PersistenceError | MachineNotRegistered>
@@ -920,6 +998,7 @@ export const client = <S extends Machine.Tagged, E extends Machine.Tagged, R>(
     state: (instanceId) => Effect.map(runtime.inspect(machine, instanceId), (view) => view.state),
     lastSequenceNr: (instanceId) => Effect.map(runtime.inspect(machine, instanceId), (view) => view.seqNr),
     history: (instanceId, fromSeqNr) => runtime.history(machine, instanceId, fromSeqNr),
+    historyPage: (instanceId, options) => runtime.historyPage(machine, instanceId, options),
     saveSnapshot: (instanceId) => runtime.saveSnapshot(machine, instanceId),
     stop: (instanceId, options) => runtime.stop(machine, instanceId, options),
     instances: runtime.instances(machine)

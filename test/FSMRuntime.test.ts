@@ -25,6 +25,30 @@ for (const backend of backends) {
     const logLength = (runtime: FSMRuntime.FSMRuntime["Type"], machine: Machine.Any, id: string) =>
       Effect.map(Effect.either(runtime.history(machine, id)), Either.match({ onLeft: () => 0, onRight: (h) => h.length }))
 
+    it.scoped("historyPage reads a log page by page, each bounded by its limit, and says where the next one starts", () =>
+      Effect.gen(function*() {
+        const { runtime } = yield* setup()
+        yield* runtime.create(Counter, "c")
+        for (let i = 0; i < 24; i++) yield* runtime.send(Counter, "c", { _tag: "Add", by: 1 })
+        const seen: Array<number> = []
+        let from: Option.Option<number> = Option.some(1)
+        while (Option.isSome(from)) {
+          const page = yield* runtime.historyPage(Counter, "c", { fromSeqNr: from.value, limit: 10 })
+          expect(page.entries.length).toBeLessThanOrEqual(10)
+          seen.push(...page.entries.map((e) => e.seqNr))
+          from = page.next
+        }
+        expect(seen).toEqual(Array.from({ length: 25 }, (_, i) => i + 1))
+        expect(seen).toEqual((yield* runtime.history(Counter, "c")).map((e) => e.seqNr))
+        const exact = yield* runtime.historyPage(Counter, "c", { fromSeqNr: 16, limit: 10 })
+        expect([exact.entries.length, exact.next]).toEqual([10, Option.none()])
+        expect((yield* runtime.historyPage(Counter, "c")).entries.length).toBe(25)
+        expect((yield* Effect.flip(runtime.historyPage(Counter, "missing")))._tag).toBe("InstanceNotFound")
+        for (const bad of [{ limit: 0 }, { limit: 10_001 }, { fromSeqNr: 0 }, { fromSeqNr: Number.NaN }, { limit: 1.5 }]) {
+          expect((yield* Effect.flip(runtime.historyPage(Counter, "c", bad)))._tag).toBe("InvalidInput")
+        }
+      }))
+
     it.scoped("runs an order end to end: Pending -> Paid -> Shipped -> Delivered", () =>
       Effect.gen(function*() {
         const { log, runtime } = yield* setup()
