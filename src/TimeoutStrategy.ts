@@ -22,10 +22,12 @@
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as FiberMap from "effect/FiberMap"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
+import * as Order from "effect/Order"
+import * as Queue from "effect/Queue"
+import * as RedBlackTree from "effect/RedBlackTree"
 import type * as Scope from "effect/Scope"
 import * as Clock from "effect/Clock"
 import { InvalidConfiguration } from "./Errors.js"
@@ -229,10 +231,14 @@ const logResult = (delivery: Delivery, result: DeliveryResult) => {
 // ---------------------------------------------------------------------------
 
 /**
- * Timers as fibers on Effect's `Clock`, one per instance, re-armed from the
- * instance's state whenever it is loaded. Nothing is stored: after a restart,
- * an instance's timers run again once the instance is loaded (by a send, an
- * `inspect`, ...), with their original deadlines.
+ * Timers in process memory on Effect's `Clock`: the deadlines of every
+ * armed instance in one ordered tree, and one fiber sleeping until the
+ * earliest (woken early when an earlier one is armed), which hands each due
+ * deadline to its own delivery fiber. Re-armed from the instance's state
+ * whenever it is loaded. Nothing is stored: after a restart, an instance's
+ * timers run again once the instance is loaded (by a send, an `inspect`,
+ * ...), with their original deadlines. Memory is a small tree entry per
+ * armed deadline, not a fiber per instance.
  *
  * @since 0.1.0
  */
@@ -242,7 +248,6 @@ export const makeInProcess = (
   Effect.map(resolveRetry(options), (policy) => ({
     start: (target) =>
       Effect.gen(function*() {
-        const fibers = yield* FiberMap.make<string>()
         const scope = yield* Effect.scope
 
         const drop = (delivery: Delivery, why: string) =>
@@ -265,26 +270,79 @@ export const makeInProcess = (
             )
           })
 
-        const armed: Running["armed"] = (machine, instanceId, generation, deadlines) => {
-          const key = `${machine}\u0000${instanceId}`
-          if (deadlines.length === 0) return FiberMap.remove(fibers, key)
-          const ordered = [...deadlines].sort((a, b) => a.dueAt - b.dueAt)
-          const timers = Effect.forEach(ordered, (deadline) =>
-            Effect.flatMap(Clock.currentTimeMillis, (now) =>
-              Effect.zipRight(
-                Effect.sleep(Math.max(0, deadline.dueAt - now)),
-                // Delivered outside this fiber: the delivery re-arms the
-                // instance, which replaces (interrupts) this fiber.
-                Effect.forkIn(
-                  deliverWithRetry({ machine, instanceId, generation, name: deadline.name, dueAt: deadline.dueAt }, 1),
-                  scope
-                )
-              )), { discard: true })
-          return Effect.asVoid(FiberMap.run(fibers, key, timers))
+        // Deadlines by (dueAt, arming order); the tree keys of each instance's
+        // current arming, so that arming it again replaces them.
+        let due = RedBlackTree.empty<readonly [number, number], Delivery>(byDueThenOrder)
+        const byInstance = new Map<string, ReadonlyArray<readonly [number, number]>>()
+        let order = 0
+        const wake = yield* Queue.sliding<void>(1)
+        let plannedWake = Number.POSITIVE_INFINITY
+
+        const armed: Running["armed"] = (machine, instanceId, generation, deadlines) =>
+          Effect.suspend(() => {
+            const key = `${machine}\u0000${instanceId}`
+            for (const old of byInstance.get(key) ?? []) due = RedBlackTree.removeFirst(due, old)
+            if (deadlines.length === 0) {
+              byInstance.delete(key)
+              return Effect.void
+            }
+            const keys: Array<readonly [number, number]> = []
+            let earliest = Number.POSITIVE_INFINITY
+            for (const deadline of deadlines) {
+              const treeKey = [deadline.dueAt, order++] as const
+              due = RedBlackTree.insert(due, treeKey, {
+                machine,
+                instanceId,
+                generation,
+                name: deadline.name,
+                dueAt: deadline.dueAt
+              })
+              keys.push(treeKey)
+              if (deadline.dueAt < earliest) earliest = deadline.dueAt
+            }
+            byInstance.set(key, keys)
+            return earliest < plannedWake ? Queue.offer(wake, undefined) : Effect.void
+          }).pipe(Effect.asVoid)
+
+        /** Takes every deadline due at `now` out of the tree; says when the next one is due. */
+        const takeDue = (now: number, into: Array<Delivery>): number => {
+          while (true) {
+            const first = RedBlackTree.first(due)
+            if (Option.isNone(first)) return Number.POSITIVE_INFINITY
+            const [treeKey, delivery] = first.value
+            if (treeKey[0] > now) return treeKey[0]
+            due = RedBlackTree.removeFirst(due, treeKey)
+            const key = `${delivery.machine}\u0000${delivery.instanceId}`
+            const left = (byInstance.get(key) ?? []).filter((k) => k !== treeKey)
+            if (left.length === 0) byInstance.delete(key)
+            else byInstance.set(key, left)
+            into.push(delivery)
+          }
         }
+
+        yield* Effect.gen(function*() {
+          const now = yield* Clock.currentTimeMillis
+          const dueNow: Array<Delivery> = []
+          const next = takeDue(now, dueNow)
+          // Each in a fiber of its own; a delivery re-arms its instance with what is left of its deadlines.
+          yield* Effect.forEach(dueNow, (delivery) => Effect.forkIn(deliverWithRetry(delivery, 1), scope), {
+            discard: true
+          })
+          plannedWake = next
+          yield* Number.isFinite(next)
+            ? Effect.raceFirst(Effect.sleep(Math.max(0, next - now)), Queue.take(wake))
+            : Queue.take(wake)
+          plannedWake = Number.POSITIVE_INFINITY
+        }).pipe(
+          Effect.forever,
+          Effect.annotateLogs({ component: "InProcessTimers", node: target.nodeId }),
+          Effect.forkScoped
+        )
         return { durable: false, armed }
       })
   }))
+
+const byDueThenOrder = Order.tuple(Order.number, Order.number)
 
 /**
  * The in-process strategy as a layer. Fails to build with
