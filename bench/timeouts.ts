@@ -38,6 +38,8 @@
  *   BENCH timeouts.sqlite.fired.n3 ...
  *   BENCH timeouts.pg.lateness_p50 value=<ms> unit=ms baseline=600 ratio=<600/value>
  *   BENCH timeouts.pg.lateness_p99 ...
+ *   BENCH timeouts.pg.pgboss ... (pg-boss draining the same number of due jobs)
+ *   BENCH timeouts.pg.fired.vs_pgboss ... (timeouts.pg.fired against it)
  *   BENCH timeouts.sqlite.lateness_p50 / lateness_p99 ...
  */
 import * as SqlClient from "@effect/sql/SqlClient"
@@ -52,6 +54,7 @@ import {
   pgClientLayer,
   pgConfig,
   pgUnreachable,
+  printNoBaseline,
   rawInserts,
   runScript,
   spawnWorkerProcess,
@@ -59,6 +62,7 @@ import {
   type WorkerProcess,
   workerProtocolPrefix
 } from "./db.js"
+import { drainWithPgBoss, openPgBoss } from "./pgboss.js"
 import { commonFlags, isMain, median, parseFlags, printBench, printLatencies, progress } from "./run.js"
 
 // ---------------------------------------------------------------------------
@@ -327,6 +331,29 @@ const measureFired = (backend: Backend, nodes: number, flags: Flags) =>
       }
     }
     printBench(name, { value: median(rates), unit: "timers/s", baseline: median(baselines) })
+    return median(rates)
+  }))
+
+// ---------------------------------------------------------------------------
+// the peer: pg-boss draining the same backlog
+// ---------------------------------------------------------------------------
+
+/** pg-boss draining `--timers` due jobs, median over the rounds; the timers' figure against it. */
+const measurePgBoss = (fired: number, flags: Flags) =>
+  Effect.scoped(Effect.gen(function*() {
+    const sql = Context.get(yield* Layer.build(pgClientLayer({ maxConnections: 2 })), SqlClient.SqlClient)
+    const opened = yield* openPgBoss(sql)
+    const rates: Array<number> = []
+    const reps = Math.max(3, flags.reps)
+    for (let round = 0; round < flags.warmup + reps; round++) {
+      const measured = round >= flags.warmup
+      const count = measured ? flags.timers : Math.max(100, Math.ceil(flags.timers / 5))
+      const rate = yield* drainWithPgBoss(opened, sql, count)
+      progress(`  timeouts.pg.pgboss ${measured ? `rep ${round - flags.warmup + 1}/${reps}` : "warmup"}: ${count} due jobs drained at ${Math.round(rate)} jobs/s`)
+      if (measured) rates.push(rate)
+    }
+    printNoBaseline("timeouts.pg.pgboss", median(rates), "jobs/s")
+    printBench("timeouts.pg.fired.vs_pgboss", { value: fired, unit: "timers/s", baseline: median(rates) })
   }))
 
 // ---------------------------------------------------------------------------
@@ -423,7 +450,8 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   await runScript(Effect.gen(function*() {
     const unreachable = yield* pgUnreachable
     if (unreachable === undefined) {
-      yield* measureFired("pg", 1, flags)
+      const fired = yield* measureFired("pg", 1, flags)
+      yield* measurePgBoss(fired, flags)
       if (flags.nodes > 1) yield* measureFired("pg", flags.nodes, flags)
       yield* measureLateness("pg", flags)
     } else {
