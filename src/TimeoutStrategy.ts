@@ -415,6 +415,12 @@ export interface DurableOptions extends RetryOptions {
     readonly name?: string
     readonly ttl?: Duration.DurationInput
   }
+  /**
+   * `false`: this node writes timer rows with its commits but runs no
+   * sweeper (an API-only node); the sweepers of other nodes on the same
+   * database fire them. Default `true`.
+   */
+  readonly sweep?: boolean
 }
 
 interface SweeperConfig {
@@ -427,6 +433,7 @@ interface SweeperConfig {
   readonly concurrency: number
   readonly retry: RetryPolicy
   readonly leader: { readonly name: string; readonly ttl: Duration.DurationInput } | undefined
+  readonly sweep: boolean
 }
 
 const resolveDurable = (options: DurableOptions): Effect.Effect<SweeperConfig, InvalidConfiguration> =>
@@ -461,7 +468,9 @@ const resolveDurable = (options: DurableOptions): Effect.Effect<SweeperConfig, I
       const ttl = yield* millisOption("leaderOnly.ttl", chosen.ttl, "15 seconds", { min: 3 })
       leader = { name, ttl: Duration.millis(ttl) }
     }
-    return { pollMillis, maxIdleMillis, leaseMillis, deliveryMillis, jitter, batchSize, concurrency, retry, leader }
+    const sweep = options.sweep ?? true
+    if (typeof sweep !== "boolean") return yield* invalid("sweep", `must be a boolean, got ${describeValue(sweep)}`)
+    return { pollMillis, maxIdleMillis, leaseMillis, deliveryMillis, jitter, batchSize, concurrency, retry, leader, sweep }
   })
 
 /**
@@ -509,6 +518,8 @@ const startSweeper = (
   leases: LeaseStore.LeaseStore["Type"] | undefined
 ): Effect.Effect<Running, never, Scope.Scope> =>
   Effect.gen(function*() {
+    // An API-only node: the rows go with its commits, other nodes fire them.
+    if (!config.sweep) return { durable: true, armed: () => Effect.void }
     const { batchSize, concurrency, deliveryMillis, jitter, leaseMillis, maxIdleMillis, pollMillis } = config
 
     const deadLetter = (timer: TimeoutStore.TimerRecord, error: string, why: string) =>

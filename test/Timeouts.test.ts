@@ -241,6 +241,28 @@ for (const backend of backends) {
     const timeoutStore = (store: Context.Context<EventStore.EventStore | TimeoutStore.TimeoutStore>) =>
       Effect.provide(TimeoutStore.TimeoutStore, store)
 
+    it.scoped("an API-only node (sweep: false) writes timer rows and fires none; a sweeping node fires them", () =>
+      Effect.gen(function*() {
+        yield* TestClock.setTime(0)
+        const store = (yield* buildStore(backend)) as Context.Context<EventStore.EventStore | TimeoutStore.TimeoutStore>
+        const api = yield* durableRuntime(store, { sweep: false })
+        yield* api.create(Order, "o1", { _tag: "Pending", orderId: "o1" })
+        expect((yield* (yield* timeoutStore(store)).pending("order", "o1")).map((t) => t.name)).toEqual(["payment"])
+        yield* TestClock.adjust("10 minutes")
+        yield* eventually(Effect.void)
+        expect((yield* api.inspect(Order, "o1")).state._tag).toBe("Pending")
+        yield* durableRuntime(store)
+        yield* TestClock.adjust("1 second")
+        yield* eventually(
+          Effect.filterOrFail(Effect.zipRight(api.evictAll, api.inspect(Order, "o1")), (v) => v.state._tag === "Cancelled", () => "pending")
+        )
+        expect(timeoutEvents(yield* api.history(Order, "o1"))).toEqual([[2, "PaymentTimeout"]])
+        const invalid = yield* Effect.flip(Layer.build(TimeoutStrategy.layerDurable({ sweep: "no" as never })).pipe(
+          Effect.provide(store)
+        ))
+        expect(invalid._tag).toBe("InvalidConfiguration")
+      }))
+
     it.scoped("fires a timer of an instance no node has loaded", () =>
       Effect.gen(function*() {
         yield* TestClock.setTime(0)
