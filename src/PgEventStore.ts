@@ -61,6 +61,8 @@ const pgClient = <E>(
  * @example
  * ```ts
  * const Store = PgEventStore.layer({ host: "127.0.0.1", database: "app", username: "app", maxConnections: 20 })
+ * // The tables in schema "orders" (created by the migrations):
+ * const InSchema = PgEventStore.layer({ database: "app", schema: "orders" })
  * ```
  *
  * @since 0.1.0
@@ -68,8 +70,8 @@ const pgClient = <E>(
 export const layer = (
   options: Options
 ): Layer.Layer<SqlEventStore.Stores, SqlEventStore.MakeError> => {
-  const { migrate, tablePrefix, ...client } = options
-  return SqlEventStore.layer({ tablePrefix, migrate }).pipe(Layer.provide(pgClient(PgClient.layer(client))))
+  const { migrate, schema, tablePrefix, ...client } = options
+  return SqlEventStore.layer({ tablePrefix, migrate, schema }).pipe(Layer.provide(pgClient(PgClient.layer(client))))
 }
 
 const nonEmpty = (config: Config.Config<string>) =>

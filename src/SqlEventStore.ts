@@ -49,14 +49,14 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
-import type { InvalidConfiguration, PersistenceError } from "./Errors.js"
+import { InvalidConfiguration as InvalidConfigurationError, type PersistenceError } from "./Errors.js"
 import * as EventStore from "./EventStore.js"
 import * as LeaseStore from "./LeaseStore.js"
 import { type Dialect, makeDialect } from "./internal/sqlDialect.js"
 import { makeBackend } from "./internal/sqlEventStore.js"
 import { makeLeaseBackend } from "./internal/sqlLeaseStore.js"
 import { migrate as runMigrations } from "./internal/sqlMigrations.js"
-import { tablePrefixPattern, type Tables, tables } from "./internal/sqlShared.js"
+import { schemaPattern, tablePrefixPattern, type Tables, tables } from "./internal/sqlShared.js"
 import { makeOutboxStore as makeSqlOutboxStore } from "./internal/sqlOutboxStore.js"
 import { makeTimeoutStore as makeSqlTimeoutStore } from "./internal/sqlTimeoutStore.js"
 import * as OutboxStore from "./OutboxStore.js"
@@ -110,6 +110,13 @@ export const defaultTablePrefix = "fsm_"
 export interface Options {
   /** Prefix of every table name. Default `"fsm_"`. Must match `/^[a-z_][a-z0-9_]{0,30}$/`. */
   readonly tablePrefix?: string | undefined
+  /**
+   * PostgreSQL only: the schema the tables live in (created by the
+   * migrations when it does not exist). Default: the connection's
+   * `search_path` (usually `public`). Must match `/^[a-z_][a-z0-9_]{0,62}$/`.
+   * On SQLite it is an `InvalidConfiguration`.
+   */
+  readonly schema?: string | undefined
   /** Run the library's migrations when the store is built. Default `true`. */
   readonly migrate?: boolean | undefined
 }
@@ -126,7 +133,7 @@ export interface Options {
  *
  * @since 0.1.0
  */
-export type MakeError = PersistenceError | InvalidTablePrefix | InvalidConfiguration
+export type MakeError = PersistenceError | InvalidTablePrefix | InvalidConfigurationError
 
 /**
  * The names of a store's tables.
@@ -185,12 +192,34 @@ interface Prepared {
   readonly tables: Tables
 }
 
+/** The tables of `options` on `sql`: a schema only on PostgreSQL, and only a well-formed one. */
+const resolveStore = (
+  sql: SqlClient.SqlClient,
+  options: Pick<Options, "tablePrefix" | "schema"> | undefined
+): Effect.Effect<{ readonly t: Tables; readonly dialect: Dialect }, MakeError> =>
+  Effect.gen(function*() {
+    const t0 = yield* resolveTables(options?.tablePrefix)
+    const schema = options?.schema
+    const invalidSchema = (reason: string) =>
+      Effect.fail(new InvalidConfigurationError({ component: "SqlEventStore", option: "schema", reason }))
+    if (schema !== undefined && (typeof schema !== "string" || !schemaPattern.test(schema))) {
+      return yield* invalidSchema(
+        `use lowercase letters, digits and "_", not starting with a digit, at most 63 characters; got ${JSON.stringify(schema)}`
+      )
+    }
+    const t = schema === undefined ? t0 : tables(t0.prefix, schema)
+    const dialect = yield* makeDialect(sql, t)
+    if (schema !== undefined && dialect.name !== "pg") {
+      return yield* invalidSchema("is for PostgreSQL; SQLite has no schemas (use tablePrefix, or another file)")
+    }
+    return { t, dialect }
+  })
+
 const prepare = (options: Options | undefined): Effect.Effect<Prepared, MakeError, SqlClient.SqlClient> =>
   Effect.gen(function*() {
-    const t = yield* resolveTables(options?.tablePrefix)
     // Column names are ours: a client configured to transform names must not rename them.
     const sql = (yield* SqlClient.SqlClient).withoutTransforms()
-    const dialect = yield* makeDialect(sql, t)
+    const { dialect, t } = yield* resolveStore(sql, options)
     if (options?.migrate ?? true) yield* runMigrations(dialect, t)
     return { sql, dialect, tables: t }
   }).pipe(Effect.withSpan("SqlEventStore.make", { attributes: { tablePrefix: options?.tablePrefix ?? defaultTablePrefix } }))
@@ -209,11 +238,10 @@ const prepare = (options: Options | undefined): Effect.Effect<Prepared, MakeErro
  * @since 0.1.0
  */
 export const migrate = (
-  options?: Pick<Options, "tablePrefix">
+  options?: Pick<Options, "tablePrefix" | "schema">
 ): Effect.Effect<ReadonlyArray<readonly [id: number, name: string]>, MakeError, SqlClient.SqlClient> =>
   Effect.gen(function*() {
-    const t = yield* resolveTables(options?.tablePrefix)
-    const dialect = yield* makeDialect((yield* SqlClient.SqlClient).withoutTransforms(), t)
+    const { dialect, t } = yield* resolveStore((yield* SqlClient.SqlClient).withoutTransforms(), options)
     return yield* runMigrations(dialect, t)
   })
 

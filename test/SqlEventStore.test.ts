@@ -459,6 +459,16 @@ const sqlSuite = (target: Target) =>
 sqlSuite(sqliteTarget)
 sqlSuite(pgTarget)
 
+describe("SqlEventStore on sqlite: options", () => {
+  it.scoped("the schema option is refused: SQLite has no schemas", () =>
+    Effect.gen(function*() {
+      const db = yield* sqliteTarget.fresh
+      const error = (yield* Effect.flip(storeOn(db.client(), { schema: "orders" }))) as SqlEventStore.MakeError
+      expect(error._tag).toBe("InvalidConfiguration")
+      expect(error.message).toContain("PostgreSQL")
+    }))
+})
+
 describe("SqlEventStore on sqlite: one file, several connections", () => {
   it.scoped("SqliteEventStore.layerClient creates the file and tunes the connection (WAL, synchronous NORMAL, busy timeout)", () =>
     Effect.gen(function*() {
@@ -644,6 +654,47 @@ describe.skipIf(pgTarget.skip !== undefined)("SqlEventStore on postgres: stateme
       expect(yield* mine.store.highestSequenceNr(machine, "o1")).toBe(1)
       expect(yield* mine.store.loadSnapshot(machine, "o1")).toEqual(Option.none())
       expect(yield* mine.timers.pending(machine, "o1")).toEqual([])
+    }))
+
+  it.scoped("the schema option puts every table in that schema (created by the migrations); two schemas do not see each other", () =>
+    Effect.gen(function*() {
+      const home = yield* Pg.freshSchema
+      const client = Pg.layerClient(home)
+      const names = [0, 1].map(() => `fsm_test_${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`)
+      const sql = Context.get(yield* Layer.build(client), SqlClient.SqlClient)
+      yield* Effect.addFinalizer(() =>
+        Effect.ignore(Effect.forEach(names, (name) => sql.unsafe(`DROP SCHEMA IF EXISTS "${name}" CASCADE`)))
+      )
+      const first = yield* storeOn(client, { schema: names[0]! })
+      const second = yield* storeOn(client, { schema: names[1]! })
+      yield* first.store.append(fullCommit("o1"))
+      expect(yield* first.store.highestSequenceNr(machine, "o1")).toBe(2)
+      expect(yield* second.store.highestSequenceNr(machine, "o1")).toBe(0)
+      const tablesOf = (schema: string) =>
+        Effect.map(
+          sql<{ readonly table_name: string }>`SELECT table_name FROM information_schema.tables WHERE table_schema = ${schema} ORDER BY table_name`,
+          (rows) => rows.map((row) => row.table_name)
+        )
+      expect(yield* tablesOf(names[0]!)).toEqual([
+        "fsm_dead_letters",
+        "fsm_events",
+        "fsm_leases",
+        "fsm_migrations",
+        "fsm_outbox",
+        "fsm_outbox_dead_letters",
+        "fsm_snapshots",
+        "fsm_timers"
+      ])
+      // Nothing in the connection's own schema.
+      expect(yield* tablesOf(home)).toEqual([])
+      // Timers, conflicts and migrations work there like anywhere.
+      expect((yield* first.timers.pending(machine, "o1")).map((t) => t.name)).toEqual(["payment"])
+      expect((yield* Effect.flip(first.store.append(fullCommit("o1"))))._tag).toBe("SequenceConflict")
+      expect(yield* Effect.provideService(SqlEventStore.migrate({ schema: names[0]! }), SqlClient.SqlClient, sql)).toEqual([])
+      for (const bad of ["Orders", "a-b", "1x", "x".repeat(64)]) {
+        const error = (yield* Effect.flip(storeOn(client, { schema: bad }))) as SqlEventStore.MakeError
+        expect(error._tag).toBe("InvalidConfiguration")
+      }
     }))
 
   it.scoped("lease expiry is judged by the database's clock, not the caller's", () =>

@@ -495,6 +495,8 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
       serializeMigrations: (run) =>
         sql.withTransaction(
           sql`SELECT pg_advisory_xact_lock(hashtext(COALESCE(current_schema(), '') || '.' || ${t.migrations}::text))`.pipe(
+            // A chosen schema is created first (under the lock: nodes take turns).
+            Effect.zipRight(t.schema === undefined ? Effect.void : sql`CREATE SCHEMA IF NOT EXISTS ${sql(t.schema)}`),
             Effect.zipRight(
               sql`CREATE TABLE IF NOT EXISTS ${sql(t.migrations)} (
                 migration_id integer primary key,

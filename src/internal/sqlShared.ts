@@ -21,6 +21,8 @@ export const tablePrefixPattern = /^[a-z_][a-z0-9_]{0,30}$/
 /** Every table, index and constraint name of one store. */
 export interface Tables {
   readonly prefix: string
+  /** The PostgreSQL schema the tables are in, when one was chosen. */
+  readonly schema: string | undefined
   readonly events: string
   readonly eventsKey: string
   readonly eventsFirst: string
@@ -35,21 +37,36 @@ export interface Tables {
   readonly migrations: string
 }
 
-export const tables = (prefix: string): Tables => ({
-  prefix,
-  events: `${prefix}events`,
-  eventsKey: `${prefix}events_pkey`,
-  eventsFirst: `${prefix}events_first`,
-  snapshots: `${prefix}snapshots`,
-  timers: `${prefix}timers`,
-  timersDue: `${prefix}timers_due`,
-  deadLetters: `${prefix}dead_letters`,
-  leases: `${prefix}leases`,
-  outbox: `${prefix}outbox`,
-  outboxDue: `${prefix}outbox_due`,
-  outboxDeadLetters: `${prefix}outbox_dead_letters`,
-  migrations: `${prefix}migrations`
-})
+/**
+ * Lowercase, like prefixes; at most 63 characters (Postgres' identifier
+ * limit).
+ */
+export const schemaPattern = /^[a-z_][a-z0-9_]{0,62}$/
+
+/**
+ * The names of one store's tables. With `schema` (PostgreSQL), the tables are
+ * schema-qualified (`orders.fsm_events`: the driver quotes each part); index
+ * and constraint names never are, since they live in their table's schema.
+ */
+export const tables = (prefix: string, schema?: string): Tables => {
+  const table = (name: string) => schema === undefined ? `${prefix}${name}` : `${schema}.${prefix}${name}`
+  return {
+    prefix,
+    schema,
+    events: table("events"),
+    eventsKey: `${prefix}events_pkey`,
+    eventsFirst: `${prefix}events_first`,
+    snapshots: table("snapshots"),
+    timers: table("timers"),
+    timersDue: `${prefix}timers_due`,
+    deadLetters: table("dead_letters"),
+    leases: table("leases"),
+    outbox: table("outbox"),
+    outboxDue: `${prefix}outbox_due`,
+    outboxDeadLetters: table("outbox_dead_letters"),
+    migrations: table("migrations")
+  }
+}
 
 const describe = (error: unknown, depth = 0): string => {
   if (typeof error !== "object" || error === null || !("message" in error)) return String(error)
