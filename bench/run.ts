@@ -60,6 +60,11 @@ export const scripts: ReadonlyArray<Script> = [
     summary: "recovery of one 100k-event instance on SQLite and PostgreSQL: snapshot + tail (ms) and full replay (events/s)"
   },
   {
+    name: "memory",
+    file: "memory.ts",
+    summary: "peak RSS and send/s with 1,000,000 vs 10,000 instances in one SQLite file (cacheSize 10,000, durable timers)"
+  },
+  {
     name: "outbox",
     file: "outbox.ts",
     summary: "outbox commands dispatched/s (1 and 2 dispatchers) and commit-to-handler latency p50/p99 on PostgreSQL and SQLite"
