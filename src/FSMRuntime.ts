@@ -775,8 +775,14 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
             entries.push(entry.right)
           }
           const last = entries[entries.length - 1]
-          const more = records.length > limit || (read === limit && records.length === limit)
-          return Effect.succeed({ entries, next: more && last !== undefined ? Option.some(last.seqNr + 1) : Option.none() })
+          const page = (more: boolean): HistoryPage<Machine.Tagged, Machine.Tagged> => ({
+            entries,
+            next: more && last !== undefined ? Option.some(last.seqNr + 1) : Option.none()
+          })
+          if (records.length > limit) return Effect.succeed(page(true))
+          if (read > limit || records.length < limit || last === undefined) return Effect.succeed(page(false))
+          // A full page of the largest size: whether another follows takes one more look.
+          return Effect.map(store.eventsPage(machine.name, instanceId, last.seqNr + 1, 1), (after) => page(after.length > 0))
         })
       }).pipe(traced("FSMRuntime.historyPage", { machine: nameOf(machine), instanceId: String(instanceId) }))
 

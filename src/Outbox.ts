@@ -209,7 +209,11 @@ export interface DispatcherOptions {
   readonly jitter?: number
   /** Commands claimed per poll. Default 100. */
   readonly batchSize?: number
-  /** Commands run at once. Default 16. */
+  /**
+   * Commands run at once, at most (those a poll stopped waiting for after
+   * `commandTimeout` included): a poll claims only as many as there are free
+   * places. Default 16.
+   */
   readonly concurrency?: number
   /**
    * How long a claim protects a command from other nodes. It is refreshed
@@ -474,7 +478,7 @@ export const start = (
 
     const deadLetter = (command: OutboxStore.CommandRecord, error: string, why: string) =>
       Effect.flatMap(nowMillis, (now) =>
-        store.deadLetter(command, { error: storableText(error), now }).pipe(
+        store.deadLetter(command, { error: storableText(error), now, nodeId: target.nodeId }).pipe(
           Effect.zipRight(Metric.increment(Metrics.outboxDeadLettered)),
           Effect.zipRight(Effect.logError(`${describeCommand(command)}: dead-lettered ${why}: ${error}`))
         ))
@@ -486,7 +490,7 @@ export const start = (
         const delay = yield* retryDelay(config.retry, attempts, command.createdAt, error)
         if (Option.isNone(delay)) return yield* deadLetter(command, error, `after ${attempts} attempts`)
         const now = yield* nowMillis
-        yield* store.retryLater(command, { dueAt: now + delay.value, error: storableText(error) })
+        yield* store.retryLater(command, { dueAt: now + delay.value, error: storableText(error), nodeId: target.nodeId })
         yield* Metric.increment(Metrics.outboxRetries)
         yield* Effect.logWarning(`${describeCommand(command)}: attempt ${attempts} failed, retrying in ${delay.value} ms: ${error}`)
       })
@@ -506,6 +510,11 @@ export const start = (
 
     const settle = (command: OutboxStore.CommandRecord) =>
       Effect.gen(function*() {
+        // The claim may have run out while the command waited for a free
+        // place; renewed here, or the command is another node's by now.
+        const claimedAt = yield* nowMillis
+        const held = yield* store.extendClaim(command, { nodeId: target.nodeId, claimUntil: claimedAt + leaseMillis })
+        if (!held) return yield* Effect.logDebug(`${describeCommand(command)}: its claim passed to another node before it started`)
         const startedAt = yield* Clock.currentTimeMillis
         if (command.attempts === 0) yield* Metric.update(Metrics.outboxLatency, Math.max(0, startedAt - command.createdAt))
         const context: CommandContext = {
@@ -531,14 +540,14 @@ export const start = (
         )
         switch (result._tag) {
           case "Completed":
-            yield* store.complete(command)
+            yield* store.complete(command, { claimedBy: target.nodeId })
             return yield* Metric.increment(Metrics.outboxDispatched)
           case "Delivered":
             return yield* Metric.increment(Metrics.outboxDispatched)
           case "Stale":
             return yield* Effect.logDebug(`${describeCommand(command)}: completed by another node first`)
           case "Rejected":
-            yield* store.complete(command)
+            yield* store.complete(command, { claimedBy: target.nodeId })
             yield* Metric.increment(Metrics.outboxRejected)
             return yield* Effect.logWarning(`${describeCommand(command)}: rejected by its target, completed: ${result.reason}`)
           case "Failed":

@@ -142,17 +142,30 @@ export class OutboxStore extends Context.Tag("effect-fsm/OutboxStore")<OutboxSto
     command: CommandKey,
     options: { readonly nodeId: string; readonly claimUntil: number }
   ) => Effect.Effect<boolean, PersistenceError>
-  /** Deletes the command if it is still pending; `false` when it was not. */
-  readonly complete: (command: CommandKey) => Effect.Effect<boolean, PersistenceError>
-  /** Releases the claim, counts a failed attempt and makes the command due again at `dueAt`. */
+  /**
+   * Deletes the command if it is still pending (and, with `claimedBy`, still
+   * claimed by that node: a node whose claim lapsed and was taken over
+   * leaves the command to its new holder); `false` when it did nothing.
+   */
+  readonly complete: (
+    command: CommandKey,
+    options?: { readonly claimedBy?: string }
+  ) => Effect.Effect<boolean, PersistenceError>
+  /**
+   * Releases the claim of `nodeId`, counts a failed attempt and makes the
+   * command due again at `dueAt`; nothing when `nodeId` no longer holds it.
+   */
   readonly retryLater: (
     command: CommandKey,
-    options: { readonly dueAt: number; readonly error: string }
+    options: { readonly dueAt: number; readonly error: string; readonly nodeId: string }
   ) => Effect.Effect<void, PersistenceError>
-  /** Moves the command to the dead letters with the error (counting the attempt), atomically. */
+  /**
+   * Moves the command to the dead letters with the error (counting the
+   * attempt), atomically; nothing when `nodeId` no longer holds its claim.
+   */
   readonly deadLetter: (
     command: CommandKey,
-    options: { readonly error: string; readonly now: number }
+    options: { readonly error: string; readonly now: number; readonly nodeId: string }
   ) => Effect.Effect<void, PersistenceError>
   /** The earliest time at which `claimDue` could return one of the machines' commands. */
   readonly nextDueAt: (machines: ReadonlyArray<string>) => Effect.Effect<Option.Option<number>, PersistenceError>
@@ -172,8 +185,8 @@ export class OutboxStore extends Context.Tag("effect-fsm/OutboxStore")<OutboxSto
 /**
  * The idempotency key of a command: the same on every attempt and every
  * node, different for every command. Made of the producing machine,
- * instance, sequence number and index (each part escaped, so no two
- * commands share a key whatever their ids contain).
+ * instance, sequence number and index (`%` and `:` escaped in the names, so
+ * no two commands share a key whatever their ids contain).
  *
  * @example
  * ```ts
@@ -183,4 +196,7 @@ export class OutboxStore extends Context.Tag("effect-fsm/OutboxStore")<OutboxSto
  * @since 0.1.0
  */
 export const idempotencyKey = (command: CommandKey): string =>
-  `${encodeURIComponent(command.machine)}:${encodeURIComponent(command.instanceId)}:${command.seqNr}:${command.index}`
+  `${escapeKeyPart(command.machine)}:${escapeKeyPart(command.instanceId)}:${command.seqNr}:${command.index}`
+
+// `%` and `:` escaped, nothing else: unambiguous, and never throws (not even on a lone surrogate).
+const escapeKeyPart = (part: string) => part.replaceAll("%", "%25").replaceAll(":", "%3A")

@@ -334,6 +334,9 @@ export const makeInProcess = (
             : Queue.take(wake)
           plannedWake = Number.POSITIVE_INFINITY
         }).pipe(
+          Effect.catchAllCause((cause) =>
+            Effect.zipRight(Effect.logError("in-process timer scheduling failed", cause), Effect.sleep("100 millis"))
+          ),
           Effect.forever,
           Effect.annotateLogs({ component: "InProcessTimers", node: target.nodeId }),
           Effect.forkScoped

@@ -68,6 +68,17 @@ for (const backend of backends) {
     const until = <A>(check: Effect.Effect<A, unknown>, holds: (a: A) => boolean, what: string) =>
       eventually(Effect.filterOrFail(check, holds, () => what))
 
+    /** `until`, moving the clock on by a second between looks (retries are due a second apart). */
+    const untilAdvancing = <A>(check: Effect.Effect<A, unknown>, holds: (a: A) => boolean, what: string) =>
+      Effect.gen(function*() {
+        for (let step = 0; step < 30; step++) {
+          const seen = yield* eventually(check, 20, 0)
+          if (holds(seen)) return seen
+          yield* TestClock.adjust("1 second")
+        }
+        return yield* until(check, holds, what)
+      })
+
     it.scoped("a command is written in the commit of its event and runs after it; the reply completes it", () =>
       Effect.gen(function*() {
         const { gateway, store } = yield* setup
@@ -152,11 +163,11 @@ for (const backend of backends) {
           yield* runtime.create(Shop, id, { _tag: "Placed", orderId: id, amount: 42 })
           yield* runtime.send(Shop, id, { _tag: "Checkout" })
         }
-        for (let i = 0; i < 3; i++) {
-          yield* eventually(Effect.void)
-          yield* TestClock.adjust("1 second")
-        }
-        const letters = yield* until(Outbox.deadLetters(Shop).pipe(Effect.provide(store)), (d) => d.length === 2, "no dead letters")
+        const letters = yield* untilAdvancing(
+          Outbox.deadLetters(Shop).pipe(Effect.provide(store)),
+          (d) => d.length === 2,
+          "no dead letters"
+        )
         expect(letters.map((l) => [l.instanceId, l.tag, l.attempts])).toEqual([["o1", "ChargeCard", 3], ["o2", "ChargeCard", 3]])
         expect(letters[0]!.lastError).toContain("attempt 3")
         expect(yield* outboxOf(store).pending("shop", "o1")).toEqual([])
@@ -274,6 +285,36 @@ for (const backend of backends) {
         expect((yield* Ref.get(gateway.running)).max).toBe(1)
       }))
 
+    it.scoped("concurrency bounds the handlers running at once, those a poll stopped waiting for included", () =>
+      Effect.gen(function*() {
+        const { gateway, store } = yield* setup
+        yield* Ref.set(gateway.delay, 10_000)
+        const writer = yield* node(store, gateway, { dispatch: false })
+        for (let i = 0; i < 6; i++) {
+          yield* writer.create(Shop, `o${i}`, { _tag: "Placed", orderId: `o${i}`, amount: 1 })
+          yield* writer.send(Shop, `o${i}`, { _tag: "Checkout" })
+        }
+        yield* node(store, gateway, {
+          concurrency: 2,
+          claimLease: "30 seconds",
+          commandTimeout: "1 second",
+          pollInterval: "500 millis",
+          maxIdleInterval: "1 second"
+        })
+        for (let i = 0; i < 80; i++) {
+          yield* TestClock.adjust("500 millis")
+          yield* eventually(Effect.void, 20, 0)
+          expect((yield* Ref.get(gateway.running)).now).toBeLessThanOrEqual(2)
+        }
+        yield* until(
+          Effect.forEach([0, 1, 2, 3, 4, 5], (i) => writer.inspect(Shop, `o${i}`)),
+          (views) => views.every((v) => v.state._tag === "Paid"),
+          "not all paid"
+        )
+        expect((yield* Ref.get(gateway.running)).max).toBe(2)
+        expect((yield* Ref.get(gateway.calls)).filter((c) => c.command === "ChargeCard").length).toBe(6)
+      }))
+
     it.scoped("two dispatchers, 1,000 commands: each handled at least once, each reply appended exactly once", () =>
       Effect.gen(function*() {
         const { gateway, store } = yield* setup
@@ -337,19 +378,25 @@ for (const backend of backends) {
         expect((yield* Ref.get(gateway.calls)).map((c) => c.key).sort()).toEqual(["payment:pay-c1:1:0", "payment:pay-c2:1:0"])
       }))
 
-    it.scoped("an event its target rejects, or a spawn of an instance that exists, completes the command", () =>
+    it.scoped("a send to an instance that does not exist yet is retried until it does; a rejected event or an existing spawn completes", () =>
       Effect.gen(function*() {
         const { gateway, store } = yield* setup
         const runtime = yield* node(store, gateway)
-        // Entering Settled sends PaymentConfirmed to checkout c1, which does not exist.
+        // Entering Settled sends PaymentConfirmed to checkout c1, which does not exist yet.
         yield* runtime.create(Payment, "pay-c1", { _tag: "Settled", orderId: "c1" })
-        yield* until(outboxOf(store).pending("payment", "pay-c1"), (p) => p.length === 0, "sendTo pending")
-        // Submitting c1 spawns pay-c1, which exists already.
-        yield* runtime.create(Checkout, "c1", { _tag: "Open", orderId: "c1", amount: 30 })
-        yield* runtime.send(Checkout, "c1", { _tag: "Submit" })
-        yield* until(outboxOf(store).pending("checkout", "c1"), (p) => p.length === 0, "spawn pending")
-        expect(sourcesOf(yield* runtime.history(Payment, "pay-c1"))).toEqual(["1:Created:user"])
-        expect(sourcesOf(yield* runtime.history(Checkout, "c1"))).toEqual(["1:Created:user", "2:Submit:user"])
+        yield* until(outboxOf(store).pending("payment", "pay-c1"), (p) => p[0]?.attempts === 1, "not retried")
+        yield* runtime.create(Checkout, "c1", { _tag: "AwaitingPayment", orderId: "c1", amount: 30 })
+        yield* untilAdvancing(runtime.inspect(Checkout, "c1"), (v) => v.state._tag === "Confirmed", "not confirmed")
+        expect(sourcesOf(yield* runtime.history(Checkout, "c1"))).toEqual(["1:Created:user", "2:PaymentConfirmed:outbox"])
+        // c2 is Open: the PaymentConfirmed that pay-c2's entry sends is rejected, and completes.
+        yield* runtime.create(Checkout, "c2", { _tag: "Open", orderId: "c2", amount: 30 })
+        yield* runtime.create(Payment, "pay-c2", { _tag: "Settled", orderId: "c2" })
+        yield* until(outboxOf(store).pending("payment", "pay-c2"), (p) => p.length === 0, "sendTo pending")
+        // Submitting c2 spawns pay-c2, which exists already: completed too.
+        yield* runtime.send(Checkout, "c2", { _tag: "Submit" })
+        yield* until(outboxOf(store).pending("checkout", "c2"), (p) => p.length === 0, "spawn pending")
+        expect(sourcesOf(yield* runtime.history(Payment, "pay-c2"))).toEqual(["1:Created:user"])
+        expect(sourcesOf(yield* runtime.history(Checkout, "c2"))).toEqual(["1:Created:user", "2:Submit:user"])
         expect(yield* Outbox.deadLetters(Payment).pipe(Effect.provide(store))).toEqual([])
         expect(yield* Outbox.deadLetters(Checkout).pipe(Effect.provide(store))).toEqual([])
       }))
@@ -495,6 +542,7 @@ describe("outbox options and types", () => {
     })
     // @ts-expect-error "Settle" is not an event of the checkout machine
     Machine.sendTo(Checkout, "c1", { _tag: "Settle" })
-    expect(OutboxStore.idempotencyKey({ machine: "a:b", instanceId: "x/y z", seqNr: 3, index: 1 })).toBe("a%3Ab:x%2Fy%20z:3:1")
+    expect(OutboxStore.idempotencyKey({ machine: "a:b", instanceId: "x/y z%", seqNr: 3, index: 1 })).toBe("a%3Ab:x/y z%25:3:1")
+    expect(OutboxStore.idempotencyKey({ machine: "m\uD800", instanceId: "i", seqNr: 1, index: 0 })).toBe("m\uD800:i:1:0")
   })
 })

@@ -133,11 +133,16 @@ export const makeMemoryOutbox = () => {
         pending.set(keyOf(command), { ...row, claimedUntil: options.claimUntil })
         return true
       }),
-    complete: (command) => Effect.sync(() => pending.delete(keyOf(command))),
+    complete: (command, options) =>
+      Effect.sync(() => {
+        const row = pending.get(keyOf(command))
+        if (row === undefined || (options?.claimedBy !== undefined && row.claimedBy !== options.claimedBy)) return false
+        return pending.delete(keyOf(command))
+      }),
     retryLater: (command, options) =>
       Effect.sync(() => {
         const row = pending.get(keyOf(command))
-        if (row === undefined) return
+        if (row === undefined || row.claimedBy !== options.nodeId) return
         pending.set(keyOf(command), {
           ...row,
           dueAt: options.dueAt,
@@ -151,7 +156,7 @@ export const makeMemoryOutbox = () => {
       Effect.sync(() => {
         const key = keyOf(command)
         const row = pending.get(key)
-        if (row === undefined) return
+        if (row === undefined || row.claimedBy !== options.nodeId) return
         pending.delete(key)
         dead.set(key, {
           ...row,

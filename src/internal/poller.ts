@@ -26,9 +26,9 @@ export interface PollerConfig {
   readonly maxIdleMillis: number
   /** Random extra delay added to an idle wait, as a fraction of the interval. */
   readonly jitter: number
-  /** Rows claimed per poll. */
+  /** Rows claimed per poll, at most. */
   readonly batchSize: number
-  /** Rows settled at once. */
+  /** Rows settled at once, at most: a poll claims only as many as there are free places. */
   readonly concurrency: number
   /** Longest time a poll waits for one row's settling before it goes on without it. */
   readonly settleMillis: number
@@ -66,11 +66,19 @@ export const makePoller = <A>(options: {
     // lease), then goes on without it: a row stuck on a slow database call or
     // handler holds up nothing but itself. It keeps running in the scope and
     // settles its row when it ends.
+    // Rows being settled, those a poll stopped waiting for included: a poll
+    // claims only as many as there are free places (`concurrency` in all).
+    let inFlight = 0
+
     const settleBounded = (row: A) =>
       Effect.flatMap(
         Effect.forkIn(
-          options.settle(row).pipe(
-            Effect.catchAllCause((cause) => Effect.logError(`${options.describe(row)}: settling failed`, cause))
+          Effect.suspend(() => {
+            inFlight++
+            return options.settle(row)
+          }).pipe(
+            Effect.catchAllCause((cause) => Effect.logError(`${options.describe(row)}: settling failed`, cause)),
+            Effect.ensuring(Effect.sync(() => inFlight--))
           ),
           scope
         ),
@@ -92,10 +100,13 @@ export const makePoller = <A>(options: {
      * interval is jittered.
      */
     const poll = Effect.gen(function*() {
+      const free = Math.min(batchSize, concurrency - inFlight)
+      // Every place taken by rows still running: look again after the interval.
+      if (free <= 0) return pollMillis
       const now = yield* nowMillis
-      const claimed = yield* options.claim(now, batchSize)
+      const claimed = yield* options.claim(now, free)
       yield* Effect.forEach(claimed, settleBounded, { concurrency, discard: true })
-      if (claimed.length >= batchSize) {
+      if (claimed.length >= free) {
         idleMillis = pollMillis
         eagerPolls = 0
         return 0
@@ -127,9 +138,15 @@ export const makePoller = <A>(options: {
       const waitMillis = yield* poll.pipe(
         Effect.catchAllCause((cause) => Effect.as(Effect.logError("poll failed", cause), pollMillis))
       )
-      if (waitMillis <= 0 || wakeAsked) return
+      if (waitMillis <= 0) return
       const wait = Math.ceil(waitMillis)
-      plannedWake = (yield* Clock.currentTimeMillis) + wait
+      const now = yield* Clock.currentTimeMillis
+      // From here on a wake-up offers to the queue; one asked for until now is seen here.
+      plannedWake = now + wait
+      if (wakeAsked) {
+        plannedWake = Number.POSITIVE_INFINITY
+        return
+      }
       yield* Effect.raceFirst(Effect.sleep(wait), Queue.take(wake))
       plannedWake = Number.POSITIVE_INFINITY
     }).pipe(Effect.forever)

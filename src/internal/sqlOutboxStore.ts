@@ -113,22 +113,30 @@ export const makeOutboxStore = (
     sql`UPDATE ${O} SET claimed_until = ${options.claimUntil} WHERE ${keyOf(command)} AND claimed_by = ${options.nodeId} RETURNING idx`
       .pipe(Effect.map((rows) => rows.length > 0), mapSqlError("extendClaim"))
 
-  const complete = (command: OutboxStore.CommandKey) =>
-    sql`DELETE FROM ${O} WHERE ${keyOf(command)} RETURNING idx`.pipe(
+  const complete = (command: OutboxStore.CommandKey, options?: { readonly claimedBy?: string }) =>
+    sql`DELETE FROM ${O} WHERE ${keyOf(command)}${
+      options?.claimedBy === undefined ? sql.literal("") : sql` AND claimed_by = ${options.claimedBy}`
+    } RETURNING idx`.pipe(
       Effect.map((rows) => rows.length > 0),
       mapSqlError("complete")
     )
 
-  const retryLater = (command: OutboxStore.CommandKey, options: { readonly dueAt: number; readonly error: string }) =>
+  const retryLater = (
+    command: OutboxStore.CommandKey,
+    options: { readonly dueAt: number; readonly error: string; readonly nodeId: string }
+  ) =>
     sql`UPDATE ${O} SET due_at = ${options.dueAt}, attempts = attempts + 1, last_error = ${options.error}, claimed_by = NULL, claimed_until = NULL WHERE ${
       keyOf(command)
-    }`.pipe(Effect.asVoid, mapSqlError("retryLater"))
+    } AND claimed_by = ${options.nodeId}`.pipe(Effect.asVoid, mapSqlError("retryLater"))
 
   // `WHERE true` lets SQLite parse an INSERT ... SELECT with a trailing clause.
-  const deadLetter = (command: OutboxStore.CommandKey, options: { readonly error: string; readonly now: number }) =>
+  const deadLetter = (
+    command: OutboxStore.CommandKey,
+    options: { readonly error: string; readonly now: number; readonly nodeId: string }
+  ) =>
     dialect.move({
       from: t.outbox,
-      where: keyOf(command),
+      where: sql`${keyOf(command)} AND claimed_by = ${options.nodeId}`,
       columns: movedColumns,
       insert: (moved) =>
         sql`INSERT INTO ${D} (${sql.literal(kept)}, failed_at) SELECT machine, instance_id, seq_nr, idx, kind, tag, payload, target_machine, target_instance_id, correlation_id, fence_token, created_at, due_at, attempts + 1, ${options.error}, CAST(${options.now} AS BIGINT) FROM ${moved} WHERE true`

@@ -168,7 +168,8 @@ export const makeCommitter = (options: {
     // still roll back, so it must not be what the next command decides on.
     if (durable) instances.remember(machine, p.instanceId, result)
     else instances.evict(machine, p.instanceId)
-    if (p.commands.length > 0) options.produced()
+    // Inside a caller's open transaction the commands are not visible yet: the dispatcher finds them by polling.
+    if (durable && p.commands.length > 0) options.produced()
     // Deadlines are armed from committed state only: a write that may roll
     // back keeps the committed ones running (a stale one is dropped when it
     // fires), and the next load arms what was committed.
@@ -260,14 +261,14 @@ export const makeCommitter = (options: {
   ): Effect.Effect<Loaded, CommitError> =>
     store.append(record).pipe(
       Effect.flatMap((result) => settle(p, record.snapshot !== undefined, result.durable)),
-      // An earlier attempt may have landed after all, after it was looked for.
-      Effect.catchTag("SequenceConflict", (conflict) =>
-        reappends > 0
-          ? Effect.flatMap(
-            Effect.catchTag(landed(p, commitId, record.expectedSeqNr), "SequenceConflict", () => Effect.succeed(false)),
-            (didLand) => didLand ? settle(p, false, true) : Effect.fail(conflict)
-          )
-          : Effect.fail(conflict)),
+      // An earlier attempt may have landed after all, after it was looked
+      // for: then this one finds the log moved on, or the timer row or outbox
+      // command it consumes gone (consumed by that earlier attempt).
+      Effect.catchTags({
+        SequenceConflict: (error) => reappends > 0 ? landedAfterAll(p, record, commitId, error) : Effect.fail(error),
+        StaleTimer: (error) => reappends > 0 ? landedAfterAll(p, record, commitId, error) : Effect.fail(error),
+        StaleCommand: (error) => reappends > 0 ? landedAfterAll(p, record, commitId, error) : Effect.fail(error)
+      }),
       Effect.catchTag("PersistenceError", (error) =>
         landed(p, commitId, record.expectedSeqNr).pipe(
           Effect.catchTag("PersistenceError", (unknown) => unknownOutcome(p, `${error.reason}; the log could not be read: ${unknown.reason}`, error)),
@@ -329,6 +330,13 @@ export const makeCommitter = (options: {
     if (problem !== undefined) return Either.left(problem)
     return Either.right({ ...base, kind: "handler", tag: command._tag, payload: encoded.right, target: null })
   }
+
+  /** A re-appended commit refused with `error`: a success if an earlier attempt of it landed, else `error`. */
+  const landedAfterAll = <E extends CommitError>(p: Proposal, record: EventStore.Commit, commitId: string, error: E) =>
+    Effect.flatMap(
+      Effect.catchTag(landed(p, commitId, record.expectedSeqNr), "SequenceConflict", () => Effect.succeed(false)),
+      (didLand): Effect.Effect<Loaded, CommitError> => didLand ? settle(p, false, true) : Effect.fail(error)
+    )
 
   /** The instance is dropped from the cache (its next use reloads it) and the caller is told the outcome is unknown. */
   const unknownOutcome = (p: Proposal, reason: string, cause: PersistenceError) =>

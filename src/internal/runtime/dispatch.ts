@@ -42,16 +42,20 @@ export const commandResultOf = (
     case "InvalidTransition":
     case "GuardRejected":
     case "InstanceStopped":
-    case "InstanceNotFound":
     case "InstanceAlreadyExists":
       return { _tag: "Rejected", reason: error.message }
+    case "InstanceNotFound":
+      // Not yet, maybe: the spawn that creates it may still be on its way.
+      return { _tag: "Failed", error: `${error.message} (yet)` }
     case "TransitionFailed":
     case "InvalidInput":
     case "InvalidInstanceId":
     case "EventDecodeError":
     case "EventReplayError":
-    case "MachineNotRegistered":
       return { _tag: "Undeliverable", error: error.message }
+    case "MachineNotRegistered":
+      // Another node (a newer deploy) may know it: retried, dead-lettered only in the end.
+      return { _tag: "Failed", error: error.message }
     case "PersistenceError":
     case "SequenceConflict":
     case "StaleTimer":
@@ -96,6 +100,8 @@ export const makeRunCommand = (options: {
 }) => {
   const undeliverable = (error: string): Effect.Effect<Outbox.CommandResult> =>
     Effect.succeed({ _tag: "Undeliverable", error })
+  /** What this node cannot run but a node of another deploy may: retried, dead-lettered only in the end. */
+  const notHere = (error: string): Effect.Effect<Outbox.CommandResult> => Effect.succeed({ _tag: "Failed", error })
 
   /** Commits `event` to `instanceId` of `codec`'s machine, completing `command`; the actions run in their own fiber. */
   const deliverEvent = (
@@ -136,9 +142,9 @@ export const makeRunCommand = (options: {
     context: Outbox.CommandContext
   ): Effect.Effect<Outbox.CommandResult> => {
     const codec = options.codecs.get(command.machine)
-    if (codec === undefined) return undeliverable(`machine "${command.machine}" is not registered in this runtime`)
+    if (codec === undefined) return notHere(`machine "${command.machine}" is not registered in this runtime`)
     const handler = options.handlers.get(command.machine)?.handlers.get(command.tag)
-    if (handler === undefined) return undeliverable(`machine "${command.machine}" has no handler for command "${command.tag}"`)
+    if (handler === undefined) return notHere(`machine "${command.machine}" has no handler for command "${command.tag}" in this runtime`)
     const decoded = codec.decodeCommand(command.payload)
     if (Either.isLeft(decoded)) return undeliverable(`the stored command does not decode: ${parseMessage(decoded.left)}`)
     return handler(decoded.right, context).pipe(
@@ -157,9 +163,7 @@ export const makeRunCommand = (options: {
     const target = command.target
     if (target === null) return undeliverable(`a ${command.kind} command without a target`)
     const codec = options.codecs.get(target.machine)
-    if (codec === undefined) {
-      return undeliverable(`the target machine "${target.machine}" is not registered in this runtime`)
-    }
+    if (codec === undefined) return notHere(`the target machine "${target.machine}" is not registered in this runtime`)
     if (command.kind === "send") {
       const event = codec.decodeEvent(command.payload)
       if (Either.isLeft(event)) return undeliverable(`the stored event does not decode: ${parseMessage(event.left)}`)

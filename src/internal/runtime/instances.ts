@@ -123,7 +123,8 @@ export const makeInstances = (options: {
     start: Loaded | undefined
   ): Effect.Effect<Loaded | undefined, ReplayError> => {
     const machine = codec.machine
-    let acc: Core.InstanceState | undefined = start
+    // Per run of the returned Effect (a retry replays from `start` again).
+    let acc: Core.InstanceState | undefined
     const page = (from: number): Effect.Effect<Loaded | undefined, ReplayError> =>
       Effect.flatMap(store.eventsPage(machine.name, instanceId, from, replayPage), (records) => {
         for (let i = 0; i < records.length; i++) {
@@ -149,7 +150,10 @@ export const makeInstances = (options: {
           snapshotSeqNr: start?.snapshotSeqNr ?? 0
         })
       })
-    return page((start?.seqNr ?? 0) + 1)
+    return Effect.suspend(() => {
+      acc = start
+      return page((start?.seqNr ?? 0) + 1)
+    })
   }
 
   const fromSnapshot = (codec: MachineCodec, instanceId: string) =>
