@@ -75,8 +75,9 @@ export type Goto<S extends Tagged, Src, Ev, C extends Tagged = never> = {
       /**
        * The commands this transition produces, built purely from the state
        * it leaves and the event. They are written to the outbox in the same
-       * commit as the event and dispatched after it (see `Outbox`), before
-       * those of the target state's entry (`commands` of the definition).
+       * commit as the event and dispatched after it (see `Outbox`), numbered
+       * before those of the target state's entry (`commands` of the
+       * definition); the commands of one commit may run in any order.
        */
       readonly commands?: (state: Src, event: Ev) => ReadonlyArray<Produced<C>>
     }

@@ -7,8 +7,9 @@
  * the outbox (`OutboxStore`) written in the same atomic commit as the event:
  * a command exists exactly when its event does. A dispatcher on every node
  * claims due rows (`FOR UPDATE SKIP LOCKED` on PostgreSQL, with a claim
- * lease refreshed while the handler runs) and runs each command at least
- * once:
+ * lease renewed when a command starts and while its handler runs, at most
+ * `concurrency` at once) and runs each command at least once, in no
+ * particular order:
  *
  * - one of the machine's own commands runs its handler (`Outbox.handlers`)
  *   with an idempotency key that is the same on every attempt; a handler may
