@@ -43,17 +43,21 @@ const startWorker = (filename: string, leaseMillis: number, handlerMillis = 0): 
 
 const ids = Array.from({ length: 300 }, (_, i) => `o${i}`)
 
-/** Creates the orders and checks them out on a node that dispatches nothing: 300 commands wait in the outbox. */
-const fill = (filename: string) =>
-  Effect.scoped(Effect.gen(function*() {
-    const context = yield* Layer.build(
+/** A node on the file that dispatches nothing: it writes commands, and reads what the dispatchers did. */
+const quietNode = (filename: string) =>
+  Effect.flatMap(makeGateway, (gateway) =>
+    Layer.build(
       FSMRuntime.layer({ machines: [Shop, Checkout, Payment] }).pipe(
         Layer.provide(Outbox.layer({ dispatch: false })),
-        Layer.provide(handlersLayer(yield* makeGateway)),
+        Layer.provide(handlersLayer(gateway)),
         Layer.provideMerge(SqliteEventStore.layer({ filename }))
       )
-    )
-    const runtime = Context.get(context, FSMRuntime.FSMRuntime)
+    ))
+
+/** Creates the orders and checks them out: 300 commands wait in the outbox. */
+const fill = (filename: string) =>
+  Effect.scoped(Effect.gen(function*() {
+    const runtime = Context.get(yield* quietNode(filename), FSMRuntime.FSMRuntime)
     yield* Effect.forEach(ids, (id) =>
       Effect.zipRight(
         runtime.create(Shop, id, { _tag: "Placed", orderId: id, amount: 10 }),
@@ -64,13 +68,7 @@ const fill = (filename: string) =>
 /** Every order has exactly one reply, and the outbox is empty. */
 const checkLog = (filename: string) =>
   Effect.scoped(Effect.gen(function*() {
-    const context = yield* Layer.build(
-      FSMRuntime.layer({ machines: [Shop, Checkout, Payment] }).pipe(
-        Layer.provide(Outbox.layer({ dispatch: false })),
-        Layer.provide(handlersLayer(yield* makeGateway)),
-        Layer.provideMerge(SqliteEventStore.layer({ filename }))
-      )
-    )
+    const context = yield* quietNode(filename)
     const runtime = Context.get(context, FSMRuntime.FSMRuntime)
     const outbox = Context.get(context, OutboxStore.OutboxStore)
     const histories = yield* Effect.forEach(ids, (id) => runtime.history(Shop, id))
