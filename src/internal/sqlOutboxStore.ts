@@ -12,7 +12,6 @@
  */
 import type * as SqlClient from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
-import * as Option from "effect/Option"
 import type * as OutboxStore from "../OutboxStore.js"
 import type { Dialect } from "./sqlDialect.js"
 import {
@@ -142,16 +141,7 @@ export const makeOutboxStore = (
         sql`INSERT INTO ${D} (${sql.literal(kept)}, failed_at) SELECT machine, instance_id, seq_nr, idx, kind, tag, payload, target_machine, target_instance_id, correlation_id, fence_token, created_at, due_at, attempts + 1, ${options.error}, CAST(${options.now} AS BIGINT) FROM ${moved} WHERE true`
     }).pipe(Effect.asVoid, mapSqlError("deadLetter"))
 
-  const nextDueAt = (machines: ReadonlyArray<string>) =>
-    machines.length === 0
-      ? Effect.succeed(Option.none<number>())
-      : sql<{ readonly due_at: unknown }>`${nextClaimable(sql, { table: t.outbox, machines })}`.pipe(
-      Effect.map((rows) => {
-        const dueAt = rows[0]?.due_at
-        return dueAt === null || dueAt === undefined ? Option.none<number>() : Option.some(toNumber(dueAt))
-      }),
-      mapSqlError("nextDueAt")
-    )
+  const nextDueAt = (machines: ReadonlyArray<string>) => nextClaimable(sql, { table: t.outbox, machines })
 
   const pending = (machine: string, instanceId: string) =>
     sql<CommandRow>`SELECT ${columns} FROM ${O} WHERE machine = ${machine} AND instance_id = ${instanceId} ORDER BY seq_nr, idx`.pipe(

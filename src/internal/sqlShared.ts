@@ -160,21 +160,29 @@ export const claimableKeys = (
 const nextDueWindow = 100
 
 /**
- * When `claimableKeys` could next return a row of `machines`: the earliest
- * of each row's due time, or the end of its claim when later, over the
- * first `nextDueWindow` rows per machine by due time (an index scan each).
- * Should all of those be claimed past a later row's due time, the answer is
- * late; the pollers wait at most their idle interval anyway.
+ * When `claimableKeys` could next return a row of `machines` (`None` when
+ * there is none): the earliest of each row's due time, or the end of its
+ * claim when later, over the first `nextDueWindow` rows per machine by due
+ * time (an index scan each). Should all of those be claimed past a later
+ * row's due time, the answer is late; the pollers wait at most their idle
+ * interval anyway.
  */
 export const nextClaimable = (
   sql: SqlClient.SqlClient,
   options: { readonly table: string; readonly machines: ReadonlyArray<string> }
-): Fragment => {
+): Effect.Effect<Option.Option<number>, PersistenceError> => {
+  if (options.machines.length === 0) return Effect.succeed(Option.none())
   const T = sql(options.table)
   const perMachine = options.machines.map((machine) =>
     sql`SELECT * FROM (SELECT due_at, claimed_until FROM ${T} WHERE machine = ${machine} ORDER BY due_at LIMIT ${nextDueWindow}) AS m`
   )
-  return sql`SELECT MIN(CASE WHEN claimed_until > due_at THEN claimed_until ELSE due_at END) AS due_at FROM (${
+  return sql<{ readonly due_at: unknown }>`SELECT MIN(CASE WHEN claimed_until > due_at THEN claimed_until ELSE due_at END) AS due_at FROM (${
     sql.join(" UNION ALL ", false)(perMachine)
-  }) AS first`
+  }) AS first`.pipe(
+    Effect.map((rows) => {
+      const dueAt = rows[0]?.due_at
+      return dueAt === null || dueAt === undefined ? Option.none<number>() : Option.some(toNumber(dueAt))
+    }),
+    mapSqlError("nextDueAt")
+  )
 }

@@ -12,7 +12,6 @@
  */
 import type * as SqlClient from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
-import * as Option from "effect/Option"
 import type * as TimeoutStore from "../TimeoutStore.js"
 import type { Dialect } from "./sqlDialect.js"
 import {
@@ -117,16 +116,7 @@ export const makeTimeoutStore = (
 
   // When claimDue could next return something: a timer's deadline, or the
   // end of its claim when that is later.
-  const nextDueAt = (machines: ReadonlyArray<string>) =>
-    machines.length === 0
-      ? Effect.succeed(Option.none<number>())
-      : sql<{ readonly due_at: unknown }>`${nextClaimable(sql, { table: t.timers, machines })}`.pipe(
-      Effect.map((rows) => {
-        const dueAt = rows[0]?.due_at
-        return dueAt === null || dueAt === undefined ? Option.none<number>() : Option.some(toNumber(dueAt))
-      }),
-      mapSqlError("nextDueAt")
-    )
+  const nextDueAt = (machines: ReadonlyArray<string>) => nextClaimable(sql, { table: t.timers, machines })
 
   const pending = (machine: string, instanceId: string) =>
     sql<TimerRow>`SELECT ${timerColumns} FROM ${T} WHERE machine = ${machine} AND instance_id = ${instanceId} ORDER BY due_at, name`.pipe(
