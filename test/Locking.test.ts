@@ -58,6 +58,22 @@ for (const backend of backends) {
   // and real time passes; elsewhere TestClock moves it.
   const realClock = backend.name === "postgres"
   const ttl = realClock ? "300 millis" : "3 seconds"
+  /**
+   * `store`'s event store with every commit of an `Add` whose `by` passes
+   * `which` held at a gate: `paused` completes as such a commit begins, and
+   * it goes on once `gate` is opened.
+   */
+  const pausingAdds = (store: StoreContext, which: (by: number) => boolean) =>
+    Effect.gen(function*() {
+      const gate = yield* Deferred.make<void>()
+      const paused = yield* Deferred.make<void>()
+      const slow = faulty(Context.get(store, EventStore.EventStore), (commit) =>
+        commit.events[0]?.tag === "Add" && which((commit.events[0].payload as { by: number }).by)
+          ? { _tag: "Around", before: Effect.zipRight(Deferred.succeed(paused, void 0), Deferred.await(gate)), after: Effect.void }
+          : undefined)
+      return { gate, paused, slow }
+    })
+
   const pastExpiry = (store: StoreContext, instanceId: string) =>
     realClock
       ? eventually(Effect.filterOrFail(
@@ -72,12 +88,7 @@ for (const backend of backends) {
       Effect.gen(function*() {
         yield* TestClock.setTime(0)
         const store = (yield* buildStore(backend)) as StoreContext
-        const gate = yield* Deferred.make<void>()
-        const paused = yield* Deferred.make<void>()
-        const zombieStore = faulty(Context.get(store, EventStore.EventStore), (commit) =>
-          commit.events[0]?.tag === "Add" && (commit.events[0].payload as { by: number }).by === 100
-            ? { _tag: "Around", before: Effect.zipRight(Deferred.succeed(paused, void 0), Deferred.await(gate)), after: Effect.void }
-            : undefined)
+        const { gate, paused, slow: zombieStore } = yield* pausingAdds(store, (by) => by === 100)
         // The whole node is paused: its heartbeat too.
         const leases = Context.get(store, LeaseStore.LeaseStore)
         const pausedLeases = LeaseStore.LeaseStore.of({
@@ -135,12 +146,7 @@ for (const backend of backends) {
           yield* TestClock.setTime(0)
           const store = (yield* buildStore(backend)) as StoreContext
           const cut = heartbeatCut(store)
-          const gate = yield* Deferred.make<void>()
-          const paused = yield* Deferred.make<void>()
-          const slow = faulty(Context.get(store, EventStore.EventStore), (commit) =>
-            commit.events[0]?.tag === "Add"
-              ? { _tag: "Around", before: Effect.zipRight(Deferred.succeed(paused, void 0), Deferred.await(gate)), after: Effect.void }
-              : undefined)
+          const { gate, paused, slow } = yield* pausingAdds(store, () => true)
           const a = yield* lockedRuntime(
             Context.add(withStore(store, slow.store), LeaseStore.LeaseStore, cut),
             { ttl: "3 seconds", heartbeat: "1 second" }
@@ -162,12 +168,7 @@ for (const backend of backends) {
           yield* TestClock.setTime(0)
           const store = (yield* buildStore(backend)) as StoreContext
           const leases = Context.get(store, LeaseStore.LeaseStore)
-          const gate = yield* Deferred.make<void>()
-          const paused = yield* Deferred.make<void>()
-          const slow = faulty(Context.get(store, EventStore.EventStore), (commit) =>
-            commit.events[0]?.tag === "Add"
-              ? { _tag: "Around", before: Effect.zipRight(Deferred.succeed(paused, void 0), Deferred.await(gate)), after: Effect.void }
-              : undefined)
+          const { gate, paused, slow } = yield* pausingAdds(store, () => true)
           const a = yield* lockedRuntime(withStore(store, slow.store), { ttl: "3 seconds", heartbeat: "1 second" })
           const b = yield* lockedRuntime(store, { ttl: "3 seconds", wait: "1 second" })
           yield* a.create(Counter, "c")
