@@ -297,6 +297,10 @@ export const armedDeadline = (
 ): Deadline | undefined =>
   instance.stopped || instance.generation !== generation ? undefined : instance.deadlines.find((d) => d.name === name)
 
+// Where `stepTaking` reports the alternative it took: one holder, not one per
+// command (`decide` is synchronous and never re-entered).
+const taken: Machine.Taken = { alternative: undefined }
+
 /**
  * What `command` does to `instance` at `now` (epoch ms). Pure; never throws.
  */
@@ -328,7 +332,6 @@ export const decide = (machine: Machine.Any, instance: InstanceState, command: C
   } else {
     event = command.event
   }
-  const taken: Machine.Taken = { alternative: undefined }
   const decision = Machine.stepTaking(machine, instance.state, event, instance.stopped, taken)
   switch (decision._tag) {
     case "Rejected":
