@@ -347,3 +347,25 @@ export class FencingRejected extends Schema.TaggedError<FencingRejected>()(
     return `${this.machine}/${this.instanceId}: commit fenced off, the lease is no longer held by ${this.owner} with token ${this.token}`
   }
 }
+
+/**
+ * A query of the current-state table (`EventStore.listInstances`,
+ * `EventStore.stateCounts`) was malformed: a page size outside
+ * `1..EventStore.maxPageSize`, a time that is not a whole number of
+ * milliseconds, a cursor that is not one a page returned. Nothing was read.
+ *
+ * @example
+ * ```ts
+ * store.listInstances({ machine: "order", limit: 0 }) // fails with InvalidQuery
+ * ```
+ *
+ * @since 0.1.0
+ */
+export class InvalidQuery extends Schema.TaggedError<InvalidQuery>()(
+  "InvalidQuery",
+  { operation: Schema.String, reason: Schema.String }
+) {
+  override get message() {
+    return `invalid ${this.operation} query: ${this.reason}`
+  }
+}

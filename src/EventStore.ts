@@ -19,11 +19,13 @@ import * as Stream from "effect/Stream"
 import {
   FencingRejected,
   InvalidInstanceId,
+  InvalidQuery,
   PersistenceError,
   SequenceConflict,
   StaleCommand,
   StaleTimer
 } from "./Errors.js"
+import { applyChange, compareCodePoints, compareEntry, currentChange } from "./internal/currentState.js"
 import { jsonProblem, stringProblem } from "./internal/jsonValue.js"
 import { makeMemoryOutbox } from "./internal/memoryOutbox.js"
 // A cycle (LeaseStore validates keys with `instanceIdProblem`): only used
@@ -171,6 +173,99 @@ export interface Commit {
    * late while nobody wanted the instance.
    */
   readonly fence?: { readonly owner: string; readonly token: number } | undefined
+  /**
+   * What the commit does to the instance's row in the current-state table
+   * (see `InstanceSummary`): whether its last event enters the state it
+   * names (a transition to a state, the same one included: `enteredAt`
+   * becomes the event's timestamp) and whether the instance is stopped
+   * after it. The runtime always says; without it the store judges by the
+   * events alone: the first event of a log and a change of state tag enter,
+   * an `@stopped` last event stops.
+   */
+  readonly current?: { readonly entered: boolean; readonly stopped: boolean } | undefined
+}
+
+/**
+ * One instance's row of the current-state table, which every commit keeps
+ * up to date in the same atomic unit as its events: the state it is in,
+ * since when, and its last sequence number. It answers "which instances are
+ * in state S, oldest first" and "how many are in each state" with an index,
+ * without reading any log.
+ *
+ * `enteredAt` is the timestamp of the event that last entered the state
+ * (`Machine.stay` and a stop do not move it; a transition back into the
+ * same state does), `updatedAt` that of the last event.
+ *
+ * @since 0.1.0
+ */
+export interface InstanceSummary {
+  readonly machine: string
+  readonly instanceId: string
+  readonly stateTag: string
+  readonly seqNr: number
+  readonly enteredAt: number
+  readonly updatedAt: number
+  readonly stopped: boolean
+}
+
+/**
+ * Where a page of `listInstances` ends: pass it as the next query's `after`.
+ *
+ * @since 0.1.0
+ */
+export interface InstanceCursor {
+  readonly enteredAt: number
+  readonly instanceId: string
+}
+
+/**
+ * A query of the current-state table: the instances of one machine, oldest
+ * entry first (`enteredAt`, then `instanceId`), optionally only those in
+ * one state, those that entered their state before a time ("in this state
+ * for longer than D" is `enteredBefore: now - D`), stopped or running ones.
+ * Paged by keyset: `after` is the `next` of the previous page.
+ *
+ * @example
+ * ```ts
+ * const page = yield* store.listInstances({
+ *   machine: "order", stateTag: "Pending", enteredBefore: Date.now() - 3_600_000, limit: 100
+ * })
+ * // page.instances: the orders pending for more than an hour, oldest first
+ * ```
+ *
+ * @since 0.1.0
+ */
+export interface InstanceQuery {
+  readonly machine: string
+  readonly stateTag?: string | undefined
+  /** Only instances whose `enteredAt` is before this time (epoch milliseconds). */
+  readonly enteredBefore?: number | undefined
+  readonly stopped?: boolean | undefined
+  readonly after?: InstanceCursor | undefined
+  /** Page size, a whole number from 1 to `maxPageSize`. */
+  readonly limit: number
+}
+
+/**
+ * One page of `listInstances`; `next` is there when more may follow.
+ *
+ * @since 0.1.0
+ */
+export interface InstancePage {
+  readonly instances: ReadonlyArray<InstanceSummary>
+  readonly next: Option.Option<InstanceCursor>
+}
+
+/**
+ * How many instances of a machine are in one state (running and stopped
+ * ones counted apart).
+ *
+ * @since 0.1.0
+ */
+export interface StateCount {
+  readonly stateTag: string
+  readonly stopped: boolean
+  readonly count: number
 }
 
 /**
@@ -225,6 +320,12 @@ export interface Backend {
     instanceId: string
   ) => Effect.Effect<Option.Option<SnapshotRecord>, PersistenceError>
   readonly instances: (machine: string) => Stream.Stream<string, PersistenceError>
+  /** The instance's current-state row. */
+  readonly instance: (machine: string, instanceId: string) => Effect.Effect<Option.Option<InstanceSummary>, PersistenceError>
+  /** A page of the current-state table (the query is validated); `next` when the page is full. */
+  readonly listInstances: (query: InstanceQuery) => Effect.Effect<InstancePage, PersistenceError>
+  /** Counts per state, ordered by state tag, running before stopped. */
+  readonly stateCounts: (machine: string) => Effect.Effect<ReadonlyArray<StateCount>, PersistenceError>
 }
 
 /**
@@ -273,6 +374,19 @@ export class EventStore extends Context.Tag("effect-fsm/EventStore")<EventStore,
   ) => Effect.Effect<Option.Option<SnapshotRecord>, PersistenceError | InvalidInstanceId>
   /** The ids of every instance of a machine that has a log. */
   readonly instances: (machine: string) => Stream.Stream<string, PersistenceError>
+  /** The instance's row of the current-state table (`InstanceSummary`); none when it has no log. */
+  readonly instance: (
+    machine: string,
+    instanceId: string
+  ) => Effect.Effect<Option.Option<InstanceSummary>, PersistenceError | InvalidInstanceId>
+  /**
+   * A page of instances from the current-state table (`InstanceQuery`),
+   * read through an index whatever the number of instances. A malformed
+   * query fails with `InvalidQuery`.
+   */
+  readonly listInstances: (query: InstanceQuery) => Effect.Effect<InstancePage, PersistenceError | InvalidQuery>
+  /** How many instances of the machine are in each state, ordered by state tag, running before stopped. */
+  readonly stateCounts: (machine: string) => Effect.Effect<ReadonlyArray<StateCount>, PersistenceError | InvalidQuery>
 }>() {}
 
 /**
@@ -477,6 +591,10 @@ const commitProblem = (commit: Commit): Effect.Effect<never, InvalidInstanceId |
       return invalidCommit(`fence.token must be a positive integer, got ${fence.token}`)
     }
   }
+  const current = commit.current
+  if (current !== undefined && (typeof current.entered !== "boolean" || typeof current.stopped !== "boolean")) {
+    return invalidCommit("current.entered and current.stopped must be booleans")
+  }
   const valuesProblem = commitValuesProblem(commit)
   return valuesProblem === undefined ? undefined : invalidCommit(`cannot be stored exactly: ${valuesProblem}`)
 }
@@ -528,12 +646,79 @@ export const make = (backend: Backend): EventStore["Type"] => ({
     ),
   loadSnapshot: (machine, instanceId) =>
     Effect.zipRight(validateInstanceId(machine, instanceId), backend.loadSnapshot(machine, instanceId)),
-  instances: backend.instances
+  instances: backend.instances,
+  instance: (machine, instanceId) => Effect.zipRight(validateInstanceId(machine, instanceId), backend.instance(machine, instanceId)),
+  listInstances: (query) =>
+    Effect.suspend((): Effect.Effect<InstancePage, PersistenceError | InvalidQuery> => {
+      const problem = instanceQueryProblem(query)
+      return problem === undefined
+        ? backend.listInstances(query)
+        : Effect.fail(new InvalidQuery({ operation: "listInstances", reason: problem }))
+    }),
+  stateCounts: (machine) =>
+    typeof machine === "string"
+      ? backend.stateCounts(machine)
+      : Effect.fail(new InvalidQuery({ operation: "stateCounts", reason: "machine must be a string" }))
 })
+
+/** A time the current-state table can compare with: a safe integer of epoch milliseconds. */
+const timeProblem = (value: unknown, name: string): string | undefined =>
+  Number.isSafeInteger(value) ? undefined : `${name} must be a whole number of epoch milliseconds, got ${String(value)}`
+
+/** Why an `InstanceQuery` is malformed, or `undefined`. */
+const instanceQueryProblem = (query: InstanceQuery): string | undefined => {
+  if (typeof query !== "object" || query === null) return "the query must be an object"
+  if (typeof query.machine !== "string") return "machine must be a string"
+  if (!Number.isSafeInteger(query.limit) || query.limit < 1 || query.limit > maxPageSize) {
+    return `limit must be a whole number from 1 to ${maxPageSize}, got ${String(query.limit)}`
+  }
+  if (query.stateTag !== undefined) {
+    const problem = requiredStringProblem(query.stateTag)
+    if (problem !== undefined) return `stateTag ${problem}`
+  }
+  if (query.enteredBefore !== undefined) {
+    const problem = timeProblem(query.enteredBefore, "enteredBefore")
+    if (problem !== undefined) return problem
+  }
+  if (query.stopped !== undefined && typeof query.stopped !== "boolean") return "stopped must be a boolean"
+  const after = query.after
+  if (after !== undefined) {
+    if (typeof after !== "object" || after === null) return "after must be the next cursor of a page"
+    const problem = timeProblem(after.enteredAt, "after.enteredAt")
+    if (problem !== undefined) return problem
+    const id = instanceIdProblem(after.instanceId)
+    if (id !== undefined) return `after.instanceId ${id}`
+  }
+  return undefined
+}
 
 // ---------------------------------------------------------------------------
 // In-memory backend
 // ---------------------------------------------------------------------------
+
+/**
+ * A page of the current-state table, from rows in keyset order: `next` is
+ * the last row's position when the page is full.
+ *
+ * @internal
+ */
+export const instancePage = (instances: ReadonlyArray<InstanceSummary>, limit: number): InstancePage => {
+  const last = instances[instances.length - 1]
+  return {
+    instances,
+    next: instances.length < limit || last === undefined
+      ? Option.none()
+      : Option.some({ enteredAt: last.enteredAt, instanceId: last.instanceId })
+  }
+}
+
+/**
+ * The order of `stateCounts`: by state tag (code points), running first.
+ *
+ * @internal
+ */
+export const compareStateCounts = (a: StateCount, b: StateCount): number =>
+  a.stateTag !== b.stateTag ? compareCodePoints(a.stateTag, b.stateTag) : Number(a.stopped) - Number(b.stopped)
 
 const keyOf = (machine: string, instanceId: string) => `${machine}\u0000${instanceId}`
 
@@ -676,6 +861,8 @@ export const makeMemory = (): {
   const timers = new Map<string, Map<string, MemoryTimer>>()
   const deadLetters = new Map<string, Map<string, MemoryDeadLetter>>()
   const leaseRows = new Map<string, MemoryLease>()
+  /** machine -> instance id -> current-state row */
+  const currentRows = new Map<string, Map<string, InstanceSummary>>()
 
   const putSnapshot = (key: string, snapshot: MemorySnapshot) => {
     const current = snapshots.get(key)
@@ -813,6 +1000,9 @@ export const makeMemory = (): {
           for (const timer of scheduled) putTimer(timer)
         }
         if (commit.outbox !== undefined) outbox.apply(commands, complete)
+        let current = currentRows.get(machine)
+        if (current === undefined) currentRows.set(machine, current = new Map())
+        current.set(instanceId, applyChange(machine, instanceId, current.get(instanceId), currentChange(commit)))
         return committed
       }),
     events: (machine, instanceId, fromSeqNr) =>
@@ -831,7 +1021,28 @@ export const makeMemory = (): {
         const row = snapshots.get(keyOf(machine, instanceId))
         return row === undefined ? Option.none() : Option.some(snapshotRecord(machine, instanceId, row))
       }),
-    instances: (machine) => Stream.suspend(() => Stream.fromIterable([...(byMachine.get(machine) ?? [])]))
+    instances: (machine) => Stream.suspend(() => Stream.fromIterable([...(byMachine.get(machine) ?? [])])),
+    instance: (machine, instanceId) => Effect.sync(() => Option.fromNullable(currentRows.get(machine)?.get(instanceId))),
+    listInstances: (query) =>
+      Effect.sync(() => {
+        const after = query.after
+        const matching = [...(currentRows.get(query.machine)?.values() ?? [])].filter((row) =>
+          (query.stateTag === undefined || row.stateTag === query.stateTag) &&
+          (query.enteredBefore === undefined || row.enteredAt < query.enteredBefore) &&
+          (query.stopped === undefined || row.stopped === query.stopped) &&
+          (after === undefined || compareEntry(row, after) > 0)
+        ).sort(compareEntry)
+        return instancePage(matching.slice(0, query.limit), query.limit)
+      }),
+    stateCounts: (machine) =>
+      Effect.sync(() => {
+        const counts = new Map<string, StateCount>()
+        for (const row of currentRows.get(machine)?.values() ?? []) {
+          const key = `${row.stateTag}\u0000${row.stopped}`
+          counts.set(key, { stateTag: row.stateTag, stopped: row.stopped, count: (counts.get(key)?.count ?? 0) + 1 })
+        }
+        return [...counts.values()].sort(compareStateCounts)
+      })
   }
 
   const allTimers = function*(machines: ReadonlyArray<string>) {

@@ -18,7 +18,8 @@
  * SQLite (an embedded file: one machine, so one clock).
  *
  * Tables are named from one prefix (default `fsm_`): `fsm_events`,
- * `fsm_snapshots`, `fsm_timers`, `fsm_dead_letters`, `fsm_leases`, and the migrations
+ * `fsm_snapshots`, `fsm_timers`, `fsm_dead_letters`, `fsm_leases`, `fsm_outbox`,
+ * `fsm_outbox_dead_letters`, `fsm_instances` (the current-state table), and the migrations
  * table `fsm_migrations`. The layers run the library's migrations when they
  * start (idempotent, and safe when several nodes start at once); pass
  * `migrate: false` to run them yourself with `SqlEventStore.migrate`.
@@ -153,6 +154,8 @@ export interface TableNames {
   readonly leases: string
   readonly outbox: string
   readonly outboxDeadLetters: string
+  /** The current-state table (`EventStore.InstanceSummary`). */
+  readonly instances: string
   readonly migrations: string
 }
 
@@ -183,6 +186,7 @@ export const tableNames = (tablePrefix?: string): Effect.Effect<TableNames, Inva
     leases: t.leases,
     outbox: t.outbox,
     outboxDeadLetters: t.outboxDeadLetters,
+    instances: t.instances,
     migrations: t.migrations
   }))
 

@@ -28,6 +28,7 @@ import {
 import { Errors, EventStore, FSMRuntime, Machine, TimeoutStore, TimeoutStrategy } from "effect-fsm"
 import { Counter, type CounterState } from "./fixtures/machines.js"
 import { type Backend, backends } from "./utils/backends.js"
+import { expectedSummary } from "./utils/currentState.js"
 import { eventually } from "./utils/eventually.js"
 import { type Fault, faulty, withStore } from "./utils/faults.js"
 import { buildStore, runtimeOn, withDurableTimeouts } from "./utils/runtime.js"
@@ -403,6 +404,11 @@ const runCommands = (backend: Backend, s: Scenario) =>
       for (const by of bys) expect(mine.has(by), `${id}: ${by} was sent to this instance`).toBe(true)
       bysOf.set(id, bys)
 
+      expect(
+        yield* Context.get(store, EventStore.EventStore).instance(Counter.name, id),
+        `${id}: the current-state row is the fold of the log`
+      ).toEqual(Option.fromNullable(expectedSummary(Counter, id, history)))
+
       const view = yield* fresh.inspect(Counter, id)
       expect(view, `${id}: the replayed state is the fold of the log`).toEqual({
         state: counterState(bys),
@@ -718,6 +724,10 @@ const runTimers = (backend: Backend, s: TimerScenario) =>
       if (current !== undefined) {
         expect([...current.fired.keys()].sort(), `${id}: the current arming fired both`).toEqual(["early", "late"])
       }
+      expect(
+        yield* Context.get(store, EventStore.EventStore).instance(Beeper.name, id),
+        `${id}: the current-state row is the fold of the log`
+      ).toEqual(Option.fromNullable(expectedSummary(Beeper, id, history)))
       const view = yield* fresh.inspect(Beeper, id)
       expect(view.state.count, `${id}: every event counted once`).toBe(history.length - 1)
       expect(view.timeouts).toEqual([])

@@ -306,7 +306,10 @@ const sqlSuite = (target: Target) =>
         const client = Context.get(yield* Layer.build(db.client()), SqlClient.SqlClient)
         const migrate = (options?: { readonly tablePrefix?: string }) =>
           Effect.provideService(SqlEventStore.migrate(options), SqlClient.SqlClient, client)
-        expect(yield* migrate()).toEqual([[1, "create_tables"], [2, "commit_columns"], [3, "leases"], [4, "outbox"]])
+        expect(yield* migrate()).toEqual([[1, "create_tables"], [2, "commit_columns"], [3, "leases"], [4, "outbox"], [
+          5,
+          "instances"
+        ]])
         expect(yield* migrate()).toEqual([])
 
         const first = yield* storeOn(db.client())
@@ -319,7 +322,8 @@ const sqlSuite = (target: Target) =>
           [1, "create_tables"],
           [2, "commit_columns"],
           [3, "leases"],
-          [4, "outbox"]
+          [4, "outbox"],
+          [5, "instances"]
         ])
 
         // migrate: false leaves a database alone.
@@ -338,7 +342,7 @@ const sqlSuite = (target: Target) =>
           concurrency: "unbounded"
         })
         const recorded = yield* nodes[0].sql<{ readonly name: string }>`SELECT name FROM fsm_migrations`
-        expect(recorded.map((row) => row.name)).toEqual(["create_tables", "commit_columns", "leases", "outbox"])
+        expect(recorded.map((row) => row.name)).toEqual(["create_tables", "commit_columns", "leases", "outbox", "instances"])
         yield* Effect.forEach(nodes, (node, i) => node.store.append(commit(`from-${i}`, 0, [event("@created")])), {
           concurrency: "unbounded"
         })
@@ -381,6 +385,56 @@ const sqlSuite = (target: Target) =>
         }
       }))
 
+    it.scoped("migration 5 rebuilds the current-state rows of logs written before it, as commits keep them", () =>
+      Effect.gen(function*() {
+        const db = yield* target.fresh
+        const { sql, store } = yield* storeOn(db.client())
+        const at = (e: EventStore.NewEvent, timestamp: number, stateTag = e.stateTag): EventStore.NewEvent => ({
+          ...e,
+          stateTag,
+          metadata: { ...e.metadata, timestamp }
+        })
+        // o1: Pending, then Paid at 2000, a stay at 3000. o2: stopped. o3: two commits in Pending.
+        yield* store.append(commit("o1", 0, [at(event("@created"), 1000), at(event("Note"), 1500)]))
+        yield* store.append(commit("o1", 2, [at(event("Pay"), 2000, "Paid")]))
+        yield* store.append(commit("o1", 3, [at(event("Note"), 3000, "Paid")]))
+        yield* store.append(commit("o2", 0, [at(event("@created"), 1000)]))
+        yield* store.append(commit("o2", 1, [at(event("@stopped"), 4000)]))
+        yield* store.append(commit("o3", 0, [at(event("@created"), 500), at(event("Pay"), 600, "Paid"), at(event("Note"), 700, "Paid")]))
+        yield* store.append(commit("o3", 3, [at(event("Back"), 800, "Pending")]))
+        const ids = ["o1", "o2", "o3"]
+        const rows = Effect.forEach(ids, (id) => store.instance(machine, id))
+        const kept = yield* rows
+        expect(kept.map(Option.map((row) => [row.stateTag, row.seqNr, row.enteredAt, row.updatedAt, row.stopped]))).toEqual([
+          Option.some(["Paid", 4, 2000, 3000, false]),
+          Option.some(["Pending", 2, 1000, 4000, true]),
+          Option.some(["Pending", 4, 800, 800, false])
+        ])
+
+        yield* sql`DROP TABLE fsm_instances`
+        yield* sql`DELETE FROM fsm_migrations WHERE migration_id = 5`
+        expect(yield* Effect.provideService(SqlEventStore.migrate(), SqlClient.SqlClient, sql)).toEqual([[5, "instances"]])
+        expect(yield* rows).toEqual(kept)
+        expect(yield* store.stateCounts(machine)).toEqual([
+          { stateTag: "Paid", stopped: false, count: 1 },
+          { stateTag: "Pending", stopped: false, count: 1 },
+          { stateTag: "Pending", stopped: true, count: 1 }
+        ])
+      }))
+
+    it.scoped("a commit inside a caller's transaction that rolls back leaves no current-state row", () =>
+      Effect.gen(function*() {
+        const db = yield* target.fresh
+        const { sql, store } = yield* storeOn(db.client())
+        const rolledBack = sql.withTransaction(
+          Effect.zipRight(store.append(fullCommit("o1")), Effect.fail("caller gives up" as const))
+        )
+        expect(yield* Effect.flip(rolledBack)).toBe("caller gives up")
+        expect(yield* store.instance(machine, "o1")).toEqual(Option.none())
+        yield* store.append(fullCommit("o1"))
+        expect(Option.map(yield* store.instance(machine, "o1"), (row) => row.seqNr)).toEqual(Option.some(2))
+      }))
+
     it.scoped("the table prefix names every table, and stores with different prefixes do not see each other", () =>
       Effect.gen(function*() {
         const db = yield* target.fresh
@@ -389,6 +443,7 @@ const sqlSuite = (target: Target) =>
         expect(yield* tablesIn(billing.sql)).toEqual([
           "billing_dead_letters",
           "billing_events",
+          "billing_instances",
           "billing_leases",
           "billing_migrations",
           "billing_outbox",
@@ -397,6 +452,7 @@ const sqlSuite = (target: Target) =>
           "billing_timers",
           "orders_dead_letters",
           "orders_events",
+          "orders_instances",
           "orders_leases",
           "orders_migrations",
           "orders_outbox",
@@ -412,6 +468,7 @@ const sqlSuite = (target: Target) =>
           leases: "orders_leases",
           outbox: "orders_outbox",
           outboxDeadLetters: "orders_outbox_dead_letters",
+          instances: "orders_instances",
           migrations: "orders_migrations"
         })
         yield* Context.get(orders, EventStore.EventStore).append(fullCommit("o1"))
@@ -678,6 +735,7 @@ describe.skipIf(pgTarget.skip !== undefined)("SqlEventStore on postgres: stateme
       expect(yield* tablesOf(names[0]!)).toEqual([
         "fsm_dead_letters",
         "fsm_events",
+        "fsm_instances",
         "fsm_leases",
         "fsm_migrations",
         "fsm_outbox",

@@ -38,6 +38,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import { FencingRejected, PersistenceError, SequenceConflict, StaleCommand, StaleTimer } from "../Errors.js"
+import type { CurrentChange } from "./currentState.js"
 import { driverCode, type Tables, toBoolean, toNumber, transactionFailures } from "./sqlShared.js"
 
 /** An event of a commit with its sequence number assigned and its payload as JSON text. */
@@ -105,6 +106,8 @@ export interface EncodedCommit {
   readonly produce: ReadonlyArray<EncodedCommand>
   /** The pending command the commit completes. */
   readonly complete: CommandKey | undefined
+  /** The commit's change to the current-state table. */
+  readonly current: CurrentChange
 }
 
 export interface Dialect {
@@ -125,6 +128,8 @@ export interface Dialect {
   readonly createLeases: Effect.Effect<void, SqlError>
   /** Migration 4: the outbox and its dead letters. */
   readonly createOutbox: Effect.Effect<void, SqlError>
+  /** Migration 5: the current-state table, filled from the logs written before it. */
+  readonly createInstances: Effect.Effect<void, SqlError>
   /**
    * The time lease expiry is judged by, in epoch milliseconds: the
    * database's clock on PostgreSQL (`now`, the caller's clock, is ignored),
@@ -290,6 +295,61 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
     ], { discard: true })
   }
 
+  const I = sql(t.instances)
+  const instanceColumns = "machine, instance_id, state_tag, seq_nr, entered_at, updated_at, stopped"
+
+  /** How an upsert of the current-state row sets `entered_at` (see `CurrentChange.entered`). */
+  const enteredAt = (change: CurrentChange) =>
+    change.entered === "yes"
+      ? sql.literal("excluded.entered_at")
+      : change.entered === "no"
+      ? sql`${I}.entered_at`
+      : sql`CASE WHEN ${I}.state_tag = excluded.state_tag THEN ${I}.entered_at ELSE excluded.entered_at END`
+
+  const currentUpdate = (change: CurrentChange) =>
+    sql`ON CONFLICT (machine, instance_id) DO UPDATE SET state_tag = excluded.state_tag, seq_nr = excluded.seq_nr, entered_at = ${
+      enteredAt(change)
+    }, updated_at = excluded.updated_at, stopped = excluded.stopped`
+
+  /**
+   * Migration 5. `textC` is the type of the text columns that are ordered
+   * (code-point order on both databases). The rows of logs written before
+   * it are rebuilt from the events: the state entered when its tag last
+   * changed, stopped after an `@stopped` record or a stopped snapshot (an
+   * instance ended by a `Machine.stop` transition with no snapshot since
+   * shows as running: which transitions stop is known to the machine only).
+   */
+  const createInstances = (
+    types: { readonly textC: string; readonly bigint: string; readonly bool: string; readonly text: string },
+    suffix: string
+  ) =>
+    Effect.all([
+      sql`CREATE TABLE ${I} (
+          machine ${sql.literal(types.text)} NOT NULL,
+          instance_id ${sql.literal(types.textC)} NOT NULL,
+          state_tag ${sql.literal(types.textC)} NOT NULL,
+          seq_nr ${sql.literal(types.bigint)} NOT NULL,
+          entered_at ${sql.literal(types.bigint)} NOT NULL,
+          updated_at ${sql.literal(types.bigint)} NOT NULL,
+          stopped ${sql.literal(types.bool)} NOT NULL,
+          PRIMARY KEY (machine, instance_id)
+        ) ${sql.literal(suffix)}`,
+      // `stopped` last: counts per state read this index alone.
+      sql`CREATE INDEX ${sql(t.instancesState)} ON ${I} (machine, state_tag, entered_at, instance_id, stopped)`,
+      sql`CREATE INDEX ${sql(t.instancesEntered)} ON ${I} (machine, entered_at, instance_id)`,
+      sql`INSERT INTO ${I} (${sql.literal(instanceColumns)})
+        SELECT l.machine, l.instance_id, l.state_tag, l.seq_nr,
+          COALESCE((SELECT MIN(x.ts) FROM ${E} x WHERE x.machine = l.machine AND x.instance_id = l.instance_id AND x.seq_nr > COALESCE(
+            (SELECT MAX(y.seq_nr) FROM ${E} y WHERE y.machine = l.machine AND y.instance_id = l.instance_id AND y.state_tag <> l.state_tag), 0)), l.ts),
+          l.ts,
+          EXISTS (SELECT 1 FROM ${E} s WHERE s.machine = l.machine AND s.instance_id = l.instance_id AND s.tag = '@stopped')
+            OR EXISTS (SELECT 1 FROM ${S} p WHERE p.machine = l.machine AND p.instance_id = l.instance_id AND p.stopped = ${
+        sql.literal(types.bool === "boolean" ? "true" : "1")
+      })
+        FROM ${E} l
+        WHERE l.seq_nr = (SELECT MAX(z.seq_nr) FROM ${E} z WHERE z.machine = l.machine AND z.instance_id = l.instance_id)`
+    ], { discard: true })
+
   const pg = (): Dialect => {
     const typed = (value: unknown, type: string) => sql`${value}::${sql.literal(type)}`
     const json = (text: string) => sql`${text}::jsonb`
@@ -373,6 +433,12 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           sql`cmds AS (INSERT INTO ${O} (machine, instance_id, seq_nr, idx, kind, tag, payload, target_machine, target_instance_id, correlation_id, fence_token, created_at, due_at, attempts) SELECT ${m}::text, ${i}::text, ${last.seqNr}::bigint, v.*, ${last.timestamp}::bigint, ${last.timestamp}::bigint, 0 FROM (VALUES ${rows}) AS v WHERE EXISTS (SELECT 1 FROM ok))`
         )
       }
+      const cur = c.current
+      ctes.push(
+        sql`cur AS (INSERT INTO ${I} (${sql.literal(instanceColumns)}) SELECT ${m}::text, ${i}::text, ${cur.stateTag}::text, ${cur.seqNr}::bigint, ${cur.enteredAt}::bigint, ${cur.updatedAt}::bigint, ${cur.stopped}::boolean WHERE EXISTS (SELECT 1 FROM ok) ${
+          currentUpdate(cur)
+        })`
+      )
       const exists = (cte: string, present: boolean) => sql.literal(present ? `EXISTS (SELECT 1 FROM ${cte})` : "true")
       return sql<
         {
@@ -486,6 +552,7 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           PRIMARY KEY (machine, instance_id)
         )`.pipe(Effect.asVoid),
       createOutbox: createOutbox({ json: "jsonb", bigint: "bigint", int: "integer", text: "text" }, ""),
+      createInstances: createInstances({ textC: "text COLLATE \"C\"", bigint: "bigint", bool: "boolean", text: "text" }, ""),
       leaseClock: () => sql.literal("(extract(epoch from clock_timestamp()) * 1000)::bigint"),
       // The Migrator creates its table with "SELECT 'name'::regclass, else
       // CREATE TABLE", which races between nodes and, inside a transaction,
@@ -619,6 +686,10 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
             } ON CONFLICT (machine, instance_id, name) DO UPDATE SET ${sql.literal(timerReset)}`
           }
           if (c.snapshot !== undefined) yield* snapshotWriter(m, i, c.snapshot)
+          const cur = c.current
+          yield* sql`INSERT INTO ${I} (${sql.literal(instanceColumns)}) VALUES (${m}, ${i}, ${cur.stateTag}, ${cur.seqNr}, ${cur.enteredAt}, ${cur.updatedAt}, ${
+            bool(cur.stopped)
+          }) ${currentUpdate(cur)}`
         }))
       )
 
@@ -698,6 +769,7 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           PRIMARY KEY (machine, instance_id)
         ) STRICT, WITHOUT ROWID`.pipe(Effect.asVoid),
       createOutbox: createOutbox({ json: "TEXT", bigint: "INTEGER", int: "INTEGER", text: "TEXT" }, "STRICT, WITHOUT ROWID"),
+      createInstances: createInstances({ textC: "TEXT", bigint: "INTEGER", bool: "INTEGER", text: "TEXT" }, "STRICT, WITHOUT ROWID"),
       leaseClock: (now) => sql`${now}`,
       // The migrations table (same shape as the Migrator's) is created first,
       // on its own; the migration transaction then starts with a write to it,

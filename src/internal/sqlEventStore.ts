@@ -5,12 +5,14 @@
  * @internal
  */
 import * as SqlClient from "@effect/sql/SqlClient"
+import type { Fragment } from "@effect/sql/Statement"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import type { PersistenceError } from "../Errors.js"
-import type * as EventStore from "../EventStore.js"
+import * as EventStore from "../EventStore.js"
+import { currentChange } from "./currentState.js"
 import type { Dialect, EncodedCommand, EncodedCommit, EncodedEvent, EncodedTimer } from "./sqlDialect.js"
 import {
   decodeRows,
@@ -37,6 +39,15 @@ interface EventRow {
   readonly node: string | null
   readonly commit_id: string | null
   readonly timer: string | null
+}
+
+interface InstanceRow {
+  readonly instance_id: string
+  readonly state_tag: string
+  readonly seq_nr: unknown
+  readonly entered_at: unknown
+  readonly updated_at: unknown
+  readonly stopped: unknown
 }
 
 interface SnapshotRow {
@@ -101,6 +112,7 @@ const encodeCommit = (commit: EventStore.Commit): Effect.Effect<EncodedCommit, P
     }
     const complete = commit.outbox?.complete
     return {
+      current: currentChange(commit),
       machine: commit.machine,
       instanceId: commit.instanceId,
       expectedSeqNr: commit.expectedSeqNr,
@@ -252,5 +264,76 @@ export const makeBackend = (sql: SqlClient.SqlClient, dialect: Dialect, t: Table
       : Effect.succeed([])
   }
 
-  return { append, events, eventsPage, highestSequenceNr, saveSnapshot, loadSnapshot, instances }
+  // --- Current-state table ---
+
+  const I = sql(t.instances)
+
+  const decodeSummary = (machine: string) => (row: InstanceRow): EventStore.InstanceSummary => ({
+    machine,
+    instanceId: String(row.instance_id),
+    stateTag: String(row.state_tag),
+    seqNr: toNumber(row.seq_nr),
+    enteredAt: toNumber(row.entered_at),
+    updatedAt: toNumber(row.updated_at),
+    stopped: toBoolean(row.stopped)
+  })
+
+  const instance = (machine: string, instanceId: string) =>
+    sql<InstanceRow>`SELECT instance_id, state_tag, seq_nr, entered_at, updated_at, stopped FROM ${I} WHERE machine = ${machine} AND instance_id = ${instanceId}`
+      .pipe(
+        mapSqlError("instance"),
+        Effect.flatMap((rows) => decodeRows("instance", rows, decodeSummary(machine))),
+        Effect.map((rows) => Option.fromNullable(rows[0])),
+        Effect.withSpan("SqlEventStore.instance", { attributes: { machine, instanceId }, captureStackTrace: false })
+      )
+
+  // With a state: the (machine, state_tag, entered_at, instance_id) index;
+  // without: (machine, entered_at, instance_id). Either is read in order from
+  // the cursor on, so a page costs its own rows whatever the table holds.
+  const listInstances = (query: EventStore.InstanceQuery) => {
+    const conditions: Array<Fragment> = [sql`machine = ${query.machine}`]
+    if (query.stateTag !== undefined) conditions.push(sql`state_tag = ${query.stateTag}`)
+    if (query.enteredBefore !== undefined) conditions.push(sql`entered_at < ${query.enteredBefore}`)
+    if (query.stopped !== undefined) conditions.push(sql`stopped = ${dialect.bool(query.stopped)}`)
+    const after = query.after
+    if (after !== undefined) conditions.push(sql`(entered_at, instance_id) > (${after.enteredAt}, ${after.instanceId})`)
+    return sql<InstanceRow>`SELECT instance_id, state_tag, seq_nr, entered_at, updated_at, stopped FROM ${I} WHERE ${
+      sql.and(conditions)
+    } ORDER BY entered_at, instance_id LIMIT ${query.limit}`.pipe(
+      mapSqlError("listInstances"),
+      Effect.flatMap((rows) => decodeRows("listInstances", rows, decodeSummary(query.machine))),
+      Effect.map((rows) => EventStore.instancePage(rows, query.limit)),
+      Effect.withSpan("SqlEventStore.listInstances", {
+        attributes: { machine: query.machine, stateTag: query.stateTag, limit: query.limit },
+        captureStackTrace: false
+      })
+    )
+  }
+
+  const stateCounts = (machine: string) =>
+    sql<{ readonly state_tag: string; readonly stopped: unknown; readonly count: unknown }>`SELECT state_tag, stopped, COUNT(*) AS count FROM ${I} WHERE machine = ${machine} GROUP BY state_tag, stopped ORDER BY state_tag, stopped`
+      .pipe(
+        mapSqlError("stateCounts"),
+        Effect.flatMap((rows) =>
+          decodeRows("stateCounts", rows, (row): EventStore.StateCount => ({
+            stateTag: String(row.state_tag),
+            stopped: toBoolean(row.stopped),
+            count: toNumber(row.count)
+          }))
+        ),
+        Effect.withSpan("SqlEventStore.stateCounts", { attributes: { machine }, captureStackTrace: false })
+      )
+
+  return {
+    append,
+    events,
+    eventsPage,
+    highestSequenceNr,
+    saveSnapshot,
+    loadSnapshot,
+    instances,
+    instance,
+    listInstances,
+    stateCounts
+  }
 }

@@ -28,7 +28,8 @@ export const migrate = (
         "1_create_tables": dialect.createTables,
         "2_commit_columns": dialect.addCommitColumns,
         "3_leases": dialect.createLeases,
-        "4_outbox": dialect.createOutbox
+        "4_outbox": dialect.createOutbox,
+        "5_instances": dialect.createInstances
       }),
       table: t.migrations
     })

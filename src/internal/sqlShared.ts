@@ -34,6 +34,9 @@ export interface Tables {
   readonly outbox: string
   readonly outboxDue: string
   readonly outboxDeadLetters: string
+  readonly instances: string
+  readonly instancesState: string
+  readonly instancesEntered: string
   readonly migrations: string
 }
 
@@ -64,6 +67,9 @@ export const tables = (prefix: string, schema?: string): Tables => {
     outbox: table("outbox"),
     outboxDue: `${prefix}outbox_due`,
     outboxDeadLetters: table("outbox_dead_letters"),
+    instances: table("instances"),
+    instancesState: `${prefix}instances_state`,
+    instancesEntered: `${prefix}instances_entered`,
     migrations: table("migrations")
   }
 }

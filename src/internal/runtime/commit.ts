@@ -235,7 +235,9 @@ export const makeCommitter = (options: {
         snapshot: snapshotOf(p),
         timers: changes.right,
         outbox: outbox.right,
-        fence: p.fence
+        fence: p.fence,
+        // The instance's generation is the seqNr of the event that entered its state.
+        current: { entered: p.next.generation === expectedSeqNr + 1, stopped: p.next.stopped }
       }
       const write = appendResolved(p, record, commitId)
       return p.committing === undefined ? write : Effect.zipRight(p.committing, write)
