@@ -1122,7 +1122,38 @@ export const makeMemory = (): {
         const { failedAt: _, ...live } = letter
         putTimer({ ...live, dueAt: now, attempts: 0, claimedUntil: null })
         return true
-      })
+      }),
+    discard: (timer) =>
+      Effect.sync(() => {
+        const key = keyOf(timer.machine, timer.instanceId)
+        const named = deadLetters.get(key)
+        const found = named?.delete(timer.name) ?? false
+        if (named?.size === 0) deadLetters.delete(key)
+        return found
+      }),
+    reschedule: (timer, dueAt) =>
+      Effect.sync(() => {
+        const found = timerOf(timer)
+        if (found === undefined) return false
+        putTimer({ ...found, dueAt, claimedUntil: null })
+        return true
+      }),
+    cancel: (timer) =>
+      Effect.sync(() => {
+        if (timerOf(timer) === undefined) return false
+        deleteTimer(timer.machine, timer.instanceId, timer.name)
+        return true
+      }),
+    upcoming: (machine, options) =>
+      Effect.sync(() =>
+        [...allTimers([machine])]
+          .filter((t) => t.dueAt < options.before)
+          .sort((a, b) =>
+            a.dueAt - b.dueAt || compareCodePoints(a.instanceId, b.instanceId) || compareCodePoints(a.name, b.name)
+          )
+          .slice(0, Math.max(0, options.limit))
+          .map(timerRecord)
+      )
   }
 
   const heldRow = (lease: LeaseStore.Lease) => {

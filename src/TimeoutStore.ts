@@ -141,4 +141,30 @@ export class TimeoutStore extends Context.Tag("effect-fsm/TimeoutStore")<Timeout
     timer: Omit<TimerKey, "generation">,
     now: number
   ) => Effect.Effect<boolean, PersistenceError>
+  /**
+   * Deletes a dead letter for good. `false` when there is none of that name.
+   */
+  readonly discard: (timer: Omit<TimerKey, "generation">) => Effect.Effect<boolean, PersistenceError>
+  /**
+   * An operator's "fire it now": moves a live timer's deadline to `dueAt`
+   * and releases any claim, so the next sweep delivers it (through the
+   * normal path: its commit still checks the generation, so it fires at
+   * most once). `false` when the timer is no longer stored with this
+   * generation.
+   */
+  readonly reschedule: (timer: TimerKey, dueAt: number) => Effect.Effect<boolean, PersistenceError>
+  /**
+   * An operator's "cancel it": deletes a live timer, so it never fires
+   * (until its state is entered again). `false` when it is no longer stored
+   * with this generation.
+   */
+  readonly cancel: (timer: TimerKey) => Effect.Effect<boolean, PersistenceError>
+  /**
+   * Up to `limit` live timers of a machine due before `before` (epoch ms),
+   * soonest first (by deadline, then instance id and name): what fires next.
+   */
+  readonly upcoming: (
+    machine: string,
+    options: { readonly before: number; readonly limit: number }
+  ) => Effect.Effect<ReadonlyArray<TimerRecord>, PersistenceError>
 }>() {}

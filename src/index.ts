@@ -10,6 +10,7 @@
 export * as Errors from "./Errors.js"
 export * as EventStore from "./EventStore.js"
 export * as FSMRuntime from "./FSMRuntime.js"
+export * as Inspector from "./Inspector.js"
 export * as LeaderElection from "./LeaderElection.js"
 export * as LeaseStore from "./LeaseStore.js"
 export * as LockingStrategy from "./LockingStrategy.js"

@@ -154,5 +154,46 @@ export const makeTimeoutStore = (
       mapSqlError("redrive")
     )
 
-  return { claimDue, complete, retryLater, deadLetter, nextDueAt, pending, deadLetters, redrive }
+  const discard = (timer: Omit<TimeoutStore.TimerKey, "generation">) =>
+    sql`DELETE FROM ${D} WHERE ${keyOf(timer)} RETURNING name`.pipe(
+      Effect.map((rows) => rows.length > 0),
+      mapSqlError("discard")
+    )
+
+  const reschedule = (timer: TimeoutStore.TimerKey, dueAt: number) =>
+    sql`UPDATE ${T} SET due_at = ${dueAt}, claimed_by = NULL, claimed_until = NULL WHERE ${
+      keyOf(timer)
+    } AND generation = ${timer.generation} RETURNING name`.pipe(
+      Effect.map((rows) => rows.length > 0),
+      mapSqlError("reschedule")
+    )
+
+  const cancel = (timer: TimeoutStore.TimerKey) =>
+    sql`DELETE FROM ${T} WHERE ${keyOf(timer)} AND generation = ${timer.generation} RETURNING name`.pipe(
+      Effect.map((rows) => rows.length > 0),
+      mapSqlError("cancel")
+    )
+
+  // The (machine, due_at) index, read in order up to the limit.
+  const upcoming = (machine: string, options: { readonly before: number; readonly limit: number }) =>
+    sql<TimerRow>`SELECT ${timerColumns} FROM ${T} WHERE machine = ${machine} AND due_at < ${options.before} ORDER BY due_at, instance_id, name LIMIT ${options.limit}`
+      .pipe(
+        mapSqlError("upcoming"),
+        Effect.flatMap((rows) => decodeRows("upcoming", rows, decodeTimer))
+      )
+
+  return {
+    claimDue,
+    complete,
+    retryLater,
+    deadLetter,
+    nextDueAt,
+    pending,
+    deadLetters,
+    redrive,
+    discard,
+    reschedule,
+    cancel,
+    upcoming
+  }
 }
