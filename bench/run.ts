@@ -68,6 +68,11 @@ export const scripts: ReadonlyArray<Script> = [
     name: "outbox",
     file: "outbox.ts",
     summary: "outbox commands dispatched/s (1 and 2 dispatchers) and commit-to-handler latency p50/p99 on PostgreSQL and SQLite"
+  },
+  {
+    name: "queries",
+    file: "queries.ts",
+    summary: "current-state table with 1,000,000 instances: state page (oldest first, 100) and counts per state p50/p99 vs a point lookup"
   }
 ]
 
