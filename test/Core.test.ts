@@ -1,12 +1,14 @@
 /**
  * The pure core, given/when/then and without any store: given the records
  * of a log, when a command is decided at a time, then this is committed (or
- * this is why nothing is). And the property that makes replay trustworthy:
+ * this is why nothing is) — through the testkit's MachineSpec where it can
+ * say it, on the core itself for the core's own fields. And the property that makes replay trustworthy:
  * folding `evolve` over what `decide` accepted gives back the live instance.
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Either, FastCheck as fc, Schema } from "effect"
 import { Machine } from "effect-fsm"
+import { MachineSpec } from "effect-fsm/testing"
 import * as Core from "../src/internal/core.js"
 import { Order } from "./fixtures/machines.js"
 
@@ -76,40 +78,63 @@ const recordOf = (decided: Core.Accepted, timestamp: number): Core.StoredRecord 
     }
 
 describe("Core.decide", () => {
+  // Given/when/then through the testkit (MachineSpec runs on this core); the
+  // core-only fields (generation, entered, cancelAll) are checked on the core.
+  const order = MachineSpec.make(Order, { instanceId: "o1" })
+  const pending = { _tag: "Pending", orderId: "o1" } as const
+
   it("given a pending order, when Pay arrives, then Paid is entered and the payment timer is cancelled", () => {
-    const instance = given(Order, [created({ _tag: "Pending", orderId: "o1" })])
-    expect(instance.deadlines.map((d) => [d.name, d.dueAt])).toEqual([["payment", 300_000]])
-    const decided = Core.decide(Order, instance, send({ _tag: "Pay", amount: 42 }), 1_000)
-    expect(decided).toMatchObject({
-      _tag: "Accepted",
+    const scenario = order.given(pending, [MachineSpec.elapse("1 second")])
+    expect(scenario.instance.deadlines.map((d) => [d.name, d.dueAt])).toEqual([["payment", 300_000]])
+    const paid = scenario.when({ _tag: "Pay", amount: 42 }).then({
       outcome: "Goto",
+      state: { _tag: "Paid", orderId: "o1", amount: 42 },
+      seqNr: 2,
+      event: { _tag: "Pay", amount: 42 },
+      commands: [],
+      timers: { cancelled: ["payment"], scheduled: [], fired: undefined },
+      at: 1_000
+    })
+    expect(paid.instance.deadlines).toEqual([])
+    const instance = given(Order, [created(pending)])
+    expect(Core.decide(Order, instance, send({ _tag: "Pay", amount: 42 }), 1_000)).toMatchObject({
+      _tag: "Accepted",
       entered: true,
       record: { tag: "Pay", timer: undefined },
-      next: { state: { _tag: "Paid", orderId: "o1", amount: 42 }, seqNr: 2, generation: 2, deadlines: [] },
+      next: { generation: 2 },
       timers: { cancelAll: true, schedule: [], fired: undefined }
     })
   })
 
   it("given a pending order, when a rejected event arrives, then nothing is accepted", () => {
-    const instance = given(Order, [created({ _tag: "Pending", orderId: "o1" })])
+    const scenario = order.given(pending)
+    scenario.when({ _tag: "Ship", tracking: "t" }).thenFails({
+      _tag: "InvalidTransition",
+      state: "Pending",
+      event: "Ship"
+    })
+    scenario.when({ _tag: "Pay", amount: 0 }).thenFails({ _tag: "GuardRejected", state: "Pending", event: "Pay" })
+    const instance = given(Order, [created(pending)])
     expect(Core.decide(Order, instance, send({ _tag: "Ship", tracking: "t" }), 0)).toEqual({
       _tag: "Rejected",
       reason: "NoTransition",
       event: "Ship"
     })
-    expect(Core.decide(Order, instance, send({ _tag: "Pay", amount: 0 }), 0)).toMatchObject({
-      _tag: "Rejected",
-      reason: "GuardRejected"
-    })
   })
 
   it("when the payment deadline fires, then the timer row is consumed in the same commit", () => {
-    const instance = given(Order, [created({ _tag: "Pending", orderId: "o1" })])
+    order.given(pending).when(MachineSpec.fire("payment")).then({
+      outcome: "Goto",
+      state: { _tag: "Cancelled", orderId: "o1", reason: "unpaid" },
+      event: { _tag: "PaymentTimeout" },
+      timers: { cancelled: [], scheduled: [], fired: "payment" },
+      at: 300_000
+    })
+    const instance = given(Order, [created(pending)])
     const decided = Core.decide(Order, instance, { _tag: "Fire", name: "payment", generation: 1 }, 300_000)
     expect(decided).toMatchObject({
       _tag: "Accepted",
       record: { tag: "PaymentTimeout", timer: "payment" },
-      next: { state: { _tag: "Cancelled", reason: "unpaid" } },
       timers: { cancelAll: true, fired: { name: "payment", generation: 1 } }
     })
   })
@@ -139,16 +164,24 @@ describe("Core.decide", () => {
   })
 
   it("stopping disarms everything, and a stopped instance rejects every command", () => {
-    const instance = given(Order, [created({ _tag: "Pending", orderId: "o1" })])
-    const stopped = Core.decide(Order, instance, { _tag: "Stop" }, 0)
-    if (stopped._tag !== "Accepted") throw new Error("expected Accepted")
-    expect(stopped.next).toMatchObject({ stopped: true, deadlines: [] })
-    expect(Core.decide(Order, stopped.next, { _tag: "Stop" }, 0)).toMatchObject({ _tag: "Rejected", reason: "Stopped" })
-    expect(Core.decide(Order, stopped.next, send({ _tag: "Cancel", reason: "x" }), 0)).toMatchObject({
+    const stopped = order.given(pending).when(MachineSpec.stop).then({
+      outcome: "Stop",
+      timers: { cancelled: ["payment"], scheduled: [] }
+    })
+    expect(stopped.instance).toMatchObject({ stopped: true, deadlines: [] })
+    stopped.when(MachineSpec.stop).thenFails("InstanceStopped")
+    stopped.when({ _tag: "Cancel", reason: "x" }).thenFails({ _tag: "InstanceStopped", event: "Cancel" })
+    stopped.when(MachineSpec.fire("payment")).thenFails({ _tag: "StaleTimer", name: "payment", generation: 1 })
+    const instance = given(Order, [created(pending)])
+    const core = Core.decide(Order, instance, { _tag: "Stop" }, 0)
+    if (core._tag !== "Accepted") throw new Error("expected Accepted")
+    expect(core.next).toMatchObject({ stopped: true, deadlines: [] })
+    expect(Core.decide(Order, core.next, { _tag: "Stop" }, 0)).toMatchObject({ _tag: "Rejected", reason: "Stopped" })
+    expect(Core.decide(Order, core.next, send({ _tag: "Cancel", reason: "x" }), 0)).toMatchObject({
       _tag: "Rejected",
       reason: "Stopped"
     })
-    expect(Core.decide(Order, stopped.next, { _tag: "Fire", name: "payment", generation: 1 }, 0)).toEqual({ _tag: "Stale" })
+    expect(Core.decide(Order, core.next, { _tag: "Fire", name: "payment", generation: 1 }, 0)).toEqual({ _tag: "Stale" })
   })
 })
 
