@@ -1,19 +1,20 @@
-import * as path from "node:path"
+import { defaultClientConditions, defaultServerConditions } from "vite"
 import { defineConfig } from "vitest/config"
 
-const src = path.resolve(import.meta.dirname, "src")
+// "effect-fsm" and "effect-fsm/<Module>" resolve through package.json
+// `exports` (a self-reference) under the "@effect-fsm/source" condition, to
+// src/*.ts: tests need no build and never see a stale dist/. Processes the
+// tests start inherit the condition through NODE_OPTIONS (test/Package.test.ts
+// removes it where it plays a user, whose import must reach dist/).
+const source = "@effect-fsm/source"
+const nodeOptions = process.env.NODE_OPTIONS ?? ""
+if (!nodeOptions.includes(`--conditions=${source}`)) {
+  process.env.NODE_OPTIONS = `${nodeOptions} --conditions=${source}`.trim()
+}
 
 export default defineConfig({
-  resolve: {
-    // As package.json `exports` maps them: "effect-fsm" is src/index.ts and
-    // "effect-fsm/<Module>" is src/<Module>.ts (the driver modules are reached
-    // only this way). A string alias would also rewrite every subpath
-    // ("effect-fsm/X" → "src/index.ts/X"), hence the anchored patterns.
-    alias: [
-      { find: /^effect-fsm$/, replacement: path.join(src, "index.ts") },
-      { find: /^effect-fsm\/([^/]+)$/, replacement: path.join(src, "$1.ts") }
-    ]
-  },
+  resolve: { conditions: [source, ...defaultClientConditions] },
+  ssr: { resolve: { conditions: [source, ...defaultServerConditions] } },
   test: {
     include: ["test/**/*.test.ts"],
     testTimeout: 60_000,
