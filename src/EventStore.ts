@@ -863,6 +863,9 @@ export const makeMemory = (): {
   const leaseRows = new Map<string, MemoryLease>()
   /** machine -> instance id -> current-state row */
   const currentRows = new Map<string, Map<string, InstanceSummary>>()
+  /** machine -> countKey -> instances, kept by the commits as the SQL count rows are */
+  const stateCountRows = new Map<string, Map<string, number>>()
+  const countKey = (row: InstanceSummary) => `${row.stopped ? "1" : "0"}${row.stateTag}`
 
   const putSnapshot = (key: string, snapshot: MemorySnapshot) => {
     const current = snapshots.get(key)
@@ -1002,7 +1005,18 @@ export const makeMemory = (): {
         if (commit.outbox !== undefined) outbox.apply(commands, complete)
         let current = currentRows.get(machine)
         if (current === undefined) currentRows.set(machine, current = new Map())
-        current.set(instanceId, applyChange(machine, instanceId, current.get(instanceId), currentChange(commit)))
+        const before = current.get(instanceId)
+        const after = applyChange(machine, instanceId, before, currentChange(commit))
+        current.set(instanceId, after)
+        let counts = stateCountRows.get(machine)
+        if (counts === undefined) stateCountRows.set(machine, counts = new Map())
+        if (before !== undefined) {
+          const key = countKey(before)
+          const n = counts.get(key)! - 1
+          if (n === 0) counts.delete(key)
+          else counts.set(key, n)
+        }
+        counts.set(countKey(after), (counts.get(countKey(after)) ?? 0) + 1)
         return committed
       }),
     events: (machine, instanceId, fromSeqNr) =>
@@ -1035,14 +1049,13 @@ export const makeMemory = (): {
         return instancePage(matching.slice(0, query.limit), query.limit)
       }),
     stateCounts: (machine) =>
-      Effect.sync(() => {
-        const counts = new Map<string, StateCount>()
-        for (const row of currentRows.get(machine)?.values() ?? []) {
-          const key = `${row.stateTag}\u0000${row.stopped}`
-          counts.set(key, { stateTag: row.stateTag, stopped: row.stopped, count: (counts.get(key)?.count ?? 0) + 1 })
-        }
-        return [...counts.values()].sort(compareStateCounts)
-      })
+      Effect.sync(() =>
+        [...(stateCountRows.get(machine) ?? new Map<string, number>())].map(([key, count]): StateCount => ({
+          stateTag: key.slice(1),
+          stopped: key[0] === "1",
+          count
+        })).sort(compareStateCounts)
+      )
   }
 
   const allTimers = function*(machines: ReadonlyArray<string>) {

@@ -19,7 +19,7 @@
  *
  * Tables are named from one prefix (default `fsm_`): `fsm_events`,
  * `fsm_snapshots`, `fsm_timers`, `fsm_dead_letters`, `fsm_leases`, `fsm_outbox`,
- * `fsm_outbox_dead_letters`, `fsm_instances` (the current-state table), and the migrations
+ * `fsm_outbox_dead_letters`, `fsm_instances` (the current-state table), `fsm_state_counts`, and the migrations
  * table `fsm_migrations`. The layers run the library's migrations when they
  * start (idempotent, and safe when several nodes start at once); pass
  * `migrate: false` to run them yourself with `SqlEventStore.migrate`.
@@ -156,6 +156,8 @@ export interface TableNames {
   readonly outboxDeadLetters: string
   /** The current-state table (`EventStore.InstanceSummary`). */
   readonly instances: string
+  /** Counts per state (`EventStore.stateCounts`), kept by the commits. */
+  readonly stateCounts: string
   readonly migrations: string
 }
 
@@ -187,6 +189,7 @@ export const tableNames = (tablePrefix?: string): Effect.Effect<TableNames, Inva
     outbox: t.outbox,
     outboxDeadLetters: t.outboxDeadLetters,
     instances: t.instances,
+    stateCounts: t.stateCounts,
     migrations: t.migrations
   }))
 

@@ -12,7 +12,7 @@ import { Context, Effect, Option, Schedule, TestClock } from "effect"
 import { EventStore } from "effect-fsm"
 import { Counter, Order } from "./fixtures/machines.js"
 import { allBackends } from "./utils/backends.js"
-import { expectedSummary } from "./utils/currentState.js"
+import { countsOf, expectedSummary } from "./utils/currentState.js"
 import { buildStore, runtimeOn } from "./utils/runtime.js"
 
 const minute = 60_000
@@ -160,6 +160,28 @@ for (const backend of allBackends) {
           { stateTag: "Pending", stopped: true, count: 2 }
         ])
         expect(yield* events.stateCounts("counter")).toEqual([])
+      }))
+
+    it.scoped("concurrent commits of many instances keep the counts per state exact", () =>
+      Effect.gen(function*() {
+        const { events, runtime } = yield* setup
+        const ids = Array.from({ length: 48 }, (_, i) => `c${i}`)
+        const all = { concurrency: "unbounded" } as const
+        yield* Effect.forEach(ids, (id) => runtime.create(Order, id, { _tag: "Pending", orderId: id }), all)
+        yield* Effect.forEach(ids.slice(0, 32), (id) => runtime.send(Order, id, { _tag: "Pay", amount: 1 }), all)
+        yield* Effect.forEach(ids.slice(0, 16), (id) => runtime.send(Order, id, { _tag: "Ship", tracking: id }), all)
+        yield* Effect.forEach(ids.slice(8, 40), (id) => runtime.stop(Order, id), all)
+        const rows = (yield* events.listInstances({ machine: "order", limit: 1000 })).instances
+        expect(rows.length).toBe(48)
+        expect(yield* events.stateCounts("order")).toEqual(countsOf(rows))
+        // Paid: 16..31, all stopped; Shipped: 0..15, 8..15 stopped; Pending: 32..47, 32..39 stopped.
+        expect(yield* events.stateCounts("order")).toEqual([
+          { stateTag: "Paid", stopped: true, count: 16 },
+          { stateTag: "Pending", stopped: false, count: 8 },
+          { stateTag: "Pending", stopped: true, count: 8 },
+          { stateTag: "Shipped", stopped: false, count: 8 },
+          { stateTag: "Shipped", stopped: true, count: 8 }
+        ])
       }))
 
     it.scoped("a malformed query is an InvalidQuery, a malformed id an InvalidInstanceId", () =>

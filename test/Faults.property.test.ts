@@ -28,7 +28,7 @@ import {
 import { Errors, EventStore, FSMRuntime, Machine, TimeoutStore, TimeoutStrategy } from "effect-fsm"
 import { Counter, type CounterState } from "./fixtures/machines.js"
 import { type Backend, backends } from "./utils/backends.js"
-import { expectedSummary } from "./utils/currentState.js"
+import { countsOf, expectedSummary } from "./utils/currentState.js"
 import { eventually } from "./utils/eventually.js"
 import { type Fault, faulty, withStore } from "./utils/faults.js"
 import { buildStore, runtimeOn, withDurableTimeouts } from "./utils/runtime.js"
@@ -421,6 +421,10 @@ const runCommands = (backend: Backend, s: Scenario) =>
       }
     }
 
+    const events = Context.get(store, EventStore.EventStore)
+    const rows = yield* Effect.forEach(ids, (id) => Effect.map(events.instance(Counter.name, id), Option.toArray))
+    expect(yield* events.stateCounts(Counter.name), "the counts per state are those of the rows").toEqual(countsOf(rows.flat()))
+
     // --- Each command against what its caller was told ---
     for (const { exit, id, send } of sent) {
       const bys = bysOf.get(id)!
@@ -737,6 +741,9 @@ const runTimers = (backend: Backend, s: TimerScenario) =>
       if (s.durable) expect(yield* timers.pending(Beeper.name, id), `${id}: timer rows left`).toEqual([])
     }
     if (s.durable) expect(yield* timers.deadLetters(Beeper.name)).toEqual([])
+    const events = Context.get(store, EventStore.EventStore)
+    const rows = yield* Effect.forEach(ids, (id) => Effect.map(events.instance(Beeper.name, id), Option.toArray))
+    expect(yield* events.stateCounts(Beeper.name), "the counts per state are those of the rows").toEqual(countsOf(rows.flat()))
   })
 
 // ---------------------------------------------------------------------------

@@ -412,6 +412,7 @@ const sqlSuite = (target: Target) =>
         ])
 
         yield* sql`DROP TABLE fsm_instances`
+        yield* sql`DROP TABLE fsm_state_counts`
         yield* sql`DELETE FROM fsm_migrations WHERE migration_id = 5`
         expect(yield* Effect.provideService(SqlEventStore.migrate(), SqlClient.SqlClient, sql)).toEqual([[5, "instances"]])
         expect(yield* rows).toEqual(kept)
@@ -449,6 +450,7 @@ const sqlSuite = (target: Target) =>
           "billing_outbox",
           "billing_outbox_dead_letters",
           "billing_snapshots",
+          "billing_state_counts",
           "billing_timers",
           "orders_dead_letters",
           "orders_events",
@@ -458,6 +460,7 @@ const sqlSuite = (target: Target) =>
           "orders_outbox",
           "orders_outbox_dead_letters",
           "orders_snapshots",
+          "orders_state_counts",
           "orders_timers"
         ])
         expect(yield* SqlEventStore.tableNames("orders_")).toEqual({
@@ -469,6 +472,7 @@ const sqlSuite = (target: Target) =>
           outbox: "orders_outbox",
           outboxDeadLetters: "orders_outbox_dead_letters",
           instances: "orders_instances",
+          stateCounts: "orders_state_counts",
           migrations: "orders_migrations"
         })
         yield* Context.get(orders, EventStore.EventStore).append(fullCommit("o1"))
@@ -741,6 +745,7 @@ describe.skipIf(pgTarget.skip !== undefined)("SqlEventStore on postgres: stateme
         "fsm_outbox",
         "fsm_outbox_dead_letters",
         "fsm_snapshots",
+        "fsm_state_counts",
         "fsm_timers"
       ])
       // Nothing in the connection's own schema.

@@ -55,6 +55,26 @@ export const currentChange = (commit: EventStore.Commit): CurrentChange => {
   }
 }
 
+/**
+ * Whether the commit can move its instance between the counts of
+ * `stateCounts`: not when it is known to stay in its state unstopped.
+ */
+export const changesCounts = (change: CurrentChange): boolean => change.entered !== "no" || change.stopped
+
+/**
+ * The slot of an instance's count rows, `0..slots-1` (FNV-1a of its id):
+ * concurrent commits of different instances entering the same state update
+ * different rows, so they do not queue on one row lock.
+ */
+export const countSlot = (instanceId: string, slots: number): number => {
+  let hash = 0x811c9dc5
+  for (let i = 0; i < instanceId.length; i++) {
+    hash ^= instanceId.charCodeAt(i)
+    hash = Math.imul(hash, 0x01000193)
+  }
+  return (hash >>> 0) % slots
+}
+
 /** The row after `change`, given the stored one (if any). */
 export const applyChange = (
   machine: string,

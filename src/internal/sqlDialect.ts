@@ -38,7 +38,10 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import { FencingRejected, PersistenceError, SequenceConflict, StaleCommand, StaleTimer } from "../Errors.js"
-import type { CurrentChange } from "./currentState.js"
+import { changesCounts, countSlot, type CurrentChange } from "./currentState.js"
+
+/** Count rows per (machine, state) on PostgreSQL, so that concurrent commits rarely wait on one row lock. */
+const pgCountSlots = 16
 import { driverCode, type Tables, toBoolean, toNumber, transactionFailures } from "./sqlShared.js"
 
 /** An event of a commit with its sequence number assigned and its payload as JSON text. */
@@ -306,6 +309,28 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
       ? sql`${I}.entered_at`
       : sql`CASE WHEN ${I}.state_tag = excluded.state_tag THEN ${I}.entered_at ELSE excluded.entered_at END`
 
+  const C = sql(t.stateCounts)
+
+  /**
+   * The moves between counts a commit makes, as rows `(state_tag, stopped,
+   * n)`: +1 for the state it leaves the instance in, -1 for the one it was
+   * in (read from the current-state row before the commit's upsert); equal
+   * ones net out, so a commit that stays writes nothing. Ordered, so that
+   * concurrent commits lock count rows in one order.
+   */
+  const countMoves = (
+    m: string,
+    i: string,
+    change: CurrentChange,
+    typed: (value: unknown, type: string) => Fragment,
+    bool: (value: boolean) => boolean | number
+  ) =>
+    sql`SELECT d.state_tag, d.stopped, SUM(d.n) AS n FROM (SELECT ${typed(change.stateTag, "text COLLATE \"C\"")} AS state_tag, ${
+      typed(bool(change.stopped), "boolean")
+    } AS stopped, 1 AS n UNION ALL SELECT state_tag, stopped, -1 AS n FROM ${I} WHERE machine = ${m} AND instance_id = ${i}) AS d GROUP BY d.state_tag, d.stopped HAVING SUM(d.n) <> 0`
+
+  const countsUpdate = sql`ON CONFLICT (machine, state_tag, stopped, slot) DO UPDATE SET n = ${C}.n + excluded.n`
+
   const currentUpdate = (change: CurrentChange) =>
     sql`ON CONFLICT (machine, instance_id) DO UPDATE SET state_tag = excluded.state_tag, seq_nr = excluded.seq_nr, entered_at = ${
       enteredAt(change)
@@ -320,7 +345,13 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
    * shows as running: which transitions stop is known to the machine only).
    */
   const createInstances = (
-    types: { readonly textC: string; readonly bigint: string; readonly bool: string; readonly text: string },
+    types: {
+      readonly textC: string
+      readonly bigint: string
+      readonly int: string
+      readonly bool: string
+      readonly text: string
+    },
     suffix: string
   ) =>
     Effect.all([
@@ -347,7 +378,17 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
         sql.literal(types.bool === "boolean" ? "true" : "1")
       })
         FROM ${E} l
-        WHERE l.seq_nr = (SELECT MAX(z.seq_nr) FROM ${E} z WHERE z.machine = l.machine AND z.instance_id = l.instance_id)`
+        WHERE l.seq_nr = (SELECT MAX(z.seq_nr) FROM ${E} z WHERE z.machine = l.machine AND z.instance_id = l.instance_id)`,
+      // Counts per state, kept by every commit that moves an instance between them, in slots.
+      sql`CREATE TABLE ${C} (
+          machine ${sql.literal(types.text)} NOT NULL,
+          state_tag ${sql.literal(types.textC)} NOT NULL,
+          stopped ${sql.literal(types.bool)} NOT NULL,
+          slot ${sql.literal(types.int)} NOT NULL,
+          n ${sql.literal(types.bigint)} NOT NULL,
+          PRIMARY KEY (machine, state_tag, stopped, slot)
+        ) ${sql.literal(suffix)}`,
+      sql`INSERT INTO ${C} (machine, state_tag, stopped, slot, n) SELECT machine, state_tag, stopped, 0, COUNT(*) FROM ${I} GROUP BY machine, state_tag, stopped`
     ], { discard: true })
 
   const pg = (): Dialect => {
@@ -434,6 +475,14 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
         )
       }
       const cur = c.current
+      if (changesCounts(cur)) {
+        // Reads the row before `cur` rewrites it: every CTE sees the statement's snapshot.
+        ctes.push(
+          sql`counts AS (INSERT INTO ${C} (machine, state_tag, stopped, slot, n) SELECT ${m}::text, moves.state_tag, moves.stopped, ${
+            countSlot(i, pgCountSlots)
+          }::integer, moves.n FROM (${countMoves(m, i, cur, typed, bool)}) AS moves WHERE EXISTS (SELECT 1 FROM ok) ORDER BY moves.state_tag, moves.stopped ${countsUpdate})`
+        )
+      }
       ctes.push(
         sql`cur AS (INSERT INTO ${I} (${sql.literal(instanceColumns)}) SELECT ${m}::text, ${i}::text, ${cur.stateTag}::text, ${cur.seqNr}::bigint, ${cur.enteredAt}::bigint, ${cur.updatedAt}::bigint, ${cur.stopped}::boolean WHERE EXISTS (SELECT 1 FROM ok) ${
           currentUpdate(cur)
@@ -552,7 +601,7 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           PRIMARY KEY (machine, instance_id)
         )`.pipe(Effect.asVoid),
       createOutbox: createOutbox({ json: "jsonb", bigint: "bigint", int: "integer", text: "text" }, ""),
-      createInstances: createInstances({ textC: "text COLLATE \"C\"", bigint: "bigint", bool: "boolean", text: "text" }, ""),
+      createInstances: createInstances({ textC: "text COLLATE \"C\"", bigint: "bigint", int: "integer", bool: "boolean", text: "text" }, ""),
       leaseClock: () => sql.literal("(extract(epoch from clock_timestamp()) * 1000)::bigint"),
       // The Migrator creates its table with "SELECT 'name'::regclass, else
       // CREATE TABLE", which races between nodes and, inside a transaction,
@@ -687,6 +736,12 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           }
           if (c.snapshot !== undefined) yield* snapshotWriter(m, i, c.snapshot)
           const cur = c.current
+          if (changesCounts(cur)) {
+            // Before the upsert below: the moves read the row as it was.
+            yield* sql`INSERT INTO ${C} (machine, state_tag, stopped, slot, n) SELECT ${m}, moves.state_tag, moves.stopped, 0, moves.n FROM (${
+              countMoves(m, i, cur, typed, bool)
+            }) AS moves WHERE true ${countsUpdate}`
+          }
           yield* sql`INSERT INTO ${I} (${sql.literal(instanceColumns)}) VALUES (${m}, ${i}, ${cur.stateTag}, ${cur.seqNr}, ${cur.enteredAt}, ${cur.updatedAt}, ${
             bool(cur.stopped)
           }) ${currentUpdate(cur)}`
@@ -769,7 +824,7 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           PRIMARY KEY (machine, instance_id)
         ) STRICT, WITHOUT ROWID`.pipe(Effect.asVoid),
       createOutbox: createOutbox({ json: "TEXT", bigint: "INTEGER", int: "INTEGER", text: "TEXT" }, "STRICT, WITHOUT ROWID"),
-      createInstances: createInstances({ textC: "TEXT", bigint: "INTEGER", bool: "INTEGER", text: "TEXT" }, "STRICT, WITHOUT ROWID"),
+      createInstances: createInstances({ textC: "TEXT", bigint: "INTEGER", int: "INTEGER", bool: "INTEGER", text: "TEXT" }, "STRICT, WITHOUT ROWID"),
       leaseClock: (now) => sql`${now}`,
       // The migrations table (same shape as the Migrator's) is created first,
       // on its own; the migration transaction then starts with a write to it,

@@ -267,6 +267,8 @@ export const makeBackend = (sql: SqlClient.SqlClient, dialect: Dialect, t: Table
   // --- Current-state table ---
 
   const I = sql(t.instances)
+  // Kept by the commits (see the dialect): a read of a few rows per state, whatever the number of instances.
+  const C = sql(t.stateCounts)
 
   const decodeSummary = (machine: string) => (row: InstanceRow): EventStore.InstanceSummary => ({
     machine,
@@ -311,7 +313,7 @@ export const makeBackend = (sql: SqlClient.SqlClient, dialect: Dialect, t: Table
   }
 
   const stateCounts = (machine: string) =>
-    sql<{ readonly state_tag: string; readonly stopped: unknown; readonly count: unknown }>`SELECT state_tag, stopped, COUNT(*) AS count FROM ${I} WHERE machine = ${machine} GROUP BY state_tag, stopped ORDER BY state_tag, stopped`
+    sql<{ readonly state_tag: string; readonly stopped: unknown; readonly count: unknown }>`SELECT state_tag, stopped, SUM(n) AS count FROM ${C} WHERE machine = ${machine} GROUP BY state_tag, stopped HAVING SUM(n) > 0 ORDER BY state_tag, stopped`
       .pipe(
         mapSqlError("stateCounts"),
         Effect.flatMap((rows) =>

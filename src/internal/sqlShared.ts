@@ -37,6 +37,7 @@ export interface Tables {
   readonly instances: string
   readonly instancesState: string
   readonly instancesEntered: string
+  readonly stateCounts: string
   readonly migrations: string
 }
 
@@ -70,6 +71,7 @@ export const tables = (prefix: string, schema?: string): Tables => {
     instances: table("instances"),
     instancesState: `${prefix}instances_state`,
     instancesEntered: `${prefix}instances_entered`,
+    stateCounts: table("state_counts"),
     migrations: table("migrations")
   }
 }

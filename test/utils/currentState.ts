@@ -42,3 +42,20 @@ export const expectedSummary = <S extends Machine.Tagged, E extends Machine.Tagg
     stopped
   }
 }
+
+/** The counts per state that rows imply, in `stateCounts` order (state tag in code points, running first). */
+export const countsOf = (rows: ReadonlyArray<EventStore.InstanceSummary>): ReadonlyArray<EventStore.StateCount> => {
+  const counts = new Map<string, EventStore.StateCount>()
+  for (const row of rows) {
+    const key = `${row.stateTag}\u0000${row.stopped}`
+    counts.set(key, { stateTag: row.stateTag, stopped: row.stopped, count: (counts.get(key)?.count ?? 0) + 1 })
+  }
+  const codePoints = (s: string) => [...s].map((c) => c.codePointAt(0)!)
+  const compare = (a: string, b: string) => {
+    const x = codePoints(a)
+    const y = codePoints(b)
+    for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] !== y[i]) return x[i]! - y[i]!
+    return x.length - y.length
+  }
+  return [...counts.values()].sort((a, b) => compare(a.stateTag, b.stateTag) || Number(a.stopped) - Number(b.stopped))
+}
