@@ -15,6 +15,7 @@ import * as Stream from "effect/Stream"
 import * as EventStore from "../../EventStore.js"
 import * as TimeoutStore from "../../TimeoutStore.js"
 import { machine, metadata, event, commit, snapshot, timer, badWellFormedIds, badJsonValues, byName } from "./records.js"
+import { currentStateTests } from "./CurrentStateSuite.js"
 import { isSkipped, type SuiteOptions } from "./options.js"
 
 /** The services the suite needs of `layer`. */
@@ -22,7 +23,7 @@ type Stores = EventStore.EventStore | TimeoutStore.TimeoutStore
 
 /**
  * Registers the EventStore conformance tests (a vitest `describe` named
- * "EventStore conformance on <name>"): appends with the expected sequence number (exactly one of 100 racing appends wins), reads back in order and by page, snapshots (monotonic, atomic with their commit), instance listing, hostile and malformed ids, values JSON cannot carry, copies on write and read, and the timer rows a commit writes.
+ * "EventStore conformance on <name>"): appends with the expected sequence number (exactly one of 100 racing appends wins), reads back in order and by page, snapshots (monotonic, atomic with their commit), instance listing, the current-state table (rows, counts per state, keyset pages, malformed queries), hostile and malformed ids, values JSON cannot carry, copies on write and read, and the timer rows a commit writes.
  *
  * `layer` provides `EventStore.EventStore` and `TimeoutStore.TimeoutStore`. Every build of it must give a
  * fresh, empty store (its own database, file or schema): each test builds it
@@ -627,4 +628,6 @@ export const eventStoreSuite = (name: string, layer: Layer.Layer<Stores, unknown
         expect(yield* pending).toEqual([stored(paymentAgain), stored(rearmed)])
         expect(yield* store.highestSequenceNr(machine, "t")).toBe(4)
       }))
+
+    currentStateTests(setup)
   })

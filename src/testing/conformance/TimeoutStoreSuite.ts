@@ -172,4 +172,36 @@ export const timeoutStoreSuite = (name: string, layer: Layer.Layer<Stores, unkno
         expect((yield* timers.deadLetters(machine)).map((d) => d.lastError)).toEqual(["again"])
         expect((yield* timers.pending(machine, "r")).map((t) => [t.generation, t.dueAt])).toEqual([[2, 5_000]])
       }))
+
+    it.scoped("operator actions: reschedule (fire now) and cancel act on the stored generation, discard drops a dead letter, upcoming lists what fires next", () =>
+      Effect.gen(function*() {
+        const { store, timers } = yield* setup
+        yield* arm(store, "a", [timer("t", 1, 5_000), timer("u", 1, 9_000)])
+        yield* arm(store, "b", [timer("t", 1, 3_000)])
+        yield* arm(store, "c", [timer("t", 1, 5_000)], "invoice")
+        const upcoming = (before: number, limit = 10) =>
+          Effect.map(timers.upcoming(machine, { before, limit }), (ts) => ts.map((t) => [t.instanceId, t.name, t.dueAt]))
+        expect(yield* upcoming(10_000)).toEqual([["b", "t", 3_000], ["a", "t", 5_000], ["a", "u", 9_000]])
+        expect(yield* upcoming(5_000)).toEqual([["b", "t", 3_000]])
+        expect(yield* upcoming(10_000, 2)).toEqual([["b", "t", 3_000], ["a", "t", 5_000]])
+
+        // Claimed by a node, then rescheduled: due at once and claimable by anyone.
+        yield* timers.claimDue({ machines: [machine], now: 5_000, limit: 10, nodeId: "n", claimUntil: 60_000 })
+        expect(yield* timers.reschedule(key("a", "t", 2), 0)).toBe(false)
+        expect(yield* timers.reschedule(key("a", "u"), 100)).toBe(true)
+        const claimed = yield* timers.claimDue({ machines: [machine], now: 100, limit: 10, nodeId: "m", claimUntil: 60_000 })
+        expect(claimed.map((t) => [t.instanceId, t.name, t.dueAt])).toEqual([["a", "u", 100]])
+
+        expect(yield* timers.cancel(key("b", "t", 2))).toBe(false)
+        expect(yield* timers.cancel(key("b", "t"))).toBe(true)
+        expect(yield* timers.cancel(key("b", "t"))).toBe(false)
+        expect(yield* timers.pending(machine, "b")).toEqual([])
+
+        yield* timers.deadLetter(key("a", "t"), { error: "gave up", now: 10 })
+        expect(yield* timers.discard({ machine, instanceId: "a", name: "u" })).toBe(false)
+        expect(yield* timers.discard({ machine, instanceId: "a", name: "t" })).toBe(true)
+        expect(yield* timers.discard({ machine, instanceId: "a", name: "t" })).toBe(false)
+        expect(yield* timers.deadLetters(machine)).toEqual([])
+        expect((yield* timers.pending("invoice", "c")).length).toBe(1)
+      }))
   })
