@@ -24,7 +24,7 @@ const snippets = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((match) => ({
 
 const preamble = `
 import { Context, Duration, Effect, Layer, Option, Schedule, Schema, Stream } from "effect"
-import { EventStore, FSMRuntime, LockingStrategy, Machine, Outbox, OutboxStore, TimeoutStore, TimeoutStrategy, Visualize } from "effect-fsm"
+import { EventStore, FSMRuntime, Inspector, LockingStrategy, Machine, Outbox, OutboxStore, TimeoutStore, TimeoutStrategy, Visualize } from "effect-fsm"
 import * as SqliteEventStore from "effect-fsm/SqliteEventStore"
 import { Order, OrderEvent, OrderState } from "../examples/order.js"
 declare const id: string
@@ -36,7 +36,7 @@ declare const Payments: {
   readonly charge: (amount: number, key: string) => Effect.Effect<{ readonly ok: true; readonly id: string } | { readonly ok: false; readonly reason: string }>
 }
 declare const Mailer: { readonly send: (orderId: string, key: string) => Effect.Effect<void> }
-void [Context, Duration, Layer, Option, Stream, Schedule, Schema, EventStore, LockingStrategy, Outbox, OutboxStore, TimeoutStore, TimeoutStrategy, Visualize, SqliteEventStore, OrderEvent, OrderState, id, initialState, event, correlationId, program, Payments, Mailer]
+void [Context, Duration, Layer, Option, Stream, Schedule, Schema, EventStore, Inspector, LockingStrategy, Outbox, OutboxStore, TimeoutStore, TimeoutStrategy, Visualize, SqliteEventStore, OrderEvent, OrderState, id, initialState, event, correlationId, program, Payments, Mailer]
 `
 
 /** The TypeScript source a snippet is checked as. */
