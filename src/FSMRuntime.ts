@@ -50,13 +50,14 @@ import { nowMillis } from "./internal/clock.js"
 import { describeValue } from "./internal/describe.js"
 import { jsonProblem, stringProblem } from "./internal/jsonValue.js"
 import { makeKeyedLock } from "./internal/keyedLock.js"
-import { makeActions, type Traced } from "./internal/runtime/actions.js"
+import { makeActions } from "./internal/runtime/actions.js"
 import { makeCodec, type MachineCodec, parseMessage } from "./internal/runtime/codec.js"
 import { type CommitError, makeCommitter } from "./internal/runtime/commit.js"
 import { makeDeliver } from "./internal/runtime/delivery.js"
 import { makeRunCommand } from "./internal/runtime/dispatch.js"
 import { makeExecutor } from "./internal/runtime/execute.js"
 import { cacheKey, type Loaded, makeInstances } from "./internal/runtime/instances.js"
+import { makeTraced } from "./internal/runtime/tracing.js"
 import * as LockingStrategy from "./LockingStrategy.js"
 import * as Machine from "./Machine.js"
 import * as Metrics from "./Metrics.js"
@@ -440,10 +441,14 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
     const isCodec = (r: MachineCodec | MachineNotRegistered | InvalidInstanceId): r is MachineCodec =>
       !(r instanceof MachineNotRegistered || r instanceof InvalidInstanceId)
 
-    // Spans without the call site's stack trace: capturing it (a `new Error()`
-    // and a copy of the options per call) costs more than the span itself.
-    const traced: Traced = (name, attributes) => (self) =>
-      options.disableTracing === true ? self : Effect.withSpan(self, name, { attributes, captureStackTrace: false })
+    // Spans without the call site's stack trace (see `tracing`).
+    const traced = makeTraced(options.disableTracing === true)
+    /** What a span learns from an outcome, once it is committed. */
+    const outcomeAttributes = (outcome: Outcome<Machine.Tagged>) => ({
+      seqNr: outcome.seqNr,
+      outcome: outcome._tag,
+      state: outcome.state._tag
+    })
 
     // --- The data path ---------------------------------------------------
     // Assigned once the strategy starts, at the end of construction; nothing
@@ -468,7 +473,8 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
       store,
       cacheSize,
       arm,
-      unloaded: (machine, instanceId) => Queue.unsafeOffer(unloads, [machine, instanceId])
+      unloaded: (machine, instanceId) => Queue.unsafeOffer(unloads, [machine, instanceId]),
+      traced
     })
     /**
      * Runs a write to one instance: serialized with this runtime's other
@@ -501,7 +507,8 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
       snapshotEvery,
       durable: () => timers.durable,
       arm,
-      produced: () => dispatcher.committed()
+      produced: () => dispatcher.committed(),
+      traced
     })
     const { execute } = makeExecutor({ instances, committer, retry: retryOf })
     const actions = makeActions(context as Context.Context<never>, traced)
@@ -575,6 +582,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
           )
         })
       return writeLock(machine.name, instanceId, committed).pipe(
+        Effect.tap(() => Metric.increment(codec.metrics.transitions.Goto)),
         Effect.flatMap((loaded) => {
           const outcome: Outcome<Machine.Tagged> = { _tag: "Goto", state, seqNr: loaded.seqNr }
           if (!hasActions(codec)) return Effect.succeed(outcome)
@@ -612,7 +620,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
           // Only an outbox spawn completes a command.
           Effect.catchTag("StaleCommand", (error) => Effect.die(error))
         )
-      }).pipe(traced("FSMRuntime.create", { machine: nameOf(machine), instanceId: String(instanceId) }))
+      }).pipe(traced("FSMRuntime.create", { machine: nameOf(machine), instanceId: String(instanceId) }, outcomeAttributes))
 
     const send = (machine: Machine.Any, instanceId: string, event: Machine.Tagged, sendOptions?: SendOptions) =>
       // Registration, id, options and encoding are checked synchronously; the
@@ -656,7 +664,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
           )
         })
       }).pipe(
-        traced("FSMRuntime.send", { machine: nameOf(machine), instanceId: String(instanceId), event: tagOf(event) })
+        traced("FSMRuntime.send", { machine: nameOf(machine), instanceId: String(instanceId), event: tagOf(event) }, outcomeAttributes)
       )
 
     const stop = (machine: Machine.Any, instanceId: string, sendOptions?: SendOptions) =>
@@ -687,7 +695,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
             seqNr: loaded.seqNr
           }))
         )
-      }).pipe(traced("FSMRuntime.stop", { machine: nameOf(machine), instanceId: String(instanceId) }))
+      }).pipe(traced("FSMRuntime.stop", { machine: nameOf(machine), instanceId: String(instanceId) }, outcomeAttributes))
 
     /** Runs `body` under the instance's lock, after the synchronous checks. */
     const withInstance = <A, E>(
@@ -708,7 +716,10 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
           stopped: loaded.stopped,
           timeouts: loaded.deadlines.map(({ dueAt, name }) => ({ name, dueAt }))
         })),
-        traced("FSMRuntime.inspect", { machine: nameOf(machine), instanceId: String(instanceId) })
+        traced("FSMRuntime.inspect", { machine: nameOf(machine), instanceId: String(instanceId) }, (view: InstanceView<Machine.Tagged>) => ({
+          seqNr: view.seqNr,
+          state: view.state._tag
+        }))
       )
 
     /** A stored record as a history entry, or why it does not decode. */
@@ -784,7 +795,9 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
           // A full page of the largest size: whether another follows takes one more look.
           return Effect.map(store.eventsPage(machine.name, instanceId, last.seqNr + 1, 1), (after) => page(after.length > 0))
         })
-      }).pipe(traced("FSMRuntime.historyPage", { machine: nameOf(machine), instanceId: String(instanceId) }))
+      }).pipe(traced("FSMRuntime.historyPage", { machine: nameOf(machine), instanceId: String(instanceId) }, (page: HistoryPage<Machine.Tagged, Machine.Tagged>) => ({
+        entries: page.entries.length
+      })))
 
     const history = (machine: Machine.Any, instanceId: string, fromSeqNr = 1) =>
       Effect.suspend((): Effect.Effect<ReadonlyArray<HistoryEntry<Machine.Tagged, Machine.Tagged>>, LoadError> => {
@@ -799,7 +812,9 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
               : Effect.succeed([...chunk])
           )
         )
-      }).pipe(traced("FSMRuntime.history", { machine: nameOf(machine), instanceId: String(instanceId) }))
+      }).pipe(traced("FSMRuntime.history", { machine: nameOf(machine), instanceId: String(instanceId) }, (entries: ReadonlyArray<unknown>) => ({
+        entries: entries.length
+      })))
 
     const saveSnapshot = (machine: Machine.Any, instanceId: string) =>
       withInstance(machine, instanceId, (codec) =>
@@ -818,18 +833,23 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
             stopped: loaded.stopped,
             schemaVersion: machine.version,
             timestamp: yield* nowMillis
-          })
+          }).pipe(Effect.tapError(() => Metric.increment(codec.metrics.snapshotFailures)))
+          yield* Metric.increment(codec.metrics.snapshotsWritten)
           instances.remember(machine.name, instanceId, { ...loaded, snapshotSeqNr: loaded.seqNr })
           return loaded.seqNr
-        })).pipe(traced("FSMRuntime.saveSnapshot", { machine: nameOf(machine), instanceId: String(instanceId) }))
+        })).pipe(traced("FSMRuntime.saveSnapshot", { machine: nameOf(machine), instanceId: String(instanceId) }, (seqNr: number) => ({ seqNr })))
 
-    const listInstances = (machine: Machine.Any) =>
-      Stream.unwrap(Effect.suspend(() => {
+    const listInstances = (machine: Machine.Any) => {
+      const listed = Stream.unwrap(Effect.suspend(() => {
         const codec = typeof machine === "object" && machine !== null ? codecs.get(machine.name) : undefined
         return codec === undefined || codec.machine !== machine
           ? Effect.fail(new MachineNotRegistered({ machine: nameOf(machine) }))
           : Effect.succeed(store.instances(machine.name))
       }))
+      return options.disableTracing === true
+        ? listed
+        : Stream.withSpan(listed, "FSMRuntime.instances", { attributes: { machine: nameOf(machine) }, captureStackTrace: false })
+    }
 
     const deliver = makeDeliver({
       codecs,
@@ -909,8 +929,11 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
               instanceId: command.instanceId,
               seqNr: command.seqNr,
               index: command.index,
-              command: command.tag
-            })
+              command: command.tag,
+              kind: command.kind,
+              attempt: context.attempt
+            }, (result: Outbox.CommandResult) =>
+              result._tag === "Delivered" ? { result: "Delivered", deliveredSeqNr: result.seqNr } : { result: result._tag })
           )
       }, config)
     }
@@ -927,7 +950,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
       saveSnapshot,
       stop: stop as FSMRuntime["Type"]["stop"],
       instances: listInstances,
-      evictAll: Effect.sync(() => instances.clear())
+      evictAll: Effect.sync(() => instances.clear()).pipe(traced("FSMRuntime.evictAll", {}))
     })
   })
 

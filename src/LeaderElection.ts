@@ -120,6 +120,12 @@ export const campaign = (
     })
 
     const rounds = yield* round.pipe(
+      // One span a round: the acquisition attempt or the renewal, and whether this node leads after it.
+      Effect.zipRight(Effect.flatMap(SubscriptionRef.get(current), (held) => Effect.annotateCurrentSpan("leader", Option.isSome(held)))),
+      Effect.withSpan("LeaderElection.round", {
+        attributes: { election: options.name, node: options.nodeId },
+        captureStackTrace: false
+      }),
       Effect.catchAllCause((cause) => Effect.logWarning("leader election round failed", cause)),
       // Whole-millisecond jitter (up to a tenth of the interval) spreads the candidates' rounds.
       Effect.zipRight(Effect.flatMap(Random.nextIntBetween(0, Math.floor(intervalMillis / 10) + 1), Effect.sleep)),

@@ -311,6 +311,7 @@ const startDistributed = (
           })
         )
         if (held.get(key) !== holding) return // released meanwhile
+        yield* Effect.annotateCurrentSpan("renewed", extended._tag === "Right")
         if (extended._tag === "Right") {
           holding.lease = extended.right
           holding.until = started + config.ttlMillis
@@ -324,7 +325,17 @@ const startDistributed = (
         }
         // Gone, or it may run out before the next beat could renew it.
         yield* lose(key, holding)
-      })
+      }).pipe(
+        Effect.withSpan("LockingStrategy.renew", {
+          attributes: {
+            machine: holding.lease.machine,
+            instanceId: holding.lease.instanceId,
+            node: target.nodeId,
+            token: holding.lease.token
+          },
+          captureStackTrace: false
+        })
+      )
     yield* Effect.suspend(() => Effect.forEach([...held], extendOne, { concurrency: heartbeatConcurrency, discard: true })).pipe(
       Effect.catchAllCause((cause) => Effect.logError("lease heartbeat failed", cause)),
       Effect.repeat(Schedule.spaced(Duration.millis(config.heartbeatMillis))),
@@ -351,7 +362,13 @@ const startDistributed = (
             gone: false,
             used: false
           })),
-          Effect.tap(() => Metric.increment(Metrics.locksAcquired))
+          Effect.tap((holding) =>
+            Effect.zipRight(Metric.increment(Metrics.locksAcquired), Effect.annotateCurrentSpan("token", holding.lease.token))
+          ),
+          Effect.withSpan("LockingStrategy.acquire", {
+            attributes: { machine, instanceId, node: target.nodeId },
+            captureStackTrace: false
+          })
         ))
 
     /** After a command: a per-command lease, or a sticky one whose instance is not loaded, is handed back. */

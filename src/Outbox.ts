@@ -574,7 +574,8 @@ export const start = (
         store.claimDue({ machines: target.machines, now, limit, nodeId: target.nodeId, claimUntil: now + leaseMillis }),
       settle,
       nextDueAt: store.nextDueAt(target.machines),
-      describe: describeCommand
+      describe: describeCommand,
+      span: { name: "Outbox.poll", attributes: { node: target.nodeId } }
     })
     yield* poller.loop.pipe(
       Effect.annotateLogs({ component: "OutboxDispatcher", node: target.nodeId }),

@@ -574,7 +574,8 @@ const startSweeper = (
         store.claimDue({ machines: target.machines, now, limit, nodeId: target.nodeId, claimUntil: now + leaseMillis }),
       settle,
       nextDueAt: store.nextDueAt(target.machines),
-      describe: (timer) => `${timer.machine}/${timer.instanceId} timer "${timer.name}"`
+      describe: (timer) => `${timer.machine}/${timer.instanceId} timer "${timer.name}"`,
+      span: { name: "TimeoutStrategy.sweep", attributes: { node: target.nodeId } }
     })
 
     const sweeping = config.leader === undefined || leases === undefined

@@ -53,6 +53,8 @@ export const makePoller = <A>(options: {
   readonly nextDueAt: Effect.Effect<Option.Option<number>, unknown>
   /** A row, for logs. */
   readonly describe: (row: A) => string
+  /** The span of one poll (its rows' settling runs inside it), with the number of rows it claimed. */
+  readonly span: { readonly name: string; readonly attributes: Record<string, unknown> }
 }): Effect.Effect<Poller, never, Scope.Scope> =>
   Effect.gen(function*() {
     const { batchSize, concurrency, jitter, maxIdleMillis, pollMillis, settleMillis } = options.config
@@ -105,6 +107,7 @@ export const makePoller = <A>(options: {
       if (free <= 0) return pollMillis
       const now = yield* nowMillis
       const claimed = yield* options.claim(now, free)
+      yield* Effect.annotateCurrentSpan("claimed", claimed.length)
       yield* Effect.forEach(claimed, settleBounded, { concurrency, discard: true })
       if (claimed.length >= free) {
         idleMillis = pollMillis
@@ -127,7 +130,7 @@ export const makePoller = <A>(options: {
       const spread = Math.floor(jitter * idleMillis)
       const jittered = idleMillis + (spread > 0 ? yield* Random.nextIntBetween(0, spread + 1) : 0)
       return Math.min(jittered, untilNext)
-    })
+    }).pipe(Effect.withSpan(options.span.name, { attributes: options.span.attributes, captureStackTrace: false }))
 
     // A wake-up asked for while a poll runs (after it may have looked) is
     // kept for the wait that follows it, never dropped.

@@ -12,6 +12,7 @@ import * as Effect from "effect/Effect"
 import { ActionFailed } from "../../Errors.js"
 import type * as Machine from "../../Machine.js"
 import type { MachineCodec } from "./codec.js"
+import type { Traced } from "./tracing.js"
 
 /** A transition whose actions may run: the state it left and the state it entered. */
 export interface Transition {
@@ -26,11 +27,6 @@ export interface Transition {
   /** `true` for `create`: only the entry action runs. */
   readonly initial: boolean
 }
-
-export type Traced = (
-  name: string,
-  attributes: Record<string, unknown>
-) => <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 
 export const makeActions = (context: Context.Context<never>, traced: Traced) => {
   const run = (

@@ -12,6 +12,7 @@ import * as Schema from "effect/Schema"
 import * as EventStore from "../../EventStore.js"
 import type * as Machine from "../../Machine.js"
 import type * as Core from "../core.js"
+import { type MachineMetrics, machineMetrics } from "../machineMetrics.js"
 import { describeValue } from "../describe.js"
 
 type Tagged = Machine.Tagged
@@ -34,6 +35,8 @@ export interface MachineCodec {
   /** The machine's own commands; a failure for a machine without a command schema. */
   readonly encodeCommand: (c: unknown) => Either.Either<unknown, ParseResult.ParseError>
   readonly decodeCommand: (u: unknown) => Either.Either<Tagged, ParseResult.ParseError>
+  /** The machine's tagged metrics (`Metrics`), built once. */
+  readonly metrics: MachineMetrics
 }
 
 export const makeCodec = (machine: Machine.Any): MachineCodec => {
@@ -46,6 +49,7 @@ export const makeCodec = (machine: Machine.Any): MachineCodec => {
   }) as unknown as Schema.Schema<SnapshotEnvelope, unknown>
   return {
     machine,
+    metrics: machineMetrics(machine.name),
     encodeState: safe(Schema.encodeUnknownEither(state)),
     decodeState: safe(Schema.decodeUnknownEither(state)),
     encodeEvent: safe(Schema.encodeUnknownEither(event)),

@@ -16,6 +16,7 @@
  */
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Metric from "effect/Metric"
 import type * as Schema from "effect/Schema"
 import {
   type FencingRejected,
@@ -37,6 +38,7 @@ import { describeValue } from "../describe.js"
 import { jsonProblem } from "../jsonValue.js"
 import { type MachineCodec, parseMessage, safeEncoder } from "./codec.js"
 import type { Instances, Loaded } from "./instances.js"
+import type { Traced } from "./tracing.js"
 
 export type CommitError =
   | SequenceConflict
@@ -99,12 +101,15 @@ export const makeCommitter = (options: {
   readonly arm: (codec: MachineCodec, instanceId: string, loaded: Loaded) => Effect.Effect<void>
   /** Hears of every durable commit that produced commands (to wake the outbox dispatcher). */
   readonly produced: () => void
+  readonly traced: Traced
 }): Committer => {
-  const { instances, nodeId, snapshotEvery, store } = options
+  const { instances, nodeId, snapshotEvery, store, traced } = options
 
+  const snapshotDue = (p: Proposal): boolean =>
+    snapshotEvery > 0 && p.next.seqNr - (p.loaded?.snapshotSeqNr ?? 0) >= snapshotEvery
+
+  /** The snapshot of a commit for which one is due; `undefined` when the state cannot be stored exactly. */
   const snapshotOf = (p: Proposal): EventStore.SnapshotRecord | undefined => {
-    const since = p.loaded?.snapshotSeqNr ?? 0
-    if (snapshotEvery <= 0 || p.next.seqNr - since < snapshotEvery) return undefined
     const encoded = p.codec.encodeSnapshot({ value: p.next.state, generation: p.next.generation, deadlines: p.next.deadlines })
     // A snapshot is an optimisation: one that cannot be stored exactly is skipped.
     if (Either.isLeft(encoded) || jsonProblem(encoded.right) !== undefined) return undefined
@@ -175,9 +180,10 @@ export const makeCommitter = (options: {
     // fires), and the next load arms what was committed.
     const changed = result.generation !== loaded?.generation || result.deadlines !== loaded.deadlines
     const anyArmed = result.deadlines.length > 0 || (loaded !== undefined && loaded.deadlines.length > 0)
-    return durable && changed && anyArmed
+    const settled = durable && changed && anyArmed
       ? Effect.as(options.arm(p.codec, p.instanceId, result), result)
       : Effect.succeed(result)
+    return snapshotted ? Effect.zipLeft(settled, Metric.increment(p.codec.metrics.snapshotsWritten)) : settled
   }
 
   /**
@@ -214,6 +220,8 @@ export const makeCommitter = (options: {
       }
       const commitId = crypto.randomUUID()
       const expectedSeqNr = p.loaded?.seqNr ?? 0
+      const due = snapshotDue(p)
+      const snapshot = due ? snapshotOf(p) : undefined
       const record: EventStore.Commit = {
         machine: p.codec.machine.name,
         instanceId: p.instanceId,
@@ -232,16 +240,26 @@ export const makeCommitter = (options: {
             timer: p.timer
           }
         }],
-        snapshot: snapshotOf(p),
+        snapshot,
         timers: changes.right,
         outbox: outbox.right,
         fence: p.fence,
         // The instance's generation is the seqNr of the event that entered its state.
         current: { entered: p.next.generation === expectedSeqNr + 1, stopped: p.next.stopped }
       }
-      const write = appendResolved(p, record, commitId)
+      // A snapshot is an optimisation: one that cannot be stored exactly is skipped, and counted.
+      const write = due && snapshot === undefined
+        ? Effect.zipRight(Metric.increment(p.codec.metrics.snapshotFailures), appendResolved(p, record, commitId))
+        : appendResolved(p, record, commitId)
       return p.committing === undefined ? write : Effect.zipRight(p.committing, write)
-    })
+    }).pipe(
+      traced("FSMRuntime.append", {
+        machine: p.codec.machine.name,
+        instanceId: p.instanceId,
+        expectedSeqNr: p.loaded?.seqNr ?? 0,
+        event: p.tag
+      }, (committed: Loaded) => ({ seqNr: committed.seqNr, snapshot: committed.snapshotSeqNr === committed.seqNr }))
+    )
 
   /**
    * Appends `record`. After a `PersistenceError` the log tells whether the
@@ -285,10 +303,13 @@ export const makeCommitter = (options: {
             if (reappends >= maxReappends) {
               return unknownOutcome(p, `${error.reason} (${reappends + 1} attempts; none has landed so far)`, error)
             }
-            return Effect.zipRight(
+            const again = Effect.zipRight(
               Effect.logWarning(`${where}: commit ${commitId} failed and has not landed; appending it again`, error),
               appendResolved(p, { ...record, snapshot: undefined }, commitId, reappends + 1)
             )
+            return record.snapshot === undefined
+              ? again
+              : Effect.zipRight(Metric.increment(p.codec.metrics.snapshotFailures), again)
           })
         )),
       // Interrupted mid-commit: the commit may or may not have landed.

@@ -20,10 +20,10 @@ import type * as LockingStrategy from "../../LockingStrategy.js"
 import type * as TimeoutStrategy from "../../TimeoutStrategy.js"
 import * as Core from "../core.js"
 import type { Transition } from "./actions.js"
-import type { Traced } from "./actions.js"
 import { type MachineCodec, parseMessage } from "./codec.js"
 import type { ExecuteError, Executed } from "./execute.js"
 import type { Instances } from "./instances.js"
+import type { Traced } from "./tracing.js"
 
 /** What a failed delivery means for its timer. One case per error: a new error must be placed here. */
 export const deliveryResultOf = (error: ExecuteError | LockingStrategy.LockError): TimeoutStrategy.DeliveryResult => {
@@ -133,7 +133,9 @@ export const makeDeliver = (options: {
     options.traced("FSMRuntime.deliverTimeout", {
       machine: delivery.machine,
       instanceId: delivery.instanceId,
-      timer: delivery.name
-    })
+      timer: delivery.name,
+      generation: delivery.generation,
+      dueAt: delivery.dueAt
+    }, (result: TimeoutStrategy.DeliveryResult) => result._tag === "Fired" ? { result: "Fired", seqNr: result.seqNr } : { result: result._tag })
   )
 }

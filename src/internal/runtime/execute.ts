@@ -129,17 +129,21 @@ export const makeExecutor = (options: {
                 decided._tag === "Rejected" ? decided.event : "@timer",
                 decided._tag === "Rejected" ? decided.reason : "NoTransition"
               )
+            // Counted once, when the rejection is final (a stale timer is no transition).
+            const fail = decided._tag === "Rejected"
+              ? Effect.zipRight(Metric.increment(codec.metrics.transitions.rejected), Effect.fail(failure))
+              : Effect.fail(failure)
             // The cache may be behind another runtime's writes: ask the log once
             // (unless this node's lease has kept every other writer out since).
-            if (!fromCache || commandOptions.held.continuous) return Effect.fail(failure)
+            if (!fromCache || commandOptions.held.continuous) return fail
             return Effect.flatMap(instances.catchUp(codec, instanceId, loaded), (fresh) => {
               if (fresh.seqNr !== loaded.seqNr) return decideOn(fresh, false)
               // Completing an outbox command on a rejection is for good:
               // make sure the cache is not ahead of the log first.
-              if (commandOptions.completes === undefined) return Effect.fail(failure)
+              if (commandOptions.completes === undefined) return fail
               return Effect.flatMap(
                 instances.verifyBehind(codec, instanceId, loaded),
-                (reloaded) => reloaded === undefined ? Effect.fail(failure) : decideOn(reloaded, false)
+                (reloaded) => reloaded === undefined ? fail : decideOn(reloaded, false)
               )
             })
           }
@@ -180,6 +184,7 @@ export const makeExecutor = (options: {
                   Effect.zipRight(instances.resync(codec, instanceId, loaded, conflict)),
                   Effect.zipRight(Effect.fail(conflict))
                 )),
+              Effect.zipLeft(Metric.increment(codec.metrics.transitions[decided.outcome])),
               Effect.map((committed) => ({ accepted: decided, loaded: committed }))
             )
           }
@@ -196,6 +201,7 @@ export const makeExecutor = (options: {
   /** Retries `effect` on `SequenceConflict` only, under the configured schedule. */
   const retryConflicts = <A, E>(
     retry: Schedule.Schedule<unknown, SequenceConflict>,
+    retried: Metric.Metric.Counter<number>,
     effect: Effect.Effect<A, E | SequenceConflict>
   ): Effect.Effect<A, E | SequenceConflict> =>
     // The schedule (and its driver) is only set up after a first conflict;
@@ -203,7 +209,9 @@ export const makeExecutor = (options: {
     // of retries are as if it had been running from the start.
     Effect.catchIf(effect, (error): error is SequenceConflict => error instanceof SequenceConflict, (conflict) => {
       let replayed = false
-      return Effect.suspend(() => replayed ? effect : (replayed = true, Effect.fail(conflict))).pipe(
+      return Effect.suspend(() =>
+        replayed ? Effect.zipRight(Metric.increment(retried), effect) : (replayed = true, Effect.fail(conflict))
+      ).pipe(
         Effect.map(Effect.succeed),
         Effect.catchIf(
           (error): error is E => !(error instanceof SequenceConflict),
@@ -221,7 +229,7 @@ export const makeExecutor = (options: {
     command: Core.Command,
     commandOptions: CommandOptions
   ): Effect.Effect<Executed, ExecuteError> =>
-    retryConflicts(retry(codec.machine.name), attempt(codec, instanceId, command, commandOptions))
+    retryConflicts(retry(codec.machine.name), codec.metrics.retries, attempt(codec, instanceId, command, commandOptions))
 
   return { execute }
 }

@@ -10,8 +10,10 @@
  *
  * @internal
  */
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import {
   EventDecodeError,
@@ -26,6 +28,7 @@ import type * as EventStore from "../../EventStore.js"
 import * as Core from "../core.js"
 import { Lru } from "../lru.js"
 import { decodeRecord, type MachineCodec, parseMessage } from "./codec.js"
+import type { Traced } from "./tracing.js"
 
 /** A loaded instance: the core's view plus where its latest snapshot is. */
 export interface Loaded extends Core.InstanceState {
@@ -83,8 +86,9 @@ export const makeInstances = (options: {
   readonly arm: (codec: MachineCodec, instanceId: string, loaded: Loaded) => Effect.Effect<void>
   /** Hears of every instance dropped from the cache to make room, or by `clear` (synchronously: do not block). */
   readonly unloaded: (machine: string, instanceId: string) => void
+  readonly traced: Traced
 }): Instances => {
-  const { arm, store } = options
+  const { arm, store, traced } = options
   const unload = (key: string) => {
     const at = key.indexOf("\u0000")
     options.unloaded(key.slice(0, at), key.slice(at + 1))
@@ -198,11 +202,23 @@ export const makeInstances = (options: {
       if (hit !== undefined) return Effect.succeed(hit)
       return fromSnapshot(codec, instanceId).pipe(
         Effect.flatMap((start) => replayFrom(codec, instanceId, start)),
-        Effect.flatMap((loaded) => {
+        Effect.timed,
+        Effect.flatMap(([took, loaded]) => {
           if (loaded === undefined) return Effect.fail(new InstanceNotFound({ machine: codec.machine.name, instanceId }))
           cache.set(key, loaded)
-          return Effect.as(arm(codec, instanceId, loaded), loaded)
-        })
+          const { metrics } = codec
+          const replayed = loaded.seqNr - loaded.snapshotSeqNr
+          return arm(codec, instanceId, loaded).pipe(
+            Effect.zipRight(Metric.update(metrics.recoveryTime, Duration.toMillis(took))),
+            Effect.zipRight(replayed > 0 ? Metric.incrementBy(metrics.replayedEvents, replayed) : Effect.void),
+            Effect.as(loaded)
+          )
+        }),
+        traced("FSMRuntime.recover", { machine: codec.machine.name, instanceId }, (loaded: Loaded) => ({
+          seqNr: loaded.seqNr,
+          snapshotSeqNr: loaded.snapshotSeqNr,
+          replayed: loaded.seqNr - loaded.snapshotSeqNr
+        }))
       )
     })
 
@@ -210,8 +226,16 @@ export const makeInstances = (options: {
     Effect.flatMap(replayFrom(codec, instanceId, loaded), (fresh) => {
       const next = fresh ?? loaded
       cache.set(cacheKey(codec.machine.name, instanceId), next)
-      return next.seqNr === loaded.seqNr ? Effect.succeed(next) : Effect.as(arm(codec, instanceId, next), next)
-    })
+      return next.seqNr === loaded.seqNr ? Effect.succeed(next) : arm(codec, instanceId, next).pipe(
+        Effect.zipRight(Metric.incrementBy(codec.metrics.replayedEvents, next.seqNr - loaded.seqNr)),
+        Effect.as(next)
+      )
+    }).pipe(
+      traced("FSMRuntime.catchUp", { machine: codec.machine.name, instanceId, fromSeqNr: loaded.seqNr + 1 }, (next: Loaded) => ({
+        seqNr: next.seqNr,
+        replayed: next.seqNr - loaded.seqNr
+      }))
+    )
 
   const loadFresh = (codec: MachineCodec, instanceId: string) =>
     Effect.suspend(() => {

@@ -1,0 +1,35 @@
+/**
+ * The runtime's spans: `traced(name, attributes)` wraps an operation in a
+ * span, and `traced(name, attributes, annotate)` adds attributes known only
+ * from its result (the `seqNr` of a commit) to that same span. Without the
+ * call site's stack trace: capturing it (a `new Error()` and a copy of the
+ * options per call) costs more than the span itself. With tracing disabled
+ * the operation runs as it is, and nothing annotates the caller's span.
+ *
+ * @internal
+ */
+import * as Effect from "effect/Effect"
+
+export type Attributes = Record<string, unknown>
+
+export interface Traced {
+  (name: string, attributes: Attributes): <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  <A>(
+    name: string,
+    attributes: Attributes,
+    annotate: (result: A) => Attributes
+  ): <E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+}
+
+const untraced = <A, E, R>(self: Effect.Effect<A, E, R>) => self
+
+export const makeTraced = (disabled: boolean): Traced => {
+  if (disabled) return (() => untraced) as Traced
+  return ((name: string, attributes: Attributes, annotate?: (result: unknown) => Attributes) =>
+  <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.withSpan(
+      annotate === undefined ? self : Effect.tap(self, (result) => Effect.annotateCurrentSpan(annotate(result))),
+      name,
+      { attributes, captureStackTrace: false }
+    )) as Traced
+}
