@@ -9,13 +9,16 @@
 import { expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
 import * as EventStore from "../../EventStore.js"
 import { commit, event, machine, metadata } from "./records.js"
 
 const at = (timestamp: number) => metadata({ timestamp })
 
 /** Registers the tests inside the EventStore suite's `describe`; `setup` builds a fresh store. */
-export const currentStateTests = <E, R>(setup: Effect.Effect<{ readonly store: EventStore.EventStore["Type"] }, E, R>) => {
+export const currentStateTests = <E>(
+  setup: Effect.Effect<{ readonly store: EventStore.EventStore["Type"] }, E, Scope.Scope>
+) => {
   const rowOf = (store: EventStore.EventStore["Type"], instanceId: string) =>
     Effect.map(store.instance(machine, instanceId), Option.getOrUndefined)
 
