@@ -205,8 +205,18 @@ export const make = (options: { readonly machines: ReadonlyArray<Machine.Any> })
         )
       )
 
-    const checkedKey = <K extends { readonly machine: string; readonly instanceId: string }>(key: K) =>
-      Effect.zipRight(machineNamed(key.machine), Effect.as(EventStore.validateInstanceId(key.machine, key.instanceId), key))
+    /** An action on one timer or command: its machine known, its id valid, then `run` at the Clock's now. */
+    const keyed = <K extends { readonly machine: string; readonly instanceId: string }, A, E>(
+      operation: string,
+      key: K,
+      run: (now: number) => Effect.Effect<A, E>
+    ) =>
+      machineNamed(key.machine).pipe(
+        Effect.zipRight(EventStore.validateInstanceId(key.machine, key.instanceId)),
+        Effect.zipRight(Clock.currentTimeMillis),
+        Effect.flatMap(run),
+        Effect.withSpan(`Inspector.${operation}`, { attributes: { ...key } })
+      )
 
     const pageLimit = (limit: number | undefined, operation: string) =>
       limit === undefined
@@ -294,30 +304,12 @@ export const make = (options: { readonly machines: ReadonlyArray<Machine.Any> })
           yield* machineNamed(name)
           return { timers: yield* timers.deadLetters(name), commands: yield* outbox.deadLetters(name) }
         }).pipe(Effect.withSpan("Inspector.deadLetters", { attributes: { machine: name } })),
-      redriveTimer: (timer) =>
-        Effect.flatMap(checkedKey(timer), () => Effect.flatMap(Clock.currentTimeMillis, (now) => timers.redrive(timer, now))).pipe(
-          Effect.withSpan("Inspector.redriveTimer", { attributes: { ...timer } })
-        ),
-      discardTimer: (timer) =>
-        Effect.flatMap(checkedKey(timer), () => timers.discard(timer)).pipe(
-          Effect.withSpan("Inspector.discardTimer", { attributes: { ...timer } })
-        ),
-      redriveCommand: (command) =>
-        Effect.flatMap(checkedKey(command), () => Effect.flatMap(Clock.currentTimeMillis, (now) => outbox.redrive(command, now))).pipe(
-          Effect.withSpan("Inspector.redriveCommand", { attributes: { ...command } })
-        ),
-      discardCommand: (command) =>
-        Effect.flatMap(checkedKey(command), () => outbox.discard(command)).pipe(
-          Effect.withSpan("Inspector.discardCommand", { attributes: { ...command } })
-        ),
-      fireTimer: (timer) =>
-        Effect.flatMap(checkedKey(timer), () => Effect.flatMap(Clock.currentTimeMillis, (now) => timers.reschedule(timer, now))).pipe(
-          Effect.withSpan("Inspector.fireTimer", { attributes: { ...timer } })
-        ),
-      cancelTimer: (timer) =>
-        Effect.flatMap(checkedKey(timer), () => timers.cancel(timer)).pipe(
-          Effect.withSpan("Inspector.cancelTimer", { attributes: { ...timer } })
-        ),
+      redriveTimer: (timer) => keyed("redriveTimer", timer, (now) => timers.redrive(timer, now)),
+      discardTimer: (timer) => keyed("discardTimer", timer, () => timers.discard(timer)),
+      redriveCommand: (command) => keyed("redriveCommand", command, (now) => outbox.redrive(command, now)),
+      discardCommand: (command) => keyed("discardCommand", command, () => outbox.discard(command)),
+      fireTimer: (timer) => keyed("fireTimer", timer, (now) => timers.reschedule(timer, now)),
+      cancelTimer: (timer) => keyed("cancelTimer", timer, () => timers.cancel(timer)),
       stop: (name, instanceId) =>
         Effect.flatMap(machineNamed(name), (machine) => runtime.stop(machine, instanceId)).pipe(
           Effect.withSpan("Inspector.stop", { attributes: { machine: name, instanceId } })

@@ -2,8 +2,9 @@
  * The current-state table, on every backend: each commit keeps its
  * instance's row (state, entered/updated times, seqNr, stopped) in the same
  * unit as its events; `listInstances` pages it by keyset, oldest entry first,
- * filtered by state, age and stoppedness; `stateCounts` counts per state; a
- * malformed query is an `InvalidQuery` that reads nothing. (The property
+ * filtered by state, age and stoppedness; `stateCounts` counts per state.
+ * (The store-level rules, malformed queries included, are in the
+ * EventStore conformance suite, `effect-fsm/testing`; the property
  * runs of `Faults.property.test.ts` check the row against the fold of every
  * log, faults included.)
  */
@@ -182,39 +183,6 @@ for (const backend of allBackends) {
           { stateTag: "Shipped", stopped: false, count: 8 },
           { stateTag: "Shipped", stopped: true, count: 8 }
         ])
-      }))
-
-    it.scoped("a malformed query is an InvalidQuery, a malformed id an InvalidInstanceId", () =>
-      Effect.gen(function*() {
-        const { events } = yield* setup
-        const bad: ReadonlyArray<unknown> = [
-          { machine: "order", limit: 0 },
-          { machine: "order", limit: EventStore.maxPageSize + 1 },
-          { machine: "order", limit: Number.NaN },
-          { machine: "order", limit: 1.5 },
-          { machine: "order" },
-          { machine: 7, limit: 1 },
-          { machine: "order", limit: 1, enteredBefore: Number.NaN },
-          { machine: "order", limit: 1, enteredBefore: 1.5 },
-          { machine: "order", limit: 1, enteredBefore: Number.POSITIVE_INFINITY },
-          { machine: "order", limit: 1, stateTag: "s\uD800" },
-          { machine: "order", limit: 1, stateTag: 3 },
-          { machine: "order", limit: 1, stopped: "yes" },
-          { machine: "order", limit: 1, after: null },
-          { machine: "order", limit: 1, after: "cursor" },
-          { machine: "order", limit: 1, after: { enteredAt: 0 } },
-          { machine: "order", limit: 1, after: { enteredAt: 0, instanceId: "x\uDC00" } },
-          { machine: "order", limit: 1, after: { enteredAt: Number.NaN, instanceId: "x" } },
-          null
-        ]
-        for (const query of bad) {
-          const error = yield* Effect.flip(events.listInstances(query as EventStore.InstanceQuery))
-          expect(error._tag, JSON.stringify(query)).toBe("InvalidQuery")
-          expect(error.message).toMatch(/^invalid listInstances query: /)
-        }
-        expect((yield* Effect.flip(events.stateCounts(null as never)))._tag).toBe("InvalidQuery")
-        expect((yield* Effect.flip(events.instance("order", "")))._tag).toBe("InvalidInstanceId")
-        expect((yield* Effect.flip(events.instance("order", "s\uD800")))._tag).toBe("InvalidInstanceId")
       }))
   })
 }

@@ -365,7 +365,7 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           stopped ${sql.literal(types.bool)} NOT NULL,
           PRIMARY KEY (machine, instance_id)
         ) ${sql.literal(suffix)}`,
-      // `stopped` last: counts per state read this index alone.
+      // `stopped` last: a page of one state filtered by stoppedness reads this index alone.
       sql`CREATE INDEX ${sql(t.instancesState)} ON ${I} (machine, state_tag, entered_at, instance_id, stopped)`,
       sql`CREATE INDEX ${sql(t.instancesEntered)} ON ${I} (machine, entered_at, instance_id)`,
       sql`INSERT INTO ${I} (${sql.literal(instanceColumns)})
