@@ -83,6 +83,23 @@ const Gauge = Machine.make({
 })
 const gauge = ["machine", "obs-gauge"] as const
 
+/** A machine that, once created, pokes instance "t" of `Target`, which refuses pokes while Closed. */
+const Target = Machine.make({
+  name: "obs-target",
+  version: 1,
+  state: Schema.Union(Schema.TaggedStruct("Closed", {}), Schema.TaggedStruct("Open", {})),
+  event: Schema.Union(Schema.TaggedStruct("Poke", {})),
+  transitions: { Open: { Poke: Machine.stay } }
+})
+const Poker = Machine.make({
+  name: "obs-poker",
+  version: 1,
+  state: Schema.Union(Schema.TaggedStruct("Poking", {})),
+  event: Schema.Union(Schema.TaggedStruct("Noop", {})),
+  transitions: { Poking: { Noop: Machine.stay } },
+  commands: { Poking: () => [Machine.sendTo(Target, "t", { _tag: "Poke" })] }
+})
+
 describe("Metrics", () => {
   it.scoped("fsm_transitions counts each outcome by machine; a rejection is counted once", () =>
     Effect.gen(function*() {
@@ -222,6 +239,47 @@ describe("Metrics", () => {
       yield* eventually(Effect.filterOrFail(countOf(Metrics.timeoutsDeadLettered), (n) => n > dead, () => "not dead"))
       expect((yield* countOf(Metrics.timeoutsRetries)) - retries).toBe(1)
       expect((yield* countOf(Metrics.timeoutsDeadLettered)) - dead).toBe(1)
+    }))
+
+  it.scoped("timers: a claimed timer whose row another node consumed first is a claim conflict", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(0)
+      const store = yield* memoryStore
+      const timers = Context.get(store, TimeoutStore.TimeoutStore)
+      // Every timer this node claims is consumed elsewhere before its delivery commits.
+      const racing = Context.add(store, TimeoutStore.TimeoutStore, {
+        ...timers,
+        claimDue: (options) => Effect.tap(timers.claimDue(options), (rows) => Effect.forEach(rows, (row) => timers.complete(row)))
+      })
+      const { runtime } = yield* runtimeOn(yield* withDurableTimeouts(racing), { machines: [Order] })
+      const conflicts = yield* countOf(Metrics.timeoutsClaimConflicts)
+      yield* runtime.create(Order, "cc", { _tag: "Pending", orderId: "cc" })
+      yield* TestClock.adjust("5 minutes")
+      yield* eventually(Effect.filterOrFail(countOf(Metrics.timeoutsClaimConflicts), (n) => n > conflicts, () => "no race"))
+      expect((yield* runtime.inspect(Order, "cc")).state._tag).toBe("Pending") // nothing committed by the loser
+    }))
+
+  it.scoped("outbox: a command its target rejects is completed and counted; its dispatch is a span inside a poll", () =>
+    Effect.gen(function*() {
+      const recorder = yield* recordingTracer
+      const rejected = yield* countOf(Metrics.outboxRejected)
+      yield* Effect.gen(function*() {
+        const { runtime } = yield* runtimeOn(yield* memoryStore, { machines: [Target, Poker] })
+        yield* runtime.create(Target, "t", { _tag: "Closed" })
+        yield* runtime.create(Poker, "p", { _tag: "Poking" })
+        yield* eventually(Effect.filterOrFail(countOf(Metrics.outboxRejected), (n) => n > rejected, () => "not dispatched"))
+      }).pipe(Effect.withTracer(recorder.tracer))
+      expect((yield* countOf(Metrics.outboxRejected)) - rejected).toBe(1)
+      const [dispatch] = recorder.named("FSMRuntime.dispatch")
+      expect(Object.fromEntries(dispatch!.attributes)).toMatchObject({
+        machine: "obs-poker",
+        instanceId: "p",
+        seqNr: 1,
+        command: "Poke",
+        kind: "send",
+        result: "Rejected"
+      })
+      expect(recorder.inside(dispatch!, "Outbox.poll")).toBe(true)
     }))
 
   it.scoped("locks: a lease acquired per command, and a sticky lease lost when it cannot be renewed", () =>
