@@ -276,8 +276,11 @@ export interface Options<Ms extends ReadonlyArray<Machine.Any>> {
   /** Defaults to a random UUID. */
   readonly nodeId?: string
   /**
-   * No spans for the runtime's operations. A span costs several
-   * microseconds per command, which matters only in memory; the same
+   * No spans for the runtime's operations and their steps (`send`,
+   * `append`, `recover`, `deliverTimeout`, `dispatch`, ...); metrics are
+   * still recorded, and the background loops' spans (`TimeoutStrategy.sweep`,
+   * `Outbox.poll`, `LockingStrategy.acquire` / `renew`) stay. A span costs
+   * several microseconds per command, which matters only in memory; the same
    * option as `@effect/rpc`'s servers and clients.
    */
   readonly disableTracing?: boolean
