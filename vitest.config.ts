@@ -14,7 +14,9 @@ if (!nodeOptions.includes(`--conditions=${source}`)) {
 
 export default defineConfig({
   resolve: { conditions: [source, ...defaultClientConditions] },
-  ssr: { resolve: { conditions: [source, ...defaultServerConditions] } },
+  // Without "module": with it vite picks ESM builds that Node cannot load as
+  // they are (@opentelemetry/api's build/esm imports files without extensions).
+  ssr: { resolve: { conditions: [source, ...defaultServerConditions.filter((condition) => condition !== "module")] } },
   test: {
     include: ["test/**/*.test.ts"],
     testTimeout: 60_000,
