@@ -16,25 +16,13 @@ import { Console, Effect, Schema } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { pathToFileURL } from "node:url"
-import type { Machine } from "../src/index.js"
 import { Visualize } from "../src/index.js"
+import { loadMachines, type ModuleLoadError, type ModuleNotFound, type NoMachinesFound } from "../src/Cli.js"
+
+// Loading machines from a module is the CLI's (`effect-fsm diagram` prints one machine's Mermaid).
+export { findMachines, isMachine, ModuleLoadError, ModuleNotFound, NoMachinesFound } from "../src/Cli.js"
 
 export class UsageError extends Schema.TaggedError<UsageError>()("UsageError", {
-  message: Schema.String
-}) {}
-
-export class ModuleNotFound extends Schema.TaggedError<ModuleNotFound>()("ModuleNotFound", {
-  path: Schema.String,
-  message: Schema.String
-}) {}
-
-export class ModuleLoadError extends Schema.TaggedError<ModuleLoadError>()("ModuleLoadError", {
-  path: Schema.String,
-  message: Schema.String
-}) {}
-
-export class NoMachinesFound extends Schema.TaggedError<NoMachinesFound>()("NoMachinesFound", {
-  path: Schema.String,
   message: Schema.String
 }) {}
 
@@ -44,30 +32,6 @@ export class WriteError extends Schema.TaggedError<WriteError>()("WriteError", {
 }) {}
 
 export type DiagramError = UsageError | ModuleNotFound | ModuleLoadError | NoMachinesFound | WriteError
-
-/** A compiled machine, recognised by shape: the module may have its own copy of effect-fsm. */
-export const isMachine = (u: unknown): u is Machine.Any => {
-  if (typeof u !== "object" || u === null) return false
-  const m = u as Record<string, unknown>
-  return typeof m.name === "string" && Array.isArray(m.stateTags) && Array.isArray(m.eventTags) &&
-    m.table instanceof Map && m.timeouts instanceof Map && typeof m.initial === "object" && m.initial !== null
-}
-
-/** Every distinct machine a module exports, in export-name order, with the name it was found under. */
-export const findMachines = (
-  exports: Record<string, unknown>
-): ReadonlyArray<{ readonly exportName: string; readonly machine: Machine.Any }> => {
-  const seen = new Set<unknown>()
-  const found: Array<{ exportName: string; machine: Machine.Any }> = []
-  for (const exportName of Object.keys(exports).sort()) {
-    const value = exports[exportName]
-    if (isMachine(value) && !seen.has(value)) {
-      seen.add(value)
-      found.push({ exportName, machine: value })
-    }
-  }
-  return found
-}
 
 const fileSafe = (name: string): string => name.replace(/[^A-Za-z0-9._-]/g, "_").replace(/^\.+/, "_") || "machine"
 
@@ -83,22 +47,7 @@ export const diagram = (
   outDir = "diagrams"
 ): Effect.Effect<ReadonlyArray<string>, Exclude<DiagramError, UsageError>> =>
   Effect.gen(function*() {
-    const absolute = path.resolve(modulePath)
-    if (!fs.existsSync(absolute) || !fs.statSync(absolute).isFile()) {
-      return yield* new ModuleNotFound({ path: modulePath, message: `module not found: ${modulePath} (looked at ${absolute})` })
-    }
-    const exports = yield* Effect.tryPromise({
-      try: () => import(pathToFileURL(absolute).href) as Promise<Record<string, unknown>>,
-      catch: (cause) =>
-        new ModuleLoadError({ path: modulePath, message: `could not load ${modulePath}: ${messageOf(cause)}` })
-    })
-    const machines = findMachines(exports)
-    if (machines.length === 0) {
-      return yield* new NoMachinesFound({
-        path: modulePath,
-        message: `${modulePath} exports no machine (a value with name, stateTags and table, as Machine.make returns)`
-      })
-    }
+    const machines = yield* loadMachines(modulePath)
     const used = new Set<string>()
     const written: Array<string> = []
     for (const { exportName, machine } of machines) {
