@@ -552,13 +552,17 @@ const compact = (value: unknown, max = 60): string => {
 
 const orDash = (text: string | null | undefined) => (text === null || text === undefined || text === "" ? "-" : text)
 
-/** Options become null and undefined fields disappear, so `--json` output is plain data. */
-const toJson = (value: unknown): string =>
-  JSON.stringify(
-    value,
-    (_, v: unknown) => (Option.isOption(v) ? Option.getOrNull(v as Option.Option<unknown>) : v),
-    2
-  )
+/** Options become their value or null (before `toJSON`, which would print their structure). */
+const plain = (value: unknown): unknown => {
+  if (Option.isOption(value)) return plain(Option.getOrNull(value as Option.Option<unknown>))
+  if (Array.isArray(value)) return value.map(plain)
+  if (typeof value === "object" && value !== null && Object.getPrototypeOf(value) === Object.prototype) {
+    return Object.fromEntries(Object.entries(value).map(([key, field]) => [key, plain(field)]))
+  }
+  return value
+}
+
+const toJson = (value: unknown): string => JSON.stringify(plain(value), null, 2)
 
 /**
  * An instance-page cursor as the CLI prints it: opaque, shell-safe
@@ -767,14 +771,13 @@ const countsCommand = Command.make("counts", {
 
 const timerRows = (timers: ReadonlyArray<TimeoutStore.TimerRecord>, now: number, withInstance: boolean) =>
   formatTable(
-    [...(withInstance ? ["ID"] : []), "TIMER", "STATE", "GENERATION", "DUE", "", "ATTEMPTS", "LAST ERROR"],
+    [...(withInstance ? ["ID"] : []), "TIMER", "STATE", "GENERATION", "DUE", "ATTEMPTS", "LAST ERROR"],
     timers.map((t) => [
       ...(withInstance ? [t.instanceId] : []),
       t.name,
       t.stateTag,
       String(t.generation),
-      iso(t.dueAt),
-      relative(t.dueAt, now),
+      `${iso(t.dueAt)} (${relative(t.dueAt, now)})`,
       String(t.attempts),
       orDash(t.lastError)
     ])
@@ -782,14 +785,13 @@ const timerRows = (timers: ReadonlyArray<TimeoutStore.TimerRecord>, now: number,
 
 const commandRows = (commands: ReadonlyArray<OutboxStore.CommandRecord>, now: number, withInstance: boolean) =>
   formatTable(
-    [...(withInstance ? ["ID"] : []), "COMMAND", "TAG", "KIND", "DUE", "", "ATTEMPTS", "LAST ERROR"],
+    [...(withInstance ? ["ID"] : []), "COMMAND", "TAG", "KIND", "DUE", "ATTEMPTS", "LAST ERROR"],
     commands.map((c) => [
       ...(withInstance ? [c.instanceId] : []),
       `${c.seqNr}:${c.index}`,
       c.tag,
       c.kind,
-      iso(c.dueAt),
-      relative(c.dueAt, now),
+      `${iso(c.dueAt)} (${relative(c.dueAt, now)})`,
       String(c.attempts),
       orDash(c.lastError)
     ])
@@ -826,8 +828,8 @@ const showCommand = Command.make("show", {
           "",
           detail.deadlines.length === 0 ? "deadlines: none" : "deadlines",
           ...(detail.deadlines.length === 0 ? [] : indent(formatTable(
-            ["TIMER", "DUE", ""],
-            detail.deadlines.map((d) => [d.name, iso(d.dueAt), relative(d.dueAt, now)])
+            ["TIMER", "DUE"],
+            detail.deadlines.map((d) => [d.name, `${iso(d.dueAt)} (${relative(d.dueAt, now)})`])
           ))),
           "",
           detail.timers.length === 0 ? "timer rows: none" : "timer rows",
