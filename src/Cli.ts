@@ -1167,7 +1167,18 @@ export const command = Command.make("effect-fsm").pipe(
   ])
 )
 
-const cli = Command.run(command, { name: "effect-fsm", version: "0.1.0" })
+/** The package's version: its package.json is one level above both src/ and dist/. */
+const version = (() => {
+  try {
+    const manifest: unknown = JSON.parse(fs.readFileSync(new URL("../package.json", import.meta.url), "utf8"))
+    const found = (manifest as { readonly version?: unknown }).version
+    return typeof found === "string" ? found : "unknown"
+  } catch {
+    return "unknown"
+  }
+})()
+
+const cli = Command.run(command, { name: "effect-fsm", version })
 
 /** Logs (the runtime's warnings) go to stderr, so that stdout stays the command's output. */
 const stderrLogger = Logger.replace(Logger.defaultLogger, Logger.withConsoleError(Logger.logfmtLogger))

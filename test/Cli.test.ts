@@ -267,7 +267,7 @@ beforeAll(async () => {
   if (sqlite.status === "rejected") throw sqlite.reason
   for (const [name, args] of Object.entries(processRuns)) ran[name as keyof typeof processRuns] = spawnCli(args())
   // Under CI an unreachable PostgreSQL is not skipped (see ./utils/backends.ts): its tests fail with the reason.
-  for (const [name, args] of Object.entries(pgRuns)) {
+  for (const [name, args] of pgEnabled ? Object.entries(pgRuns) : []) {
     ran[name as keyof typeof pgRuns] = pg.status === "rejected" ? Promise.reject(pg.reason) : spawnCli(args())
     ran[name as keyof typeof pgRuns].catch(() => {})
   }
