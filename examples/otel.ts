@@ -1,7 +1,6 @@
 /**
  * OpenTelemetry for a runtime: `@effect/opentelemetry`'s `NodeSdk.layer`
- * turns the engine's spans (`FSMRuntime.send`, `FSMRuntime.append`,
- * `FSMRuntime.recover`, `FSMRuntime.deliverTimeout`, ...) into OTel spans and
+ * turns the engine's spans (`FSMRuntime.send`, `FSMRuntime.recover`, `FSMRuntime.deliverTimeout`, ...) into OTel spans and
  * its `Metrics` (`fsm_transitions`, `fsm_timeouts_fired`, ...) into OTel
  * metrics. The program creates two orders, pays one, lets the other's
  * payment timeout fire, and prints the span tree and a few metrics.

@@ -510,8 +510,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
       snapshotEvery,
       durable: () => timers.durable,
       arm,
-      produced: () => dispatcher.committed(),
-      traced
+      produced: () => dispatcher.committed()
     })
     const { execute } = makeExecutor({ instances, committer, retry: retryOf })
     const actions = makeActions(context as Context.Context<never>, traced)

@@ -38,7 +38,6 @@ import { describeValue } from "../describe.js"
 import { jsonProblem } from "../jsonValue.js"
 import { type MachineCodec, parseMessage, safeEncoder } from "./codec.js"
 import type { Instances, Loaded } from "./instances.js"
-import type { Traced } from "./tracing.js"
 
 export type CommitError =
   | SequenceConflict
@@ -101,9 +100,8 @@ export const makeCommitter = (options: {
   readonly arm: (codec: MachineCodec, instanceId: string, loaded: Loaded) => Effect.Effect<void>
   /** Hears of every durable commit that produced commands (to wake the outbox dispatcher). */
   readonly produced: () => void
-  readonly traced: Traced
 }): Committer => {
-  const { instances, nodeId, snapshotEvery, store, traced } = options
+  const { instances, nodeId, snapshotEvery, store } = options
 
   const snapshotDue = (p: Proposal): boolean =>
     snapshotEvery > 0 && p.next.seqNr - (p.loaded?.snapshotSeqNr ?? 0) >= snapshotEvery
@@ -252,14 +250,7 @@ export const makeCommitter = (options: {
         ? Effect.zipRight(Metric.increment(p.codec.metrics.snapshotFailures), appendResolved(p, record, commitId))
         : appendResolved(p, record, commitId)
       return p.committing === undefined ? write : Effect.zipRight(p.committing, write)
-    }).pipe(
-      traced("FSMRuntime.append", {
-        machine: p.codec.machine.name,
-        instanceId: p.instanceId,
-        expectedSeqNr: p.loaded?.seqNr ?? 0,
-        event: p.tag
-      }, (committed: Loaded) => ({ seqNr: committed.seqNr, snapshot: committed.snapshotSeqNr === committed.seqNr }))
-    )
+    })
 
   /**
    * Appends `record`. After a `PersistenceError` the log tells whether the

@@ -26,10 +26,19 @@ const untraced = <A, E, R>(self: Effect.Effect<A, E, R>) => self
 export const makeTraced = (disabled: boolean): Traced => {
   if (disabled) return (() => untraced) as Traced
   return ((name: string, attributes: Attributes, annotate?: (result: unknown) => Attributes) =>
-  <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    Effect.withSpan(
-      annotate === undefined ? self : Effect.tap(self, (result) => Effect.annotateCurrentSpan(annotate(result))),
-      name,
-      { attributes, captureStackTrace: false }
-    )) as Traced
+  <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
+    const options = { attributes, captureStackTrace: false }
+    if (annotate === undefined) return Effect.withSpan(self, name, options)
+    // What `withSpan` does, with the result's attributes set on the span
+    // itself: no Effect and no lookup of the current span per call.
+    return Effect.useSpan(name, options, (span) =>
+      Effect.withParentSpan(
+        Effect.map(self, (result) => {
+          const extra = annotate(result)
+          for (const key in extra) span.attribute(key, extra[key])
+          return result
+        }),
+        span
+      ))
+  }) as Traced
 }
