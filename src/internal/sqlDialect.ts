@@ -352,7 +352,8 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
       readonly bool: string
       readonly text: string
     },
-    suffix: string
+    suffix: string,
+    countTriggers: boolean
   ) =>
     Effect.all([
       sql`CREATE TABLE ${I} (
@@ -388,8 +389,29 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           n ${sql.literal(types.bigint)} NOT NULL,
           PRIMARY KEY (machine, state_tag, stopped, slot)
         ) ${sql.literal(suffix)}`,
-      sql`INSERT INTO ${C} (machine, state_tag, stopped, slot, n) SELECT machine, state_tag, stopped, 0, COUNT(*) FROM ${I} GROUP BY machine, state_tag, stopped`
+      sql`INSERT INTO ${C} (machine, state_tag, stopped, slot, n) SELECT machine, state_tag, stopped, 0, COUNT(*) FROM ${I} GROUP BY machine, state_tag, stopped`,
+      ...(countTriggers ? countsTriggers() : [])
     ], { discard: true })
+
+  /**
+   * SQLite keeps the counts with triggers on the current-state table: run
+   * by SQLite itself inside the commit's statement, they save the commit a
+   * statement (and its round through the driver) per state change.
+   * PostgreSQL keeps them in the commit's own statement (a CTE), where a
+   * trigger would add a function call per row for nothing.
+   */
+  const countsTriggers = () => [
+    sql`CREATE TRIGGER ${sql(`${t.prefix}instances_counted_insert`)} AFTER INSERT ON ${I} BEGIN
+        INSERT INTO ${C} (machine, state_tag, stopped, slot, n) VALUES (new.machine, new.state_tag, new.stopped, 0, 1)
+          ON CONFLICT (machine, state_tag, stopped, slot) DO UPDATE SET n = n + 1;
+      END`,
+    sql`CREATE TRIGGER ${sql(`${t.prefix}instances_counted_update`)} AFTER UPDATE OF state_tag, stopped ON ${I}
+        WHEN old.state_tag IS NOT new.state_tag OR old.stopped IS NOT new.stopped BEGIN
+        INSERT INTO ${C} (machine, state_tag, stopped, slot, n) VALUES (new.machine, new.state_tag, new.stopped, 0, 1)
+          ON CONFLICT (machine, state_tag, stopped, slot) DO UPDATE SET n = n + 1;
+        UPDATE ${C} SET n = n - 1 WHERE machine = old.machine AND state_tag = old.state_tag AND stopped = old.stopped AND slot = 0;
+      END`
+  ]
 
   const pg = (): Dialect => {
     const typed = (value: unknown, type: string) => sql`${value}::${sql.literal(type)}`
@@ -601,7 +623,7 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           PRIMARY KEY (machine, instance_id)
         )`.pipe(Effect.asVoid),
       createOutbox: createOutbox({ json: "jsonb", bigint: "bigint", int: "integer", text: "text" }, ""),
-      createInstances: createInstances({ textC: "text COLLATE \"C\"", bigint: "bigint", int: "integer", bool: "boolean", text: "text" }, ""),
+      createInstances: createInstances({ textC: "text COLLATE \"C\"", bigint: "bigint", int: "integer", bool: "boolean", text: "text" }, "", false),
       leaseClock: () => sql.literal("(extract(epoch from clock_timestamp()) * 1000)::bigint"),
       // The Migrator creates its table with "SELECT 'name'::regclass, else
       // CREATE TABLE", which races between nodes and, inside a transaction,
@@ -736,12 +758,7 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           }
           if (c.snapshot !== undefined) yield* snapshotWriter(m, i, c.snapshot)
           const cur = c.current
-          if (changesCounts(cur)) {
-            // Before the upsert below: the moves read the row as it was.
-            yield* sql`INSERT INTO ${C} (machine, state_tag, stopped, slot, n) SELECT ${m}, moves.state_tag, moves.stopped, 0, moves.n FROM (${
-              countMoves(m, i, cur, typed, bool)
-            }) AS moves WHERE true ${countsUpdate}`
-          }
+          // The counts per state follow by trigger (see `countsTriggers`).
           yield* sql`INSERT INTO ${I} (${sql.literal(instanceColumns)}) VALUES (${m}, ${i}, ${cur.stateTag}, ${cur.seqNr}, ${cur.enteredAt}, ${cur.updatedAt}, ${
             bool(cur.stopped)
           }) ${currentUpdate(cur)}`
@@ -824,7 +841,7 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           PRIMARY KEY (machine, instance_id)
         ) STRICT, WITHOUT ROWID`.pipe(Effect.asVoid),
       createOutbox: createOutbox({ json: "TEXT", bigint: "INTEGER", int: "INTEGER", text: "TEXT" }, "STRICT, WITHOUT ROWID"),
-      createInstances: createInstances({ textC: "TEXT", bigint: "INTEGER", int: "INTEGER", bool: "INTEGER", text: "TEXT" }, "STRICT, WITHOUT ROWID"),
+      createInstances: createInstances({ textC: "TEXT", bigint: "INTEGER", int: "INTEGER", bool: "INTEGER", text: "TEXT" }, "STRICT, WITHOUT ROWID", true),
       leaseClock: (now) => sql`${now}`,
       // The migrations table (same shape as the Migrator's) is created first,
       // on its own; the migration transaction then starts with a write to it,
