@@ -35,8 +35,10 @@ const seed = (sql: SqlClient.SqlClient, backend: Backend, n: number) =>
   Effect.gen(function*() {
     const names = yield* SqlEventStore.tableNames()
     const table = sql(names.instances)
-    // The counts the commits would have kept, as migration 5 builds them.
-    const counts = sql`INSERT INTO ${sql(names.stateCounts)} (machine, state_tag, stopped, slot, n) SELECT machine, state_tag, stopped, 0, COUNT(*) FROM ${table} GROUP BY machine, state_tag, stopped`
+    // The counts the commits would have kept, as migration 5 builds them
+    // (on SQLite its triggers have counted the seeded rows already).
+    const countsTable = sql(names.stateCounts)
+    const counts = sql`INSERT INTO ${countsTable} (machine, state_tag, stopped, slot, n) SELECT machine, state_tag, stopped, 0, COUNT(*) FROM ${table} WHERE NOT EXISTS (SELECT 1 FROM ${countsTable}) GROUP BY machine, state_tag, stopped`
     const cases = states.map((s, i) => `WHEN ${i} THEN '${s}'`).join(" ")
     // A pseudo-random but reproducible entry time: (i * 7919) mod 86,400,000.
     if (backend === "pg") {
