@@ -59,6 +59,7 @@ import type * as OutboxStore from "./OutboxStore.js"
 import * as SqlEventStore from "./SqlEventStore.js"
 import type * as TimeoutStore from "./TimeoutStore.js"
 import * as TimeoutStrategy from "./TimeoutStrategy.js"
+import * as Ui from "./Ui.js"
 import * as Visualize from "./Visualize.js"
 
 // ---------------------------------------------------------------------------
@@ -1143,6 +1144,48 @@ const migrateCommand = Command.make("migrate", {
     )
   })).pipe(Command.withDescription("Create or upgrade the effect-fsm tables (the only command that writes schema)"))
 
+const uiCommand = Command.make("ui", {
+  machines: machinesOption,
+  ...databaseOptions,
+  port: Options.integer("port").pipe(Options.withDescription("Port to listen on (default 4000; 0 picks a free one)"), Options.withDefault(4000)),
+  host: Options.text("host").pipe(
+    Options.withDescription("Address to bind (default 127.0.0.1: only this machine can connect)"),
+    Options.withDefault("127.0.0.1")
+  ),
+  allowActions: Options.boolean("allow-actions").pipe(
+    Options.withDescription("Allow re-drive and discard of dead letters from the page (each needs the token printed at start-up)")
+  )
+}, (options) =>
+  Effect.gen(function*() {
+    if (!Number.isSafeInteger(options.port) || options.port < 0 || options.port > 65_535) {
+      return yield* new UsageError({ message: `--port must be a whole number from 0 to 65535, got ${options.port}` })
+    }
+    const machines = uniqueByName(yield* loadMachines(options.machines))
+    const layer = yield* inspectorLayer(options, machines)
+    yield* Effect.scoped(
+      Effect.gen(function*() {
+        const context = yield* Layer.build(layer)
+        const server = yield* Ui.start({ machines, port: options.port, host: options.host, allowActions: options.allowActions }).pipe(
+          Effect.provide(context),
+          Effect.mapError((error) => new UsageError({ message: `cannot listen on ${options.host}:${options.port}: ${String(error.cause)}` }))
+        )
+        yield* Console.log(`effect-fsm inspector on ${server.url} (${describeDatabase(options.db)}; Ctrl-C stops it)`)
+        if (server.allowActions) {
+          yield* Console.log(`actions allowed; token ${server.token}`)
+          yield* Console.log(`open ${server.url}#token=${server.token} to re-drive and discard from the page`)
+        } else {
+          yield* Console.log("read-only (start with --allow-actions to re-drive and discard dead letters)")
+        }
+        return yield* Effect.never
+      })
+    )
+  }).pipe(
+    Effect.catchIf(
+      (error): error is PersistenceError => error instanceof PersistenceError,
+      (error) => Effect.fail(classifyPersistence(options)(error))
+    )
+  )).pipe(Command.withDescription("Serve the web inspector (read-only unless --allow-actions) until interrupted"))
+
 /**
  * The `effect-fsm` command and its subcommands.
  *
@@ -1163,7 +1206,8 @@ export const command = Command.make("effect-fsm").pipe(
     timerCommand("cancel-timer"),
     stopCommand,
     diagramCommand,
-    migrateCommand
+    migrateCommand,
+    uiCommand
   ])
 )
 
