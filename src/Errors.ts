@@ -352,7 +352,8 @@ export class FencingRejected extends Schema.TaggedError<FencingRejected>()(
  * A query of the current-state table (`EventStore.listInstances`,
  * `EventStore.stateCounts`) was malformed: a page size outside
  * `1..EventStore.maxPageSize`, a time that is not a whole number of
- * milliseconds, a cursor that is not one a page returned. Nothing was read.
+ * milliseconds, a cursor that is not `{ enteredAt, instanceId }`. Nothing
+ * was read.
  *
  * @example
  * ```ts

@@ -110,7 +110,11 @@ export class Inspector extends Context.Tag("effect-fsm/Inspector")<Inspector, {
   readonly counts: (
     machine: string
   ) => Effect.Effect<ReadonlyArray<EventStore.StateCount>, MachineNotRegistered | InvalidQuery | PersistenceError>
-  /** One instance in detail; `InstanceNotFound` when it has no log. */
+  /**
+   * One instance in detail; `InstanceNotFound` when it has no log. Read
+   * piece by piece, not as one snapshot: a commit landing meanwhile can make
+   * the timers or commands newer than the state.
+   */
   readonly instance: (machine: string, instanceId: string) => Effect.Effect<InstanceDetail, FSMRuntime.LoadError>
   /** A page of the stored log: up to `limit` (default 100) records from `fromSeqNr` (default 1). */
   readonly history: (
@@ -239,7 +243,7 @@ export const make = (options: { readonly machines: ReadonlyArray<Machine.Any> })
           typeof query === "object" && query !== null && typeof query.machine === "string"
             ? Effect.zipRight(machineNamed(query.machine), store.listInstances(query))
             : store.listInstances(query)
-        ).pipe(Effect.withSpan("Inspector.instances")),
+        ).pipe(Effect.withSpan("Inspector.instances", { attributes: { machine: typeof query === "object" && query !== null ? query.machine : undefined } })),
       counts: (machine) =>
         Effect.zipRight(machineNamed(machine), store.stateCounts(machine)).pipe(
           Effect.withSpan("Inspector.counts", { attributes: { machine } })

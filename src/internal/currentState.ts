@@ -36,7 +36,8 @@ export const currentChange = (commit: EventStore.Commit): CurrentChange => {
       stateTag: last.stateTag,
       seqNr,
       updatedAt,
-      entered: current.entered ? "yes" : "no",
+      // The first commit of a log enters its state, whatever it says.
+      entered: current.entered || commit.expectedSeqNr === 0 ? "yes" : "no",
       enteredAt: updatedAt,
       stopped: current.stopped
     }
@@ -54,12 +55,6 @@ export const currentChange = (commit: EventStore.Commit): CurrentChange => {
     stopped: last.tag === stoppedTag
   }
 }
-
-/**
- * Whether the commit can move its instance between the counts of
- * `stateCounts`: not when it is known to stay in its state unstopped.
- */
-export const changesCounts = (change: CurrentChange): boolean => change.entered !== "no" || change.stopped
 
 /**
  * The slot of an instance's count rows, `0..slots-1` (FNV-1a of its id):

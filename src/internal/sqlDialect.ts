@@ -38,7 +38,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import { FencingRejected, PersistenceError, SequenceConflict, StaleCommand, StaleTimer } from "../Errors.js"
-import { changesCounts, countSlot, type CurrentChange } from "./currentState.js"
+import { countSlot, type CurrentChange } from "./currentState.js"
 
 /** Count rows per (machine, state) on PostgreSQL, so that concurrent commits rarely wait on one row lock. */
 const pgCountSlots = 16
@@ -497,15 +497,13 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
         )
       }
       const cur = c.current
-      if (changesCounts(cur)) {
-        // Reads the row before `cur` rewrites it: every CTE sees the statement's snapshot.
-        ctes.push(
-          sql`counts AS (INSERT INTO ${C} (machine, state_tag, stopped, slot, n) SELECT ${m}::text, moves.state_tag, moves.stopped, ${
-            countSlot(i, pgCountSlots)
-          }::integer, moves.n FROM (${countMoves(m, i, cur, typed, bool)}) AS moves WHERE EXISTS (SELECT 1 FROM ok) ORDER BY moves.state_tag, moves.stopped ${countsUpdate})`
-        )
-      }
       ctes.push(
+        // Reads the row before `cur` rewrites it: every CTE sees the statement's
+        // snapshot. Always there, so that the counts follow the stored rows
+        // whatever the commit says of itself (one that stays nets to no row).
+        sql`counts AS (INSERT INTO ${C} (machine, state_tag, stopped, slot, n) SELECT ${m}::text, moves.state_tag, moves.stopped, ${
+          countSlot(i, pgCountSlots)
+        }::integer, moves.n FROM (${countMoves(m, i, cur, typed, bool)}) AS moves WHERE EXISTS (SELECT 1 FROM ok) ORDER BY moves.state_tag, moves.stopped ${countsUpdate})`,
         sql`cur AS (INSERT INTO ${I} (${sql.literal(instanceColumns)}) SELECT ${m}::text, ${i}::text, ${cur.stateTag}::text, ${cur.seqNr}::bigint, ${cur.enteredAt}::bigint, ${cur.updatedAt}::bigint, ${cur.stopped}::boolean WHERE EXISTS (SELECT 1 FROM ok) ${
           currentUpdate(cur)
         })`

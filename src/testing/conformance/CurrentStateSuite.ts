@@ -65,6 +65,21 @@ export const currentStateTests = <E>(
       expect((yield* store.stateCounts(machine)).reduce((sum, c) => sum + c.count, 0)).toBe(2)
     }))
 
+  it.scoped("the counts follow the stored rows whatever `current` claims; a log's first commit always enters", () =>
+    Effect.gen(function*() {
+      const { store } = yield* setup
+      // A first commit that claims not to enter, and one that changes the tag while claiming to stay.
+      yield* store.append({ ...commit("x", 0, [event("@created", {}, "A", at(10))]), current: { entered: false, stopped: false } })
+      expect(yield* rowOf(store, "x")).toEqual(row("x", { stateTag: "A", seqNr: 1, enteredAt: 10, updatedAt: 10, stopped: false }))
+      yield* store.append({ ...commit("x", 1, [event("Go", {}, "B", at(20))]), current: { entered: false, stopped: false } })
+      yield* store.append({ ...commit("y", 0, [event("@created", {}, "A", at(30))]), current: { entered: false, stopped: false } })
+      expect((yield* rowOf(store, "x"))?.stateTag).toBe("B")
+      expect(yield* store.stateCounts(machine)).toEqual([
+        { stateTag: "A", stopped: false, count: 1 },
+        { stateTag: "B", stopped: false, count: 1 }
+      ])
+    }))
+
   it.scoped("without `current`, a commit enters at the first event of the run of its final state tag; @stopped stops", () =>
     Effect.gen(function*() {
       const { store } = yield* setup
