@@ -50,6 +50,13 @@ export interface ClientOptions {
    * lock before failing. Default 5 seconds.
    */
   readonly busyTimeout?: Duration.DurationInput | undefined
+  /**
+   * Switch the file to the WAL journal when opening it (a setting stored in
+   * the file). Default `true`; `false` leaves the file's journal mode as it
+   * is, for a tool that must not change the file it looks at (the
+   * `effect-fsm` CLI).
+   */
+  readonly wal?: boolean | undefined
 }
 
 /**
@@ -96,7 +103,7 @@ export const layerClient = (
     )
   }
   const busyMillis = Math.min(maxBusyTimeoutMillis, Math.max(0, Math.round(requested)))
-  const client = SqliteClient.layer({ filename: options.filename }).pipe(
+  const client = SqliteClient.layer({ filename: options.filename, disableWAL: options.wal === false }).pipe(
     Layer.catchAllCause((cause) =>
       Cause.isInterruptedOnly(cause)
         ? Layer.failCause(cause as Cause.Cause<never>)
