@@ -1,6 +1,7 @@
 /** The embedded default: `SqliteEventStore.layerRuntime`, a runtime from nothing but a SQLite filename. */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Layer, Ref, TestClock } from "effect"
+import * as SqlClient from "@effect/sql/SqlClient"
+import { Context, Effect, Layer, Ref, TestClock } from "effect"
 import { FSMRuntime } from "effect-fsm"
 import * as SqliteEventStore from "effect-fsm/SqliteEventStore"
 import * as fs from "node:fs"
@@ -35,6 +36,24 @@ describe("SqliteEventStore.layerRuntime", () => {
         Effect.filterOrFail(orders.state("unpaid"), (s) => s._tag === "Cancelled", () => "pending")
       )
       expect(cancelled).toEqual({ _tag: "Cancelled", orderId: "unpaid", reason: "unpaid" })
+    }))
+})
+
+describe("SqliteEventStore.layerClient journal", () => {
+  it.scoped("switches a file to WAL by default; wal: false leaves its journal mode as it is", () =>
+    Effect.gen(function*() {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "fsm-journal-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true })))
+      const modeOf = (filename: string, wal?: boolean) =>
+        Effect.scoped(Effect.gen(function*() {
+          const context = yield* Layer.build(SqliteEventStore.layerClient({ filename, wal }))
+          const rows = yield* Context.get(context, SqlClient.SqlClient)<{ readonly journal_mode: string }>`PRAGMA journal_mode`
+          return rows[0]?.journal_mode
+        }))
+      expect(yield* modeOf(path.join(dir, "kept.db"), false)).toBe("delete")
+      expect(yield* modeOf(path.join(dir, "kept.db"), false)).toBe("delete")
+      expect(yield* modeOf(path.join(dir, "wal.db"))).toBe("wal")
+      expect(yield* modeOf(path.join(dir, "wal.db"), false)).toBe("wal") // the file keeps what it was set to
     }))
 })
 
