@@ -114,10 +114,12 @@ describe.skipIf(!haveChromium && !ci)("the web inspector in Chromium", () => {
     await row.locator('button[data-action="redrive"]').click()
     await page.locator('[data-status][data-done="redrive"]').waitFor()
     await page.screenshot({ path: path.join(shots, "dead-letters.png"), fullPage: true })
-    const letters = await (await fetch(`${server.url}api/dead-letters?machine=order`)).json()
-    expect(letters.timers.map((t: { instanceId: string }) => t.instanceId)).toEqual([hostileId])
+    const letters = await (await fetch(`${server.url}api/dead-letters?machine=order`)).json() as {
+      timers: ReadonlyArray<{ instanceId: string }>
+    }
+    expect(letters.timers.map((t) => t.instanceId)).toEqual([hostileId])
 
-    expect(await page.evaluate(() => (window as unknown as { __pwned?: unknown }).__pwned)).toBeUndefined()
+    expect(await page.evaluate("typeof window.__pwned")).toBe("undefined")
     expect(await page.locator("img").count()).toBe(0)
     expect(pageErrors).toEqual([])
     expect(foreign).toEqual([])

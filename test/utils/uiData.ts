@@ -8,14 +8,16 @@
  * error text. Under the inspector's web server (`Ui.start` over
  * `Cli.inspectorLayer`) on a scope the caller closes.
  */
-import { Effect, Layer, Logger, LogLevel, Schedule, type Scope } from "effect"
-import { FSMRuntime, Outbox, OutboxStore, TimeoutStore, TimeoutStrategy } from "effect-fsm"
+import { ConfigProvider, Effect, Layer, Logger, LogLevel, Redacted, Schedule, type Scope } from "effect"
+import { FSMRuntime, Outbox, OutboxStore, type SqlEventStore, TimeoutStore, TimeoutStrategy } from "effect-fsm"
 import * as Cli from "effect-fsm/Cli"
+import * as PgEventStore from "effect-fsm/PgEventStore"
 import * as SqliteEventStore from "effect-fsm/SqliteEventStore"
 import * as Ui from "effect-fsm/Ui"
 import { Option } from "effect"
 import { demo, GatewayUnavailable, Notifier, Order, OrderHandlers, PaymentGateway } from "../../examples/order.js"
 import { eventually } from "./eventually.js"
+import * as Pg from "./pg.js"
 
 /** Markup, quotes, an ampersand entity and non-ASCII: none of it may ever run or be read as HTML. */
 export const hostileId = `x"'<img src=x onerror="window.__pwned=1">&amp;ü🎉`
@@ -24,17 +26,15 @@ export const hostileError = `<script>window.__pwned=1</script> gateway said "no"
 
 export const quiet = Logger.withMinimumLogLevel(LogLevel.None)
 
-/** The demo's orders plus the ones above, on `filename`. */
-export const makeData = (filename: string) =>
-  Effect.zipRight(
-    demo({ filename, paymentTimeout: "300 millis", print: () => Effect.void }),
+/** The orders above, after the demo's, on `store`. */
+const moreOrders = (store: Layer.Layer<SqlEventStore.Stores, unknown>) =>
     Effect.scoped(Effect.gen(function*() {
       const context = yield* Layer.build(
         FSMRuntime.layer({ machines: [Order] }).pipe(
           Layer.provideMerge(TimeoutStrategy.layerDurable({ sweep: false })),
           Layer.provide(Outbox.layer({ retry: Schedule.stop, pollInterval: "20 millis", maxIdleInterval: "50 millis" })),
           Layer.provide(OrderHandlers),
-          Layer.provideMerge(SqliteEventStore.layer({ filename })),
+          Layer.provideMerge(store),
           Layer.provide(Layer.succeed(PaymentGateway, {
             charge: () => Effect.fail(new GatewayUnavailable({ reason: "card network down" }))
           })),
@@ -55,6 +55,24 @@ export const makeData = (filename: string) =>
         yield* eventually(Effect.filterOrFail(outbox.deadLetters("order"), (d) => d.length === 1, () => "not dead-lettered yet"))
       }).pipe(Effect.provide(context))
     }))
+
+/** The demo's orders plus the ones above, on the SQLite file `filename`. */
+export const makeData = (filename: string) =>
+  Effect.zipRight(
+    demo({ filename, paymentTimeout: "300 millis", print: () => Effect.void }),
+    moreOrders(SqliteEventStore.layer({ filename }))
+  ).pipe(quiet)
+
+/** The demo's tables prefix in PostgreSQL. */
+export const pgTablePrefix = "order_demo_"
+
+/** The same on PostgreSQL, in `schema` (the demo's --pg mode, which reads DATABASE_URL). */
+export const makePgData = (schema: string) =>
+  Effect.zipRight(
+    demo({ pg: true, paymentTimeout: "300 millis", print: () => Effect.void }).pipe(
+      Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["DATABASE_URL", Redacted.value(Pg.clientConfig(schema).url!)]])))
+    ),
+    moreOrders(PgEventStore.layer({ ...Pg.clientConfig(schema), tablePrefix: pgTablePrefix }))
   ).pipe(quiet)
 
 /** The inspector's web server over a database, as `effect-fsm ui` starts it. */
