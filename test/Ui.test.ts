@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Redacted, Scope } from "effect"
 import * as Ui from "effect-fsm/Ui"
 import * as fs from "node:fs"
+import { spawn } from "node:child_process"
 import * as http from "node:http"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -267,6 +268,55 @@ for (const backend of ["sqlite", "postgres"] as const) {
     })
   })
 }
+
+describe("effect-fsm ui", () => {
+  /** Starts the CLI as a process and reads its start-up lines; the caller kills it. */
+  const launch = (args: ReadonlyArray<string>) => {
+    const child = spawn(process.execPath, ["--import", "tsx", "src/bin.ts", "ui", ...args], {
+      cwd: path.resolve(import.meta.dirname, ".."),
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let stdout = ""
+    let stderr = ""
+    const lines = new Promise<string>((resolve, reject) => {
+      child.stdout.on("data", (chunk) => {
+        stdout += String(chunk)
+        if (stdout.includes("\n") && (stdout.includes("read-only") || stdout.includes("#token="))) resolve(stdout)
+      })
+      child.stderr.on("data", (chunk) => void (stderr += String(chunk)))
+      child.on("exit", (code) => reject(new Error(`exited with ${code}: ${stderr}`)))
+    })
+    const exited = new Promise<unknown>((resolve) => child.on("exit", (code, signal) => resolve(code ?? signal)))
+    lines.catch(() => {})
+    return { child, lines, exited }
+  }
+
+  it("serves the database until interrupted, printing the URL and, with --allow-actions, the token", async () => {
+    const filename = path.join(directory, "cli.db")
+    fs.copyFileSync(path.join(directory, "orders.db"), filename)
+    const run = launch(["--machines", "examples/order.ts", "--db", filename, "--port", "0", "--allow-actions"])
+    try {
+      const output = await run.lines
+      const url = /on (http:\/\/127\.0\.0\.1:\d+\/)/.exec(output)?.[1]
+      const token = /token (\S+)\n/.exec(output)?.[1]
+      expect(url).toBeDefined()
+      expect(token).toBeDefined()
+      expect(output).toContain(`open ${url}#token=${token}`)
+      const meta = await (await fetch(`${url}api/meta`)).json()
+      expect(meta).toEqual({ machines: ["order"], allowActions: true, tokenHeader: Ui.tokenHeader })
+      const redrive = await fetch(`${url}api/actions/redrive`, {
+        method: "POST",
+        headers: { [Ui.tokenHeader]: token!, "content-type": "application/json" },
+        body: JSON.stringify({ kind: "timer", machine: "order", instanceId: "order-5", name: "payment" })
+      })
+      expect(redrive.status).toBe(200)
+    } finally {
+      run.child.kill("SIGINT")
+    }
+    // Interrupted, it stops (the server's scope closes with it).
+    await run.exited
+  }, 60_000)
+})
 
 describe("Ui.diagram", () => {
   it("puts the counts on the states and marks the current one", () => {
