@@ -1170,6 +1170,9 @@ const uiCommand = Command.make("ui", {
           Effect.mapError((error) => new UsageError({ message: `cannot listen on ${options.host}:${options.port}: ${String(error.cause)}` }))
         )
         yield* Console.log(`effect-fsm inspector on ${server.url} (${describeDatabase(options.db)}; Ctrl-C stops it)`)
+        if (!Ui.isLoopback(options.host)) {
+          yield* Console.log(`warning: listening on ${options.host}: whoever reaches it can read every instance`)
+        }
         if (server.allowActions) {
           yield* Console.log(`actions allowed; token ${server.token}`)
           yield* Console.log(`open ${server.url}#token=${server.token} to re-drive and discard from the page`)

@@ -36,6 +36,7 @@ import type * as HttpServerError from "@effect/platform/HttpServerError"
 import * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -325,11 +326,16 @@ const sameToken = (given: string, expected: string): boolean => {
 // The app
 // ---------------------------------------------------------------------------
 
-const mermaidBundle = (): Effect.Effect<Uint8Array, NotFound> =>
-  Effect.try({
-    try: () => fs.readFileSync(createRequire(import.meta.url).resolve("mermaid/dist/mermaid.min.js")),
-    catch: () => new NotFound({ message: "the mermaid package is not installed" })
-  })
+/** The `mermaid` package's self-contained browser bundle, read once (5 MB). */
+const mermaidBundle = (): Effect.Effect<Uint8Array, NotFound> => {
+  let bundle: Uint8Array | undefined
+  return Effect.suspend(() =>
+    bundle !== undefined ? Effect.succeed(bundle) : Effect.try({
+      try: () => (bundle = fs.readFileSync(createRequire(import.meta.url).resolve("mermaid/dist/mermaid.min.js"))),
+      catch: () => new NotFound({ message: "the mermaid package is not installed" })
+    })
+  )
+}
 
 /**
  * The HTTP app: the page (`/`, `/ui.js`, `/ui.css`, `/mermaid.min.js`) and
@@ -349,6 +355,7 @@ const mermaidBundle = (): Effect.Effect<Uint8Array, NotFound> =>
 export const router = (options: Options & { readonly token: string }) => {
   const machines = new Map(options.machines.map((machine) => [machine.name, machine]))
   const allowActions = options.allowActions === true
+  const mermaid = mermaidBundle()
 
   const machineNamed = (name: string) => {
     const machine = machines.get(name)
@@ -406,7 +413,7 @@ export const router = (options: Options & { readonly token: string }) => {
     HttpRouter.get("/ui.css", Effect.succeed(asset(pageStyle, "text/css; charset=utf-8"))),
     HttpRouter.get(
       "/mermaid.min.js",
-      Effect.map(mermaidBundle(), (bundle) => asset(bundle, "text/javascript; charset=utf-8")).pipe(
+      Effect.map(mermaid, (bundle) => asset(bundle, "text/javascript; charset=utf-8")).pipe(
         Effect.catchAll(failureResponse)
       )
     ),
@@ -442,7 +449,7 @@ export const router = (options: Options & { readonly token: string }) => {
         const page = yield* inspector.instances({
           machine: machine.name,
           stateTag: params.state,
-          enteredBefore: params.olderThan === undefined ? undefined : Date.now() - params.olderThan,
+          enteredBefore: params.olderThan === undefined ? undefined : (yield* Clock.currentTimeMillis) - params.olderThan,
           stopped: params.stopped === undefined ? undefined : params.stopped === "true",
           after: params.after,
           limit: params.limit
@@ -485,7 +492,8 @@ export const router = (options: Options & { readonly token: string }) => {
         const params = yield* query(TimersQuery)
         const machine = yield* machineNamed(params.machine)
         const inspector = yield* Inspector.Inspector
-        return yield* inspector.upcomingTimers(machine.name, { before: Date.now() + params.within, limit: params.limit })
+        const now = yield* Clock.currentTimeMillis
+        return yield* inspector.upcomingTimers(machine.name, { before: now + params.within, limit: params.limit })
       }))
     ),
     HttpRouter.get(
@@ -519,7 +527,12 @@ export interface Server {
   readonly allowActions: boolean
 }
 
-const loopback = (host: string) => host === "127.0.0.1" || host === "::1" || host === "localhost"
+/**
+ * Whether `host` is a loopback address: only this machine can connect.
+ *
+ * @since 0.1.0
+ */
+export const isLoopback = (host: string): boolean => host === "127.0.0.1" || host === "::1" || host === "localhost"
 
 /**
  * Starts the inspector's HTTP server for the scope: on `host` (default
@@ -545,7 +558,7 @@ export const start = (
     // Behind a loopback address, only a Host naming it is answered: a page
     // of another site that rebinds its name to 127.0.0.1 gets a 403.
     const allowedHosts = new Set(
-      loopback(host) ? [`${hostPart}:${port}`, `localhost:${port}`, `127.0.0.1:${port}`, `[::1]:${port}`] : []
+      isLoopback(host) ? [`${hostPart}:${port}`, `localhost:${port}`, `127.0.0.1:${port}`, `[::1]:${port}`] : []
     )
     const app = yield* HttpRouter.toHttpApp(router({ ...options, token }))
     yield* server.serve(
