@@ -90,6 +90,20 @@ describe.skipIf(!haveChromium && !ci)("the web inspector in Chromium", () => {
     await expect(page.locator('section[data-machine="order"]').textContent()).resolves.toContain("Timers due in the next hour")
     await page.screenshot({ path: path.join(shots, "machines.png"), fullPage: true })
 
+    // Instances: by state, paged, "in this state longer than", and the form.
+    await page.goto(`${server.url}#/instances?machine=order&state=Pending`)
+    const rows = page.locator('section[data-view="instances"] tbody tr')
+    await page.locator('section[data-view="instances"] tbody').waitFor()
+    expect((await rows.allTextContents()).every((row) => row.includes("Pending"))).toBe(true)
+    expect(await rows.count()).toBe(3)
+    await page.locator('section[data-view="instances"] input[name="state"]').fill("")
+    await page.locator('section[data-view="instances"] input[name="olderThan"]').fill("1 hour")
+    await page.locator('section[data-view="instances"] button[type="submit"]').click()
+    await page.locator('section[data-view="instances"]').filter({ hasText: "no instances match" }).waitFor()
+    await page.goto(`${server.url}#/instances?machine=order&state=Pending&olderThan=abc`)
+    await expect(page.locator("[data-error]").textContent()).resolves.toContain('expected a duration such as "10 minutes"')
+    await page.screenshot({ path: path.join(shots, "instances.png"), fullPage: true })
+
     // One instance: its state highlighted, its path as a trace.
     await page.goto(`${server.url}#/instance?machine=order&id=order-2`)
     const trace = page.locator('[data-diagram="trace"] svg')
@@ -123,7 +137,7 @@ describe.skipIf(!haveChromium && !ci)("the web inspector in Chromium", () => {
     expect(await page.locator("img").count()).toBe(0)
     expect(pageErrors).toEqual([])
     expect(foreign).toEqual([])
-    for (const shot of ["machines", "instance", "hostile", "dead-letters"]) {
+    for (const shot of ["machines", "instances", "instance", "hostile", "dead-letters"]) {
       expect(fs.statSync(path.join(shots, `${shot}.png`)).size).toBeGreaterThan(1000)
     }
     console.log(`web inspector screenshots: ${shots}`)
