@@ -191,9 +191,9 @@ export const pageScript = `"use strict";
 
   function instancesView(params) {
     var machine = params.get("machine") || meta.machines[0];
-    var filters = { machine: machine, state: params.get("state"), olderThan: params.get("olderThan"), stopped: params.get("stopped"), id: params.get("id") };
+    var filters = { machine: machine, state: params.get("state"), olderThan: params.get("olderThan"), stopped: params.get("stopped"), id: params.get("id"), limit: params.get("limit") };
     var query = { machine: machine, limit: "50" };
-    ["state", "olderThan", "stopped", "id", "after"].forEach(function (key) { if (params.get(key)) query[key] = params.get(key); });
+    ["state", "olderThan", "stopped", "id", "after", "limit"].forEach(function (key) { if (params.get(key)) query[key] = params.get(key); });
     var input = function (name, label, placeholder) {
       return el("label", {}, label, el("input", { name: name, value: filters[name] || "", placeholder: placeholder }));
     };
@@ -201,7 +201,7 @@ export const pageScript = `"use strict";
       onsubmit: function (event) {
         event.preventDefault();
         var data = new FormData(form);
-        var next = { machine: machine };
+        var next = { machine: machine, limit: filters.limit };
         data.forEach(function (value, key) { next[key] = value; });
         location.hash = hashOf("instances", next);
       }
@@ -216,7 +216,7 @@ export const pageScript = `"use strict";
       var rows = page.instances.map(function (i) {
         return [link(i.instanceId, "instance", { machine: machine, id: i.instanceId }), i.stateTag, time(i.enteredAt) + " (" + ago(i.enteredAt) + ")", String(i.seqNr), i.stopped ? "stopped" : "running"];
       });
-      var more = page.next === null ? null : el("p", {}, link("next page →", "instances", Object.assign({}, filters, { after: page.next })));
+      var more = page.next === null ? null : el("p", {}, el("a", { "data-next": "", href: hashOf("instances", Object.assign({}, filters, { after: page.next })), text: "next page →" }));
       show(el("section", { "data-view": "instances" },
         el("h2", { text: machine + ": instances" }),
         form,
@@ -231,9 +231,26 @@ export const pageScript = `"use strict";
     var id = params.get("id");
     return api("instance", { machine: machine, id: id }).then(function (d) {
       var s = d.summary;
-      var history = d.history.entries.map(function (e) {
+      var historyRow = function (e) {
         return [String(e.seqNr), e.tag, e.stateTag, time(e.metadata && e.metadata.timestamp), json(e.payload), json(e.metadata)];
-      });
+      };
+      var history = d.history.entries.map(historyRow);
+      var historyBox = el("div", { "data-history": "" }, table(["SeqNr", "Event", "State after", "At", "Payload", "Metadata"], history));
+      var moreHistory = function (from) {
+        if (from === null) return null;
+        var button = el("button", { type: "button", "data-more-history": "", text: "more history", onclick: function () {
+          api("history", { machine: machine, id: id, fromSeqNr: String(from) }).then(function (page) {
+            var body = historyBox.querySelector("tbody");
+            page.entries.map(historyRow).forEach(function (row) {
+              var tr = el("tr");
+              row.forEach(function (cell) { tr.appendChild(el("td", {}, cell)); });
+              body.appendChild(tr);
+            });
+            button.replaceWith(moreHistory(page.next) || el("span"));
+          }).catch(function (error) { button.replaceWith(el("p", { class: "error", text: error.message })); });
+        } });
+        return button;
+      };
       var timers = d.timers.map(function (t) {
         return [t.name, t.stateTag, String(t.generation), time(t.dueAt) + " (" + ago(t.dueAt) + ")", String(t.attempts), t.lastError];
       });
@@ -257,8 +274,8 @@ export const pageScript = `"use strict";
         el("h3", { text: "Lease" }),
         d.lease === null ? el("p", { class: "muted", text: "no lease held" }) : table(["Owner", "Token", "Expires"], [[d.lease.owner, String(d.lease.token), time(d.lease.expiresAt)]]),
         el("h3", { text: "History" }),
-        el("div", { "data-history": "" }, table(["SeqNr", "Event", "State after", "At", "Payload", "Metadata"], history)),
-        d.history.next === null ? null : el("p", { class: "muted", text: "first 100 records shown" })));
+        historyBox,
+        moreHistory(d.history.next)));
     });
   }
 
