@@ -439,7 +439,7 @@ export const router = (options: Options & { readonly token: string }) => {
         const machine = yield* machineNamed(params.machine)
         const inspector = yield* Inspector.Inspector
         if (params.id !== undefined) {
-          // Search by id: the instance's own row, when it exists and matches the other filters.
+          // Search by id: that instance's row, whatever the other filters say.
           const found = yield* inspector.instance(machine.name, params.id).pipe(
             Effect.map((detail) => Option.some(detail.summary)),
             Effect.catchTag("InstanceNotFound", () => Effect.succeed(Option.none()))

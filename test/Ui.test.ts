@@ -29,6 +29,7 @@ const scope = Effect.runSync(Scope.make())
 let directory = ""
 const targets: Record<"sqlite" | "postgres", Target | undefined> = { sqlite: undefined, postgres: undefined }
 const pgEnabled = postgres.skip === undefined
+let pgFailure: unknown = undefined
 
 const start = (database: Parameters<typeof serve>[0], allowActions: boolean) =>
   Effect.runPromise(Scope.extend(serve(database, { allowActions }), scope))
@@ -49,7 +50,10 @@ beforeAll(async () => {
     const database = { db: Redacted.value(Pg.clientConfig().url!), schema, tablePrefix: pgTablePrefix }
     targets.postgres = { readOnly: await start(database, false), actions: await start(database, true) }
   }
-  await Promise.all([sqlite(), pgEnabled ? pg() : Promise.resolve()])
+  // Under CI an unreachable PostgreSQL is not skipped (see ./utils/backends.ts): its tests fail with the reason.
+  const [onSqlite, onPg] = await Promise.allSettled([sqlite(), pgEnabled ? pg() : Promise.resolve()])
+  if (onSqlite.status === "rejected") throw onSqlite.reason
+  if (onPg.status === "rejected") pgFailure = onPg.reason
 }, 120_000)
 
 afterAll(async () => {
@@ -93,7 +97,9 @@ for (const backend of ["sqlite", "postgres"] as const) {
   describe.skipIf(skip)(`the web inspector's API on ${backend}`, () => {
     const target = () => {
       const found = targets[backend]
-      if (found === undefined) throw new Error(`${backend}: no server (its data could not be made)`)
+      if (found === undefined) {
+        throw new Error(`${backend}: no server (its data could not be made): ${String(backend === "postgres" ? pgFailure : "")}`)
+      }
       return found
     }
 
