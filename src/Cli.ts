@@ -1167,7 +1167,13 @@ const uiCommand = Command.make("ui", {
         const context = yield* Layer.build(layer)
         const server = yield* Ui.start({ machines, port: options.port, host: options.host, allowActions: options.allowActions }).pipe(
           Effect.provide(context),
-          Effect.mapError((error) => new UsageError({ message: `cannot listen on ${options.host}:${options.port}: ${String(error.cause)}` }))
+          Effect.mapError((error) =>
+            new UsageError({
+              message: error._tag === "MermaidNotInstalled"
+                ? error.message
+                : `cannot listen on ${options.host}:${options.port}: ${String(error.cause)}`
+            })
+          )
         )
         yield* Console.log(`effect-fsm inspector on ${server.url} (${describeDatabase(options.db)}; Ctrl-C stops it)`)
         if (!Ui.isLoopback(options.host)) {

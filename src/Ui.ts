@@ -519,6 +519,19 @@ export const router = (options: Options & { readonly token: string }) => {
  *
  * @since 0.1.0
  */
+/**
+ * The web inspector draws its diagrams with the `mermaid` package, an
+ * optional peer dependency of effect-fsm (so that programs that never serve
+ * the page do not install it): `npm install mermaid`.
+ *
+ * @since 0.1.0
+ */
+export class MermaidNotInstalled extends Schema.TaggedError<MermaidNotInstalled>()("MermaidNotInstalled", {}) {
+  override get message() {
+    return "the web inspector draws its diagrams with the mermaid package, which is not installed: npm install mermaid"
+  }
+}
+
 export interface Server {
   readonly url: string
   readonly host: string
@@ -548,8 +561,13 @@ export const isLoopback = (host: string): boolean => host === "127.0.0.1" || hos
  */
 export const start = (
   options: Options & { readonly port?: number | undefined; readonly host?: string | undefined }
-): Effect.Effect<Server, HttpServerError.ServeError, Inspector.Inspector | Scope.Scope> =>
+): Effect.Effect<Server, HttpServerError.ServeError | MermaidNotInstalled, Inspector.Inspector | Scope.Scope> =>
   Effect.gen(function*() {
+    // Checked before listening: a page without its diagrams is no use.
+    yield* Effect.try({
+      try: () => createRequire(import.meta.url).resolve("mermaid/dist/mermaid.min.js"),
+      catch: () => new MermaidNotInstalled()
+    })
     const token = options.token ?? makeToken()
     const host = options.host ?? "127.0.0.1"
     const server = yield* NodeHttpServer.make(() => http.createServer(), { port: options.port ?? 4000, host })

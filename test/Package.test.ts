@@ -246,6 +246,23 @@ describe("the packed package", () => {
     expect(packed.filter((file) => file.endsWith(".test.ts"))).toEqual([])
   })
 
+  it("the web inspector's mermaid is an optional peer: not installed, and Ui.start says so", async () => {
+    expect(fs.existsSync(path.join(app, "node_modules", "mermaid")), "mermaid is installed").toBe(false)
+    fs.writeFileSync(
+      path.join(app, "ui.mjs"),
+      `import { Effect, Exit } from "effect"
+import { Inspector } from "effect-fsm"
+import * as Ui from "effect-fsm/Ui"
+const exit = await Effect.runPromiseExit(
+  Effect.scoped(Ui.start({ machines: [], port: 0 })).pipe(Effect.provideService(Inspector.Inspector, {}))
+)
+console.log(JSON.stringify(Exit.isFailure(exit) ? exit.cause.error?.message ?? String(exit.cause) : "served"))
+`
+    )
+    const stdout = await ok(process.execPath, ["ui.mjs"], app, minutes(1))
+    expect(lastJson(stdout)).toMatch(/mermaid package, which is not installed: npm install mermaid/)
+  }, minutes(2))
+
   it("runs in memory with plain node and no database driver installed", async () => {
     for (const driver of ["@effect/sql-pg", "@effect/sql-sqlite-node", "pg", "better-sqlite3"]) {
       expect(fs.existsSync(path.join(app, "node_modules", driver)), `${driver} is installed`).toBe(false)
