@@ -361,6 +361,9 @@ const describeDatabase = (db: string): string => {
   try {
     const url = new URL(db)
     if (url.password !== "") url.password = "***"
+    for (const key of [...url.searchParams.keys()]) {
+      if (/pass/i.test(key)) url.searchParams.set(key, "***")
+    }
     return `PostgreSQL ${url.toString()}`
   } catch {
     return "PostgreSQL (malformed URL)"
@@ -372,7 +375,11 @@ const shellQuoted = (text: string) => (/^[\w@%+=:,./-]+$/.test(text) ? text : `'
 const migrateCommandFor = (database: Database): string =>
   [
     "effect-fsm migrate",
-    `--db ${isPostgresUrl(database.db) && /^[^/]*\/\/[^/@]*:[^/@]*@/.test(database.db) ? "<url>" : shellQuoted(database.db)}`,
+    `--db ${
+      isPostgresUrl(database.db) && (/^[^/]*\/\/[^/@]*:[^/@]*@/.test(database.db) || /[?&][^=&]*pass/i.test(database.db))
+        ? "<url>"
+        : shellQuoted(database.db)
+    }`,
     ...Option.match(database.tablePrefix, { onNone: () => [], onSome: (p) => [`--table-prefix ${p}`] }),
     ...Option.match(database.schema, { onNone: () => [], onSome: (s) => [`--schema ${s}`] })
   ].join(" ")
@@ -450,7 +457,8 @@ const clientLayer = (
       try: () => import("./SqliteEventStore.js"),
       catch: driverMissing(database, "@effect/sql-sqlite-node")
     })
-    return Sqlite.layerClient({ filename }).pipe(Layer.catchAllCause(unavailable))
+    // wal: false: looking at a file must not change its journal mode.
+    return Sqlite.layerClient({ filename, wal: false }).pipe(Layer.catchAllCause(unavailable))
   })
 
 const storeOptions = (database: Database): SqlEventStore.Options => ({
@@ -649,7 +657,8 @@ const checkLimit = (limit: number): Effect.Effect<number, UsageError> =>
     : Effect.fail(new UsageError({ message: `--limit must be a whole number from 1 to ${EventStore.maxPageSize}, got ${limit}` }))
 
 const parseDuration = (option: string, text: string): Effect.Effect<number, UsageError> => {
-  const decoded = Duration.decodeUnknown(text)
+  // Duration reads "-1 hour" as zero: a sign is refused here instead.
+  const decoded = /^\s*-/.test(text) ? Option.none() : Duration.decodeUnknown(text)
   return Option.isSome(decoded) && Duration.isFinite(decoded.value)
     ? Effect.succeed(Duration.toMillis(decoded.value))
     : Effect.fail(
@@ -1298,5 +1307,11 @@ export const main = (argv: ReadonlyArray<string>): Effect.Effect<void, Failure, 
     Effect.tapError((failure) => {
       const line = describeFailure(failure)
       return line === "" ? Effect.void : Console.error(line)
+    }),
+    // A defect (a bug here, or a machine function that throws where nothing
+    // catches it) still gets one line, not silence.
+    Effect.tapDefect((cause) => {
+      const defect = Cause.squash(cause)
+      return Console.error(`effect-fsm: internal error: ${defect instanceof Error ? defect.message : String(defect)}`)
     })
   )

@@ -16,7 +16,8 @@
  */
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import { Cause, ConfigProvider, Effect, Exit, Layer, Logger, LogLevel, Option, Redacted, Schedule, Scope } from "effect"
+import * as SqlClient from "@effect/sql/SqlClient"
+import { Cause, ConfigProvider, Context, Effect, Exit, Layer, Logger, LogLevel, Option, Redacted, Schedule, Scope } from "effect"
 import { FSMRuntime, Outbox, OutboxStore, TimeoutStore, TimeoutStrategy, Visualize } from "effect-fsm"
 import * as Cli from "effect-fsm/Cli"
 import * as SqliteEventStore from "effect-fsm/SqliteEventStore"
@@ -436,6 +437,27 @@ describe("effect-fsm in-process (Cli.run)", () => {
       expect(yield* runFailure("counts", "order", "--machines", machinesModule, "--db", fresh)).toMatch(
         /has no effect-fsm tables \(table fsm_state_counts is missing\)/
       )
+    }))
+
+  it.live("a negative --older-than is refused, a password in the URL's query is masked, a SQLite file keeps its journal mode", () =>
+    Effect.gen(function*() {
+      expect(yield* runFailure(...onSqlite("instances", "order", "--older-than", "-1 hour"))).toBe(
+        `effect-fsm: --older-than: expected a duration such as "1 hour" or "30 minutes", got "-1 hour"`
+      )
+      const masked = yield* runFailure("counts", "order", "--machines", machinesModule, "--db", "postgres://u@127.0.0.1:1/db?password=sekret")
+      expect(masked).not.toContain("sekret")
+      expect(masked).toContain("password=***")
+      // A file in rollback-journal mode stays so after the CLI looked at it.
+      const file = path.join(path.dirname(sqliteFile), "journal.db")
+      const journalMode = Effect.scoped(Effect.gen(function*() {
+        const context = yield* Layer.build(SqliteEventStore.layerClient({ filename: file, wal: false }))
+        const rows = yield* Context.get(context, SqlClient.SqlClient)<{ readonly journal_mode: string }>`PRAGMA journal_mode`
+        return rows[0]?.journal_mode
+      }))
+      expect(yield* journalMode).toBe("delete")
+      expect(Exit.isSuccess((yield* runCli("migrate", "--db", file)).exit)).toBe(true)
+      expect(Exit.isSuccess((yield* runCli(...["counts", "order", "--machines", machinesModule, "--db", file])).exit)).toBe(true)
+      expect(yield* journalMode).toBe("delete")
     }))
 
   it.live("bad option values and combinations", () =>
