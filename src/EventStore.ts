@@ -326,6 +326,12 @@ export interface Backend {
   readonly listInstances: (query: InstanceQuery) => Effect.Effect<InstancePage, PersistenceError>
   /** Counts per state, ordered by state tag, running before stopped. */
   readonly stateCounts: (machine: string) => Effect.Effect<ReadonlyArray<StateCount>, PersistenceError>
+  /** Up to `limit` ids of instances with an event of this correlation id, in code-point order. */
+  readonly instancesByCorrelation: (
+    machine: string,
+    correlationId: string,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<string>, PersistenceError>
 }
 
 /**
@@ -387,6 +393,17 @@ export class EventStore extends Context.Tag("effect-fsm/EventStore")<EventStore,
   readonly listInstances: (query: InstanceQuery) => Effect.Effect<InstancePage, PersistenceError | InvalidQuery>
   /** How many instances of the machine are in each state, ordered by state tag, running before stopped. */
   readonly stateCounts: (machine: string) => Effect.Effect<ReadonlyArray<StateCount>, PersistenceError | InvalidQuery>
+  /**
+   * The ids of the machine's instances that have an event with this
+   * correlation id (`Metadata.correlationId`), in code-point order, up to
+   * `limit` (1 to `maxPageSize`): "which orders did this request touch".
+   * Read through an index on the events.
+   */
+  readonly instancesByCorrelation: (
+    machine: string,
+    correlationId: string,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<string>, PersistenceError | InvalidQuery>
 }>() {}
 
 /**
@@ -658,7 +675,22 @@ export const make = (backend: Backend): EventStore["Type"] => ({
   stateCounts: (machine) =>
     typeof machine === "string"
       ? backend.stateCounts(machine)
-      : Effect.fail(new InvalidQuery({ operation: "stateCounts", reason: "machine must be a string" }))
+      : Effect.fail(new InvalidQuery({ operation: "stateCounts", reason: "machine must be a string" })),
+  instancesByCorrelation: (machine, correlationId, limit) =>
+    Effect.suspend((): Effect.Effect<ReadonlyArray<string>, PersistenceError | InvalidQuery> => {
+      const problem = typeof machine !== "string"
+        ? "machine must be a string"
+        : typeof correlationId !== "string" || correlationId.length === 0
+        ? "correlationId must be a non-empty string"
+        : stringProblem(correlationId) !== undefined
+        ? `correlationId ${stringProblem(correlationId)}`
+        : !Number.isSafeInteger(limit) || limit < 1 || limit > maxPageSize
+        ? `limit must be a whole number from 1 to ${maxPageSize}, got ${String(limit)}`
+        : undefined
+      return problem === undefined
+        ? backend.instancesByCorrelation(machine, correlationId, limit)
+        : Effect.fail(new InvalidQuery({ operation: "instancesByCorrelation", reason: problem }))
+    })
 })
 
 /** A time the current-state table can compare with: a safe integer of epoch milliseconds. */
@@ -1048,6 +1080,13 @@ export const makeMemory = (): {
         ).sort(compareEntry)
         return instancePage(matching.slice(0, query.limit), query.limit)
       }),
+    instancesByCorrelation: (machine, correlationId, limit) =>
+      Effect.sync(() =>
+        [...(byMachine.get(machine) ?? [])]
+          .filter((id) => logs.get(keyOf(machine, id))!.some((row) => row.correlationId === correlationId))
+          .sort(compareCodePoints)
+          .slice(0, limit)
+      ),
     stateCounts: (machine) =>
       Effect.sync(() =>
         [...(stateCountRows.get(machine) ?? new Map<string, number>())].map(([key, count]): StateCount => ({

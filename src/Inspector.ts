@@ -111,6 +111,16 @@ export class Inspector extends Context.Tag("effect-fsm/Inspector")<Inspector, {
     machine: string
   ) => Effect.Effect<ReadonlyArray<EventStore.StateCount>, MachineNotRegistered | InvalidQuery | PersistenceError>
   /**
+   * The instances of the machine that have an event with this correlation
+   * id (`EventStore.instancesByCorrelation`), as current-state rows, up to
+   * `limit` (default 100), in id order.
+   */
+  readonly byCorrelationId: (
+    machine: string,
+    correlationId: string,
+    options?: { readonly limit?: number | undefined }
+  ) => Effect.Effect<ReadonlyArray<EventStore.InstanceSummary>, MachineNotRegistered | InvalidQuery | PersistenceError>
+  /**
    * One instance in detail; `InstanceNotFound` when it has no log. Read
    * piece by piece, not as one snapshot: a commit landing meanwhile can make
    * the timers or commands newer than the state.
@@ -244,6 +254,17 @@ export const make = (options: { readonly machines: ReadonlyArray<Machine.Any> })
             ? Effect.zipRight(machineNamed(query.machine), store.listInstances(query))
             : store.listInstances(query)
         ).pipe(Effect.withSpan("Inspector.instances", { attributes: { machine: typeof query === "object" && query !== null ? query.machine : undefined } })),
+      byCorrelationId: (name, correlationId, options) =>
+        Effect.gen(function*() {
+          yield* machineNamed(name)
+          const ids = yield* store.instancesByCorrelation(name, correlationId, options?.limit ?? 100)
+          const rows = yield* Effect.forEach(ids, (id) =>
+            store.instance(name, id).pipe(
+              // The ids come from the log, so they are valid; an odd one is left out.
+              Effect.catchTag("InvalidInstanceId", () => Effect.succeed(Option.none()))
+            ))
+          return rows.flatMap(Option.toArray)
+        }).pipe(Effect.withSpan("Inspector.byCorrelationId", { attributes: { machine: name } })),
       counts: (machine) =>
         Effect.zipRight(machineNamed(machine), store.stateCounts(machine)).pipe(
           Effect.withSpan("Inspector.counts", { attributes: { machine } })

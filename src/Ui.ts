@@ -206,6 +206,7 @@ const InstancesQuery = Schema.Struct({
   olderThan: Schema.optional(DurationText),
   stopped: Schema.optional(Schema.Literal("true", "false")),
   id: Schema.optional(InstanceId),
+  correlationId: Schema.optional(Schema.String.pipe(Schema.minLength(1), Schema.maxLength(1000))),
   after: Schema.optional(Cursor),
   limit: Schema.optionalWith(WholeNumber(1, 1000), { default: () => 50 })
 })
@@ -343,7 +344,8 @@ const mermaidBundle = (): Effect.Effect<Uint8Array, NotFound> => {
  *
  * - `GET /api/meta`: the machines, whether actions are allowed.
  * - `GET /api/machine?machine=`: its diagram with live counts, the counts, the timers due within the hour.
- * - `GET /api/instances?machine=&state=&olderThan=&stopped=&id=&after=&limit=`: a keyset page.
+ * - `GET /api/instances?machine=&state=&olderThan=&stopped=&id=&correlationId=&after=&limit=`: a keyset page
+ *   (by `id` or `correlationId`: the matching instances).
  * - `GET /api/instance?machine=&id=`: detail, highlighted diagram, trace, first page of history.
  * - `GET /api/history?machine=&id=&fromSeqNr=&limit=`: a page of the stored log.
  * - `GET /api/timers?machine=&within=&limit=`: live timers due soon.
@@ -445,6 +447,11 @@ export const router = (options: Options & { readonly token: string }) => {
             Effect.catchTag("InstanceNotFound", () => Effect.succeed(Option.none()))
           )
           return { instances: Option.toArray(found), next: null }
+        }
+        if (params.correlationId !== undefined) {
+          // Search by correlation id: the instances it touched (up to the page size).
+          const instances = yield* inspector.byCorrelationId(machine.name, params.correlationId, { limit: params.limit })
+          return { instances, next: null }
         }
         const page = yield* inspector.instances({
           machine: machine.name,

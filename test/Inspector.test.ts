@@ -74,8 +74,13 @@ for (const backend of allBackends) {
         expect(decoded.entries.map((e) => e._tag)).toEqual(["Created", "Event"])
 
         expect(yield* inspector.counts("order")).toEqual([{ stateTag: "Pending", stopped: false, count: 1 }])
+        yield* runtime.create(Order, "o2", { _tag: "Pending", orderId: "o2" }, { correlationId: "req-9" })
+        yield* runtime.send(Order, "o1", { _tag: "Note", text: "again" }, { correlationId: "req-9" })
+        expect((yield* inspector.byCorrelationId("order", "req-9")).map((row) => [row.instanceId, row.seqNr])).toEqual([["o1", 3], ["o2", 1]])
+        expect(yield* inspector.byCorrelationId("order", "req-0")).toEqual([])
+        expect((yield* Effect.flip(inspector.byCorrelationId("nope", "req-9")))._tag).toBe("MachineNotRegistered")
         const page = yield* inspector.instances({ machine: "order", limit: 10 })
-        expect(page.instances.map((row) => row.instanceId)).toEqual(["o1"])
+        expect(page.instances.map((row) => row.instanceId)).toEqual(["o1", "o2"])
         expect(inspector.machines).toEqual(["order", "counter"])
       }))
 

@@ -141,6 +141,9 @@ for (const backend of ["sqlite", "postgres"] as const) {
       expect(ids(await get(readOnly, "instances", { machine: "order", olderThan: "0 millis" }))).toHaveLength(7)
       expect(ids(await get(readOnly, "instances", { machine: "order", id: hostileId }))).toEqual([hostileId])
       expect(ids(await get(readOnly, "instances", { machine: "order", id: "order-99" }))).toEqual([])
+      expect(ids(await get(readOnly, "instances", { machine: "order", correlationId: "checkout-77" }))).toEqual(["order-4", "order-5"])
+      expect(ids(await get(readOnly, "instances", { machine: "order", correlationId: hostileId }))).toEqual(["order-6", hostileId])
+      expect(ids(await get(readOnly, "instances", { machine: "order", correlationId: "none" }))).toEqual([])
     })
 
     it("one instance: detail, its state highlighted, its trace and history; hostile text stays data", async () => {

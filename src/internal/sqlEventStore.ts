@@ -326,7 +326,17 @@ export const makeBackend = (sql: SqlClient.SqlClient, dialect: Dialect, t: Table
         Effect.withSpan("SqlEventStore.stateCounts", { attributes: { machine }, captureStackTrace: false })
       )
 
+  // The partial index on (machine, correlation_id); the few matches sorted in code-point order.
+  const instancesByCorrelation = (machine: string, correlationId: string, limit: number) =>
+    sql<{ readonly id: string }>`SELECT DISTINCT instance_id ${dialect.collateC} AS id FROM ${E} WHERE machine = ${machine} AND correlation_id = ${correlationId} ORDER BY id LIMIT ${limit}`
+      .pipe(
+        mapSqlError("instancesByCorrelation"),
+        Effect.map((rows) => rows.map((row) => String(row.id))),
+        Effect.withSpan("SqlEventStore.instancesByCorrelation", { attributes: { machine }, captureStackTrace: false })
+      )
+
   return {
+    instancesByCorrelation,
     append,
     events,
     eventsPage,

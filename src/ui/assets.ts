@@ -191,9 +191,9 @@ export const pageScript = `"use strict";
 
   function instancesView(params) {
     var machine = params.get("machine") || meta.machines[0];
-    var filters = { machine: machine, state: params.get("state"), olderThan: params.get("olderThan"), stopped: params.get("stopped"), id: params.get("id"), limit: params.get("limit") };
+    var filters = { machine: machine, state: params.get("state"), olderThan: params.get("olderThan"), stopped: params.get("stopped"), id: params.get("id"), correlationId: params.get("correlationId"), limit: params.get("limit") };
     var query = { machine: machine, limit: "50" };
-    ["state", "olderThan", "stopped", "id", "after", "limit"].forEach(function (key) { if (params.get(key)) query[key] = params.get(key); });
+    ["state", "olderThan", "stopped", "id", "correlationId", "after", "limit"].forEach(function (key) { if (params.get(key)) query[key] = params.get(key); });
     var input = function (name, label, placeholder) {
       return el("label", {}, label, el("input", { name: name, value: filters[name] || "", placeholder: placeholder }));
     };
@@ -205,7 +205,7 @@ export const pageScript = `"use strict";
         data.forEach(function (value, key) { next[key] = value; });
         location.hash = hashOf("instances", next);
       }
-    }, input("id", "Instance id", "order-1"), input("state", "State", "Paid"), input("olderThan", "In this state longer than", "10 minutes"),
+    }, input("id", "Instance id", "order-1"), input("correlationId", "Correlation id", "req-42"), input("state", "State", "Paid"), input("olderThan", "In this state longer than", "10 minutes"),
       el("label", {}, "Stopped", (function () {
         var select = el("select", { name: "stopped" }, el("option", { value: "", text: "any" }), el("option", { value: "false", text: "running" }), el("option", { value: "true", text: "stopped" }));
         select.value = filters.stopped || "";
@@ -220,7 +220,7 @@ export const pageScript = `"use strict";
       show(el("section", { "data-view": "instances" },
         el("h2", { text: machine + ": instances" }),
         form,
-        el("p", { class: "muted", text: "Search is by instance id (the store has no index by correlation id)." }),
+        el("p", { class: "muted", text: "Search by instance id, or by correlation id: the instances one request touched." }),
         table(["Instance", "State", "Entered", "SeqNr", ""], rows, "no instances match"),
         more));
     });

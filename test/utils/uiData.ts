@@ -44,7 +44,10 @@ const moreOrders = (store: Layer.Layer<SqlEventStore.Stores, unknown>) =>
       yield* Effect.gen(function*() {
         const orders = yield* FSMRuntime.client(Order)
         for (const [id, orderId, total] of [["order-4", "order-4", 10], ["order-5", "order-5", 20], ["order-6", "order-6", 30], [hostileId, hostileOrderId, 40]] as const) {
-          yield* orders.create(id, { _tag: "Pending", orderId, total })
+          // One request made order-4 and order-5: searchable by its correlation id.
+          yield* orders.create(id, { _tag: "Pending", orderId, total }, {
+            correlationId: id === "order-4" || id === "order-5" ? "checkout-77" : hostileId
+          })
         }
         const timers = yield* TimeoutStore.TimeoutStore
         const now = Date.now()

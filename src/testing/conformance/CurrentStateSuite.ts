@@ -135,6 +135,27 @@ export const currentStateTests = <E>(
       ])
     }))
 
+  it.scoped("instancesByCorrelation: the ids with an event of that correlation id, in code-point order, up to the limit", () =>
+    Effect.gen(function*() {
+      const { store } = yield* setup
+      const tagged = (correlationId: string | null) => metadata({ timestamp: 1, correlationId })
+      for (const id of ["\u{1F600}", "\uE000", "b", "a"]) {
+        yield* store.append(commit(id, 0, [event("@created", {}, "Pending", tagged(null)), event("Pay", {}, "Paid", tagged("req-1"))]))
+      }
+      yield* store.append(commit("c", 0, [event("@created", {}, "Pending", tagged("req-2"))]))
+      yield* store.append(commit("a", 2, [event("Note", {}, "Paid", tagged("req-2"))]))
+      yield* store.append(commit("z", 0, [event("@created", {}, "Pending", tagged("req-1"))], { machine: "other" }))
+      expect(yield* store.instancesByCorrelation(machine, "req-1", 10)).toEqual(["a", "b", "\uE000", "\u{1F600}"])
+      expect(yield* store.instancesByCorrelation(machine, "req-1", 2)).toEqual(["a", "b"])
+      expect(yield* store.instancesByCorrelation(machine, "req-2", 10)).toEqual(["a", "c"])
+      expect(yield* store.instancesByCorrelation(machine, "req-3", 10)).toEqual([])
+      expect(yield* store.instancesByCorrelation("other", "req-1", 10)).toEqual(["z"])
+      for (const [correlationId, limit] of [["", 1], ["x\uD800", 1], ["x", 0], ["x", EventStore.maxPageSize + 1], [null, 1]] as const) {
+        const error = yield* Effect.flip(store.instancesByCorrelation(machine, correlationId as string, limit))
+        expect(error._tag, `${String(correlationId)} / ${limit}`).toBe("InvalidQuery")
+      }
+    }))
+
   it.scoped("a malformed current-state query is an InvalidQuery; a malformed id an InvalidInstanceId", () =>
     Effect.gen(function*() {
       const { store } = yield* setup
