@@ -61,6 +61,7 @@ import type * as TimeoutStore from "./TimeoutStore.js"
 import * as TimeoutStrategy from "./TimeoutStrategy.js"
 import * as Ui from "./Ui.js"
 import * as Visualize from "./Visualize.js"
+import { plain } from "./internal/plainJson.js"
 
 // ---------------------------------------------------------------------------
 // Errors
@@ -561,15 +562,6 @@ const compact = (value: unknown, max = 60): string => {
 
 const orDash = (text: string | null | undefined) => (text === null || text === undefined || text === "" ? "-" : text)
 
-/** Options become their value or null (before `toJSON`, which would print their structure). */
-const plain = (value: unknown): unknown => {
-  if (Option.isOption(value)) return plain(Option.getOrNull(value as Option.Option<unknown>))
-  if (Array.isArray(value)) return value.map(plain)
-  if (typeof value === "object" && value !== null && Object.getPrototypeOf(value) === Object.prototype) {
-    return Object.fromEntries(Object.entries(value).map(([key, field]) => [key, plain(field)]))
-  }
-  return value
-}
 
 const toJson = (value: unknown): string => JSON.stringify(plain(value), null, 2)
 

@@ -175,20 +175,26 @@ export class Inspector extends Context.Tag("effect-fsm/Inspector")<Inspector, {
 }>() {}
 
 /**
- * Builds the inspector for `machines` over the runtime and stores of the
- * context. Every machine must be registered with that runtime.
+ * What the inspector reads and writes through: the runtime and the stores.
  *
  * @since 0.1.0
  */
-export const make = (options: { readonly machines: ReadonlyArray<Machine.Any> }): Effect.Effect<
-  Inspector["Type"],
-  never,
+export type Requirements =
   | FSMRuntime.FSMRuntime
   | EventStore.EventStore
   | TimeoutStore.TimeoutStore
   | OutboxStore.OutboxStore
   | LeaseStore.LeaseStore
-> =>
+
+/**
+ * Builds the inspector for `machines` over the runtime and stores of the
+ * context. Every machine must be registered with that runtime.
+ *
+ * @since 0.1.0
+ */
+export const make = (
+  options: { readonly machines: ReadonlyArray<Machine.Any> }
+): Effect.Effect<Inspector["Type"], never, Requirements> =>
   Effect.gen(function*() {
     const runtime = yield* FSMRuntime.FSMRuntime
     const store = yield* EventStore.EventStore
@@ -357,12 +363,6 @@ export const make = (options: { readonly machines: ReadonlyArray<Machine.Any> })
  *
  * @since 0.1.0
  */
-export const layer = (options: { readonly machines: ReadonlyArray<Machine.Any> }): Layer.Layer<
-  Inspector,
-  never,
-  | FSMRuntime.FSMRuntime
-  | EventStore.EventStore
-  | TimeoutStore.TimeoutStore
-  | OutboxStore.OutboxStore
-  | LeaseStore.LeaseStore
-> => Layer.effect(Inspector, make(options))
+export const layer = (
+  options: { readonly machines: ReadonlyArray<Machine.Any> }
+): Layer.Layer<Inspector, never, Requirements> => Layer.effect(Inspector, make(options))

@@ -53,6 +53,7 @@ import * as Inspector from "./Inspector.js"
 import type * as Machine from "./Machine.js"
 import { pageHtml, pageScript, pageStyle } from "./ui/assets.js"
 import * as Visualize from "./Visualize.js"
+import { plain } from "./internal/plainJson.js"
 
 // ---------------------------------------------------------------------------
 // Options
@@ -247,15 +248,6 @@ export const ActionTarget = Schema.Union(
 // Responses
 // ---------------------------------------------------------------------------
 
-/** Options become their value or null, so that JSON carries the value. */
-const plain = (value: unknown): unknown => {
-  if (Option.isOption(value)) return plain(Option.getOrNull(value as Option.Option<unknown>))
-  if (Array.isArray(value)) return value.map(plain)
-  if (typeof value === "object" && value !== null && Object.getPrototypeOf(value) === Object.prototype) {
-    return Object.fromEntries(Object.entries(value).map(([key, field]) => [key, plain(field)]))
-  }
-  return value
-}
 
 const securityHeaders = {
   "cache-control": "no-store",
