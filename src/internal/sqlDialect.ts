@@ -372,7 +372,7 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
       sql`CREATE INDEX ${sql(t.instancesState)} ON ${I} (machine, state_tag, entered_at, instance_id, stopped)`,
       sql`CREATE INDEX ${sql(t.instancesEntered)} ON ${I} (machine, entered_at, instance_id)`,
       // For instancesByCorrelation; partial, so events without one cost nothing.
-      sql`CREATE INDEX ${sql(`${t.prefix}events_correlation`)} ON ${E} (machine, correlation_id) WHERE correlation_id IS NOT NULL`,
+      sql`CREATE INDEX IF NOT EXISTS ${sql(`${t.prefix}events_correlation`)} ON ${E} (machine, correlation_id) WHERE correlation_id IS NOT NULL`,
       sql`INSERT INTO ${I} (${sql.literal(instanceColumns)})
         SELECT l.machine, l.instance_id, l.state_tag, l.seq_nr,
           COALESCE((SELECT MIN(x.ts) FROM ${E} x WHERE x.machine = l.machine AND x.instance_id = l.instance_id AND x.seq_nr > COALESCE(
