@@ -353,7 +353,8 @@ export const demo = (options: DemoOptions = {}) =>
     yield* print(
       options.pg
         ? `\nDone. Inspect the log yourself: psql -c "select * from ${prefix}events"`
-        : `\nDone. Inspect the log yourself: sqlite3 ${filename} "select * from fsm_events"`
+        : `\nDone. Inspect the log yourself: sqlite3 ${filename} "select * from fsm_events"\n` +
+          `or with the inspector: npm run cli -- counts order -m examples/order.ts --db ${filename}`
     )
   })
 
