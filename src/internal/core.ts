@@ -30,6 +30,7 @@
  * @internal
  */
 import * as Either from "effect/Either"
+import { GuardRejected, InstanceStopped, InvalidTransition, StaleTimer, TransitionFailed } from "../Errors.js"
 import * as Machine from "../Machine.js"
 import { describeValue } from "./describe.js"
 
@@ -113,6 +114,47 @@ export type NotAccepted =
   }
 
 export type Decided = Accepted | NotAccepted
+
+/**
+ * The typed error of a command that was not accepted, as the runtime
+ * reports it and the testkit (`MachineSpec`) expects it: one mapping for
+ * both, so they cannot drift apart.
+ */
+export const notAcceptedError = (
+  machine: string,
+  instanceId: string,
+  state: string,
+  command: Command,
+  decided: NotAccepted
+): InvalidTransition | GuardRejected | InstanceStopped | StaleTimer | TransitionFailed => {
+  switch (decided._tag) {
+    case "Stale":
+      return command._tag === "Fire"
+        ? new StaleTimer({ machine, instanceId, name: command.name, generation: command.generation })
+        : new InvalidTransition({ machine, instanceId, state, event: "@timer" })
+    case "Rejected": {
+      const fields = { machine, instanceId, state, event: decided.event }
+      switch (decided.reason) {
+        case "NoTransition":
+          return new InvalidTransition(fields)
+        case "GuardRejected":
+          return new GuardRejected(fields)
+        case "Stopped":
+          return new InstanceStopped(fields)
+      }
+    }
+    case "Failed":
+      return new TransitionFailed({
+        machine,
+        instanceId,
+        state,
+        event: decided.event,
+        stage: decided.stage,
+        reason: `${decided.reason}: ${describeValue(decided.error)}`,
+        cause: decided.error
+      })
+  }
+}
 
 /** A stored record, decoded. */
 export type StoredRecord =

@@ -401,39 +401,8 @@ export const make = <S extends Tagged, E extends Tagged, R, C extends Tagged>(
     throw new SpecFailure(`${label(machine.name)}: ${what}: the machine has no static initial state; give one`)
   }
 
-  const failure = (instance: Core.InstanceState, command: Core.Command, decided: Core.NotAccepted): Failure => {
-    const state = instance.state._tag
-    switch (decided._tag) {
-      case "Stale":
-        return new StaleTimer({
-          machine: machine.name,
-          instanceId,
-          name: command._tag === "Fire" ? command.name : "",
-          generation: command._tag === "Fire" ? command.generation : instance.generation
-        })
-      case "Failed":
-        return new TransitionFailed({
-          machine: machine.name,
-          instanceId,
-          state,
-          event: decided.event,
-          stage: decided.stage,
-          reason: decided.reason,
-          cause: decided.error
-        })
-      case "Rejected": {
-        const fields = { machine: machine.name, instanceId, state, event: decided.event }
-        switch (decided.reason) {
-          case "NoTransition":
-            return new InvalidTransition(fields)
-          case "GuardRejected":
-            return new GuardRejected(fields)
-          case "Stopped":
-            return new InstanceStopped(fields)
-        }
-      }
-    }
-  }
+  const failure = (instance: Core.InstanceState, command: Core.Command, decided: Core.NotAccepted): Failure =>
+    Core.notAcceptedError(machine.name, instanceId, instance.state._tag, command, decided)
 
   /** The command a step is, and the time it is decided at. */
   const commandOf = (

@@ -31,7 +31,6 @@ import type * as OutboxStore from "../../OutboxStore.js"
 import * as Metrics from "../../Metrics.js"
 import { nowMillis } from "../clock.js"
 import * as Core from "../core.js"
-import { describeValue } from "../describe.js"
 import { jsonProblem } from "../jsonValue.js"
 import { type MachineCodec, parseMessage } from "./codec.js"
 import type { CommitError, Committer } from "./commit.js"
@@ -61,24 +60,6 @@ export interface CommandOptions {
   readonly held: LockingStrategy.Held
   /** The outbox command the commit completes (the command delivers its reply or event). */
   readonly completes?: OutboxStore.CommandKey | undefined
-}
-
-const rejection = (
-  machine: string,
-  instanceId: string,
-  state: string,
-  event: string,
-  reason: "NoTransition" | "GuardRejected" | "Stopped"
-) => {
-  const fields = { machine, instanceId, state, event }
-  switch (reason) {
-    case "NoTransition":
-      return new InvalidTransition(fields)
-    case "GuardRejected":
-      return new GuardRejected(fields)
-    case "Stopped":
-      return new InstanceStopped(fields)
-  }
 }
 
 export const makeExecutor = (options: {
@@ -120,15 +101,7 @@ export const makeExecutor = (options: {
         switch (decided._tag) {
           case "Rejected":
           case "Stale": {
-            const failure = decided._tag === "Stale" && command._tag === "Fire"
-              ? new StaleTimer({ machine: machine.name, instanceId, name: command.name, generation: command.generation })
-              : rejection(
-                machine.name,
-                instanceId,
-                loaded.state._tag,
-                decided._tag === "Rejected" ? decided.event : "@timer",
-                decided._tag === "Rejected" ? decided.reason : "NoTransition"
-              )
+            const failure = Core.notAcceptedError(machine.name, instanceId, loaded.state._tag, command, decided)
             // Counted once, when the rejection is final (a stale timer is no transition).
             const fail = decided._tag === "Rejected"
               ? Effect.zipRight(Metric.increment(codec.metrics.transitions.rejected), Effect.fail(failure))
@@ -148,17 +121,7 @@ export const makeExecutor = (options: {
             })
           }
           case "Failed":
-            return Effect.fail(
-              new TransitionFailed({
-                machine: machine.name,
-                instanceId,
-                state: loaded.state._tag,
-                event: decided.event,
-                stage: decided.stage,
-                reason: `${decided.reason}: ${describeValue(decided.error)}`,
-                cause: decided.error
-              })
-            )
+            return Effect.fail(Core.notAcceptedError(machine.name, instanceId, loaded.state._tag, command, decided))
           case "Accepted": {
             const payload = payloadOf(codec, instanceId, command, decided, commandOptions.payload)
             if (Either.isLeft(payload)) return Effect.fail(payload.left)
