@@ -17,17 +17,17 @@
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import * as SqlClient from "@effect/sql/SqlClient"
-import { Cause, ConfigProvider, Context, Effect, Exit, Layer, Logger, LogLevel, Option, Redacted, Schedule, Scope } from "effect"
-import { FSMRuntime, Outbox, OutboxStore, TimeoutStore, TimeoutStrategy, Visualize } from "effect-fsm"
+import { Cause, ConfigProvider, Context, Effect, Exit, Layer, Option, Redacted, Scope } from "effect"
+import { Visualize } from "effect-fsm"
 import * as Cli from "effect-fsm/Cli"
 import * as SqliteEventStore from "effect-fsm/SqliteEventStore"
 import { execFile } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { demo, GatewayUnavailable, Notifier, Order, OrderHandlers, PaymentGateway } from "../examples/order.js"
+import { demo, Order } from "../examples/order.js"
 import { postgres } from "./utils/backends.js"
-import { eventually } from "./utils/eventually.js"
+import { moreOrders, quiet } from "./utils/orderData.js"
 import * as Pg from "./utils/pg.js"
 
 const root = path.resolve(import.meta.dirname, "..")
@@ -139,44 +139,7 @@ const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&
 // The data
 // ---------------------------------------------------------------------------
 
-const quiet = Logger.withMinimumLogLevel(LogLevel.None)
 const silent = () => Effect.void
-
-/**
- * After the demo, on the same file: order-4 waits for payment (its payment
- * timer armed), order-5's payment timer is dead-lettered (as the sweeper
- * does after repeated failures), order-6's ChargeCard fails and the
- * dispatcher dead-letters it (no retries).
- */
-const moreOrders = (filename: string) =>
-  Effect.scoped(Effect.gen(function*() {
-    const context = yield* Layer.build(
-      FSMRuntime.layer({ machines: [Order] }).pipe(
-        Layer.provideMerge(TimeoutStrategy.layerDurable({ sweep: false })),
-        Layer.provide(Outbox.layer({ retry: Schedule.stop, pollInterval: "20 millis", maxIdleInterval: "50 millis" })),
-        Layer.provide(OrderHandlers),
-        Layer.provideMerge(SqliteEventStore.layer({ filename })),
-        Layer.provide(Layer.succeed(PaymentGateway, {
-          charge: () => Effect.fail(new GatewayUnavailable({ reason: "card network down" }))
-        })),
-        Layer.provide(Layer.succeed(Notifier, { notify: () => Effect.void }))
-      )
-    )
-    yield* Effect.gen(function*() {
-      const orders = yield* FSMRuntime.client(Order)
-      for (const [orderId, total] of [["order-4", 10], ["order-5", 20], ["order-6", 30]] as const) {
-        yield* orders.create(orderId, { _tag: "Pending", orderId, total })
-      }
-      const timers = yield* TimeoutStore.TimeoutStore
-      yield* timers.deadLetter({ machine: "order", instanceId: "order-5", name: "payment", generation: 1 }, {
-        error: "sweeper gave up: boom",
-        now: Date.now()
-      })
-      yield* orders.send("order-6", { _tag: "Pay", amount: 30 })
-      const outbox = yield* OutboxStore.OutboxStore
-      yield* eventually(Effect.filterOrFail(outbox.deadLetters("order"), (d) => d.length === 1, () => "not dead-lettered yet"))
-    }).pipe(Effect.provide(context))
-  }))
 
 let directory = ""
 let sqliteFile = ""
@@ -209,7 +172,7 @@ const onPg = (...args: ReadonlyArray<string>) => [
 const sqliteData = async () => {
   sqliteFile = path.join(directory, "orders.db")
   await Effect.runPromise(
-    Effect.zipRight(demo({ filename: sqliteFile, paymentTimeout: "300 millis", print: silent }), moreOrders(sqliteFile)).pipe(quiet)
+    Effect.zipRight(demo({ filename: sqliteFile, paymentTimeout: "300 millis", print: silent }), moreOrders(SqliteEventStore.layer({ filename: sqliteFile }), { hostile: false })).pipe(quiet)
   )
   mutableFile = path.join(directory, "mutable.db")
   fs.copyFileSync(sqliteFile, mutableFile)
