@@ -25,7 +25,14 @@ import {
   StaleCommand,
   StaleTimer
 } from "./Errors.js"
-import { applyChange, compareCodePoints, compareEntry, currentChange } from "./internal/currentState.js"
+import {
+  applyChange,
+  compareCodePoints,
+  compareEntry,
+  compareStateCounts,
+  currentChange,
+  instancePage
+} from "./internal/currentState.js"
 import { jsonProblem, stringProblem } from "./internal/jsonValue.js"
 import { makeMemoryOutbox } from "./internal/memoryOutbox.js"
 // A cycle (LeaseStore validates keys with `instanceIdProblem`): only used
@@ -727,30 +734,6 @@ const instanceQueryProblem = (query: InstanceQuery): string | undefined => {
 // ---------------------------------------------------------------------------
 // In-memory backend
 // ---------------------------------------------------------------------------
-
-/**
- * A page of the current-state table, from rows in keyset order: `next` is
- * the last row's position when the page is full.
- *
- * @internal
- */
-export const instancePage = (instances: ReadonlyArray<InstanceSummary>, limit: number): InstancePage => {
-  const last = instances[instances.length - 1]
-  return {
-    instances,
-    next: instances.length < limit || last === undefined
-      ? Option.none()
-      : Option.some({ enteredAt: last.enteredAt, instanceId: last.instanceId })
-  }
-}
-
-/**
- * The order of `stateCounts`: by state tag (code points), running first.
- *
- * @internal
- */
-export const compareStateCounts = (a: StateCount, b: StateCount): number =>
-  a.stateTag !== b.stateTag ? compareCodePoints(a.stateTag, b.stateTag) : Number(a.stopped) - Number(b.stopped)
 
 const keyOf = (machine: string, instanceId: string) => `${machine}\u0000${instanceId}`
 

@@ -4,6 +4,7 @@
  *
  * @internal
  */
+import * as Option from "effect/Option"
 import type * as EventStore from "../EventStore.js"
 
 /** The change a commit makes to its instance's current-state row. */
@@ -112,3 +113,23 @@ export const compareEntry = (
   a: { readonly enteredAt: number; readonly instanceId: string },
   b: { readonly enteredAt: number; readonly instanceId: string }
 ): number => a.enteredAt !== b.enteredAt ? a.enteredAt - b.enteredAt : compareCodePoints(a.instanceId, b.instanceId)
+
+/**
+ * A page of the current-state table, from rows in keyset order: `next` is
+ * the last row's position when the page is full.
+ */
+export const instancePage = (instances: ReadonlyArray<EventStore.InstanceSummary>, limit: number): EventStore.InstancePage => {
+  const last = instances[instances.length - 1]
+  return {
+    instances,
+    next: instances.length < limit || last === undefined
+      ? Option.none()
+      : Option.some({ enteredAt: last.enteredAt, instanceId: last.instanceId })
+  }
+}
+
+/**
+ * The order of `stateCounts`: by state tag (code points), running first.
+ */
+export const compareStateCounts = (a: EventStore.StateCount, b: EventStore.StateCount): number =>
+  a.stateTag !== b.stateTag ? compareCodePoints(a.stateTag, b.stateTag) : Number(a.stopped) - Number(b.stopped)

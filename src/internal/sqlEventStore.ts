@@ -12,7 +12,7 @@ import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import type { PersistenceError } from "../Errors.js"
 import * as EventStore from "../EventStore.js"
-import { currentChange } from "./currentState.js"
+import { currentChange, instancePage } from "./currentState.js"
 import type { Dialect, EncodedCommand, EncodedCommit, EncodedEvent, EncodedTimer } from "./sqlDialect.js"
 import {
   decodeRows,
@@ -304,7 +304,7 @@ export const makeBackend = (sql: SqlClient.SqlClient, dialect: Dialect, t: Table
     } ORDER BY entered_at, instance_id LIMIT ${query.limit}`.pipe(
       mapSqlError("listInstances"),
       Effect.flatMap((rows) => decodeRows("listInstances", rows, decodeSummary(query.machine))),
-      Effect.map((rows) => EventStore.instancePage(rows, query.limit)),
+      Effect.map((rows) => instancePage(rows, query.limit)),
       Effect.withSpan("SqlEventStore.listInstances", {
         attributes: { machine: query.machine, stateTag: query.stateTag, limit: query.limit },
         captureStackTrace: false
