@@ -110,6 +110,11 @@ export class Inspector extends Context.Tag("effect-fsm/Inspector")<Inspector, {
   readonly counts: (
     machine: string
   ) => Effect.Effect<ReadonlyArray<EventStore.StateCount>, MachineNotRegistered | InvalidQuery | PersistenceError>
+  /** One instance's current-state row, without loading the instance; none when it has no log. */
+  readonly summary: (
+    machine: string,
+    instanceId: string
+  ) => Effect.Effect<Option.Option<EventStore.InstanceSummary>, MachineNotRegistered | InvalidInstanceId | PersistenceError>
   /**
    * The instances of the machine that have an event with this correlation
    * id (`EventStore.instancesByCorrelation`), as current-state rows, up to
@@ -260,6 +265,10 @@ export const make = (
             ? Effect.zipRight(machineNamed(query.machine), store.listInstances(query))
             : store.listInstances(query)
         ).pipe(Effect.withSpan("Inspector.instances", { attributes: { machine: typeof query === "object" && query !== null ? query.machine : undefined } })),
+      summary: (name, instanceId) =>
+        Effect.zipRight(machineNamed(name), store.instance(name, instanceId)).pipe(
+          Effect.withSpan("Inspector.summary", { attributes: { machine: name, instanceId } })
+        ),
       byCorrelationId: (name, correlationId, options) =>
         Effect.gen(function*() {
           yield* machineNamed(name)

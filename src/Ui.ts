@@ -434,10 +434,7 @@ export const router = (options: Options & { readonly token: string }) => {
         const inspector = yield* Inspector.Inspector
         if (params.id !== undefined) {
           // Search by id: that instance's row, whatever the other filters say.
-          const found = yield* inspector.instance(machine.name, params.id).pipe(
-            Effect.map((detail) => Option.some(detail.summary)),
-            Effect.catchTag("InstanceNotFound", () => Effect.succeed(Option.none()))
-          )
+          const found = yield* inspector.summary(machine.name, params.id)
           return { instances: Option.toArray(found), next: null }
         }
         if (params.correlationId !== undefined) {
