@@ -34,6 +34,7 @@
  * | `fsm_outbox_dead_lettered`      | counter   | outbox commands moved to the dead letters                    |
  * | `fsm_outbox_rejected`           | counter   | outbox commands completed because their target rejected them |
  * | `fsm_outbox_latency_ms`         | histogram | commit of a command to the start of its first attempt, in ms  |
+ * | `fsm_commit_group_size`         | histogram | commits written together by one group commit of a SQL store   |
  *
  * @since 0.1.0
  */
@@ -243,4 +244,17 @@ export const outboxLatency = Metric.histogram(
   "fsm_outbox_latency_ms",
   MetricBoundaries.exponential({ start: 1, factor: 2, count: 20 }),
   "commit of an outbox command to the start of its first attempt, in milliseconds"
+)
+
+/**
+ * `fsm_commit_group_size`: how many commits each flush of a SQL store's
+ * group commit wrote together (1 for a lone writer; up to 64 when many
+ * instances commit at once). See `SqlEventStore.Options.groupCommit`.
+ *
+ * @since 0.1.0
+ */
+export const commitGroupSize = Metric.histogram(
+  "fsm_commit_group_size",
+  MetricBoundaries.exponential({ start: 1, factor: 2, count: 8 }),
+  "commits written together by one group commit of a SQL store"
 )

@@ -70,8 +70,8 @@ const pgClient = <E>(
 export const layer = (
   options: Options
 ): Layer.Layer<SqlEventStore.Stores, SqlEventStore.MakeError> => {
-  const { migrate, schema, tablePrefix, ...client } = options
-  return SqlEventStore.layer({ tablePrefix, migrate, schema }).pipe(Layer.provide(pgClient(PgClient.layer(client))))
+  const { groupCommit, migrate, schema, tablePrefix, ...client } = options
+  return SqlEventStore.layer({ tablePrefix, migrate, schema, groupCommit }).pipe(Layer.provide(pgClient(PgClient.layer(client))))
 }
 
 const nonEmpty = (config: Config.Config<string>) =>

@@ -120,6 +120,18 @@ export interface Options {
   readonly schema?: string | undefined
   /** Run the library's migrations when the store is built. Default `true`. */
   readonly migrate?: boolean | undefined
+  /**
+   * Group commit. Default `true`: commits of different instances that
+   * arrive while the store is writing are written together by its next
+   * write (one statement on PostgreSQL, one transaction on SQLite), each
+   * checked on its own, so one conflicting or fenced commit fails alone and
+   * the others are written. Every caller hears its own outcome once the
+   * shared write is durable. A lone writer is written at once, alone (no
+   * timer, no waiting for company); commits inside a transaction of the
+   * caller's are never grouped. `false`: every commit is its own write.
+   * The sizes of the groups are the histogram `fsm_commit_group_size`.
+   */
+  readonly groupCommit?: boolean | undefined
 }
 
 /**
@@ -197,6 +209,7 @@ interface Prepared {
   readonly sql: SqlClient.SqlClient
   readonly dialect: Dialect
   readonly tables: Tables
+  readonly groupCommit: boolean
 }
 
 /** The tables of `options` on `sql`: a schema only on PostgreSQL, and only a well-formed one. */
@@ -228,7 +241,7 @@ const prepare = (options: Options | undefined): Effect.Effect<Prepared, MakeErro
     const sql = (yield* SqlClient.SqlClient).withoutTransforms()
     const { dialect, t } = yield* resolveStore(sql, options)
     if (options?.migrate ?? true) yield* runMigrations(dialect, t)
-    return { sql, dialect, tables: t }
+    return { sql, dialect, tables: t, groupCommit: options?.groupCommit ?? true }
   }).pipe(Effect.withSpan("SqlEventStore.make", { attributes: { tablePrefix: options?.tablePrefix ?? defaultTablePrefix } }))
 
 /**
@@ -265,7 +278,7 @@ export const migrate = (
  * @since 0.1.0
  */
 export const make = (options?: Options): Effect.Effect<EventStore.EventStore["Type"], MakeError, SqlClient.SqlClient> =>
-  Effect.map(prepare(options), (p) => EventStore.make(makeBackend(p.sql, p.dialect, p.tables)))
+  Effect.map(prepare(options), (p) => EventStore.make(makeBackend(p.sql, p.dialect, p.tables, { groupCommit: p.groupCommit })))
 
 /**
  * Builds the `TimeoutStore` service (durable timer rows, written by the
@@ -345,7 +358,7 @@ export const layer = (
 ): Layer.Layer<Stores, MakeError, SqlClient.SqlClient> =>
   Layer.effectContext(
     Effect.map(prepare(options), (p) =>
-      Context.make(EventStore.EventStore, EventStore.make(makeBackend(p.sql, p.dialect, p.tables))).pipe(
+      Context.make(EventStore.EventStore, EventStore.make(makeBackend(p.sql, p.dialect, p.tables, { groupCommit: p.groupCommit }))).pipe(
         Context.add(TimeoutStore.TimeoutStore, makeSqlTimeoutStore(p.sql, p.dialect, p.tables)),
         Context.add(OutboxStore.OutboxStore, makeSqlOutboxStore(p.sql, p.dialect, p.tables)),
         Context.add(LeaseStore.LeaseStore, LeaseStore.make(makeLeaseBackend(p.sql, p.dialect, p.tables)))

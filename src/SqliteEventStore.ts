@@ -139,7 +139,7 @@ export const layerClient = (
 export const layer = (
   options: Options
 ): Layer.Layer<SqlEventStore.Stores, SqlEventStore.MakeError> =>
-  SqlEventStore.layer({ tablePrefix: options.tablePrefix, migrate: options.migrate }).pipe(
+  SqlEventStore.layer({ tablePrefix: options.tablePrefix, migrate: options.migrate, groupCommit: options.groupCommit }).pipe(
     Layer.provide(layerClient({ filename: options.filename, busyTimeout: options.busyTimeout }))
   )
 
@@ -182,9 +182,9 @@ export const layerRuntime = <const Ms extends ReadonlyArray<Machine.Any>>(
   MachineDefinitionError | InvalidConfiguration | SqlEventStore.MakeError,
   Machine.Context<Ms[number]>
 > => {
-  const { busyTimeout, filename, migrate, tablePrefix, timeouts, ...runtime } = options
+  const { busyTimeout, filename, groupCommit, migrate, tablePrefix, timeouts, ...runtime } = options
   return FSMRuntime.layer(runtime).pipe(
     Layer.provide(TimeoutStrategy.layerDurable(timeouts)),
-    Layer.provideMerge(layer({ filename, busyTimeout, tablePrefix, migrate }))
+    Layer.provideMerge(layer({ filename, busyTimeout, tablePrefix, migrate, groupCommit }))
   )
 }

@@ -35,6 +35,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import { SqlError } from "@effect/sql/SqlError"
 import type { Fragment } from "@effect/sql/Statement"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import { FencingRejected, PersistenceError, SequenceConflict, StaleCommand, StaleTimer } from "../Errors.js"
@@ -91,6 +92,18 @@ export interface CommandKey {
   readonly instanceId: string
   readonly seqNr: number
   readonly index: number
+}
+
+/** Why a commit wrote nothing. */
+export type AppendFailure = SequenceConflict | StaleTimer | StaleCommand | FencingRejected | PersistenceError
+
+/** What the checks of one commit of a group found. */
+interface GroupCheck {
+  readonly written: boolean
+  readonly actual: number
+  readonly fenced: boolean
+  readonly firedPending: boolean
+  readonly completePending: boolean
 }
 
 /** A commit ready for SQL: JSON encoded, sequence numbers assigned, scheduled timers deduplicated by name. */
@@ -161,9 +174,17 @@ export interface Dialect {
   /** Writes a snapshot unless a newer one is stored. */
   readonly upsertSnapshot: (machine: string, instanceId: string, snapshot: EncodedSnapshot) => Effect.Effect<unknown, SqlError>
   /** Applies a commit atomically. */
-  readonly append: (
-    commit: EncodedCommit
-  ) => Effect.Effect<void, SequenceConflict | StaleTimer | StaleCommand | FencingRejected | PersistenceError | SqlError>
+  readonly append: (commit: EncodedCommit) => Effect.Effect<void, AppendFailure | SqlError>
+  /**
+   * Applies commits of different instances, one event each, in one atomic
+   * unit (one statement on PostgreSQL, one transaction on SQLite), each
+   * checked on its own as `append` checks it: a refused commit writes
+   * nothing and the others are written. One outcome per commit, in order;
+   * a failure of the unit (nothing written) fails the whole effect.
+   */
+  readonly appendGroup: (
+    commits: ReadonlyArray<EncodedCommit>
+  ) => Effect.Effect<ReadonlyArray<Either.Either<void, AppendFailure>>, SqlError>
 }
 
 const eventColumns =
@@ -240,28 +261,52 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
     fenced: boolean,
     firedPending: boolean,
     completePending: boolean
-  ): Effect.Effect<never, SequenceConflict | StaleTimer | StaleCommand | FencingRejected | PersistenceError> => {
+  ): Effect.Effect<never, AppendFailure> => Effect.fail(unapplied(commit, actual, fenced, firedPending, completePending))
+
+  const unapplied = (
+    commit: EncodedCommit,
+    actual: number,
+    fenced: boolean,
+    firedPending: boolean,
+    completePending: boolean
+  ): AppendFailure => {
     const fence = commit.fence
     if (fence !== undefined && !fenced) {
-      return Effect.fail(
-        new FencingRejected({ machine: commit.machine, instanceId: commit.instanceId, owner: fence.owner, token: fence.token })
-      )
+      return new FencingRejected({ machine: commit.machine, instanceId: commit.instanceId, owner: fence.owner, token: fence.token })
     }
-    if (actual !== commit.expectedSeqNr) return Effect.fail(conflict(commit, actual))
+    if (actual !== commit.expectedSeqNr) return conflict(commit, actual)
     const fired = commit.fired
     if (fired !== undefined && !firedPending) {
-      return Effect.fail(
-        new StaleTimer({ machine: commit.machine, instanceId: commit.instanceId, name: fired.name, generation: fired.generation })
-      )
+      return new StaleTimer({ machine: commit.machine, instanceId: commit.instanceId, name: fired.name, generation: fired.generation })
     }
     const complete = commit.complete
     if (complete !== undefined && !completePending) {
-      return Effect.fail(
-        new StaleCommand({ machine: complete.machine, instanceId: complete.instanceId, seqNr: complete.seqNr, index: complete.index })
-      )
+      return new StaleCommand({ machine: complete.machine, instanceId: complete.instanceId, seqNr: complete.seqNr, index: complete.index })
     }
-    return Effect.fail(new PersistenceError({ operation: "append", reason: "the commit's events were not inserted" }))
+    return new PersistenceError({ operation: "append", reason: "the commit's events were not inserted" })
   }
+
+  /**
+   * The outcome of each commit of a group from its checks: written, refused
+   * for the first check it failed, or (every check passed, nothing written)
+   * beaten by a writer whose event landed after the checks read the log:
+   * then the log's end is read again for the conflict.
+   */
+  const groupOutcomes = (
+    commits: ReadonlyArray<EncodedCommit>,
+    checks: ReadonlyArray<GroupCheck>
+  ): Effect.Effect<ReadonlyArray<Either.Either<void, AppendFailure>>, SqlError> =>
+    Effect.forEach(commits, (c, k): Effect.Effect<Either.Either<void, AppendFailure>, SqlError> => {
+      const check = checks[k]
+      if (check === undefined) {
+        return Effect.succeed(Either.left(new PersistenceError({ operation: "append", reason: "the group commit returned no outcome for this commit" })))
+      }
+      if (check.written) return Effect.succeed(Either.right(undefined))
+      const refused = unapplied(c, check.actual, check.fenced, check.firedPending, check.completePending)
+      return refused._tag === "PersistenceError"
+        ? Effect.map(highest(c.machine, c.instanceId), (actual) => Either.left(conflict(c, actual)))
+        : Effect.succeed(Either.left(refused))
+    })
 
   const L = sql(t.leases)
   const O = sql(t.outbox)
@@ -550,6 +595,157 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
       return onSequenceKeyViolation(c, inPlace)
     }
 
+    /**
+     * A group as one statement. `input` holds one row per commit (`k` is
+     * its index); the checks read the statement's snapshot as a lone
+     * commit's do, and every write after the events insert is gated on the
+     * events that insert really wrote (`done`): an event beaten to its slot
+     * by a concurrent writer is skipped (`ON CONFLICT DO NOTHING`, one
+     * event per commit), and so are its timer, outbox, snapshot, count and
+     * current-state writes. Rows are written in `(machine, instance_id)`
+     * order (the caller sorts the group), so two groups meet in one order.
+     */
+    const groupStatement = (cs: ReadonlyArray<EncodedCommit>) => {
+      const input = sql.csv(cs.map((c, k) => {
+        const e = c.events[0]!
+        const s = c.snapshot
+        const cur = c.current
+        return sql`(${k}::integer, ${c.machine}::text, ${c.instanceId}::text, ${c.expectedSeqNr}::bigint, ${e.seqNr}::bigint, ${e.tag}::text, ${e.payload}::jsonb, ${e.stateTag}::text, ${e.schemaVersion}::integer, ${e.timestamp}::bigint, ${e.source}::text, ${e.correlationId}::text, ${e.node}::text, ${e.commitId}::text, ${e.timer}::text, ${
+          c.fired?.name ?? null
+        }::text, ${c.fired?.generation ?? null}::bigint, ${c.fence?.owner ?? null}::text, ${c.fence?.token ?? null}::bigint, ${
+          c.complete?.machine ?? null
+        }::text, ${c.complete?.instanceId ?? null}::text, ${c.complete?.seqNr ?? null}::bigint, ${c.complete?.index ?? null}::integer, ${c.cancelAll}::boolean, ${
+          s?.seqNr ?? null
+        }::bigint, ${s?.state ?? null}::jsonb, ${s?.stopped ?? null}::boolean, ${s?.schemaVersion ?? null}::integer, ${s?.timestamp ?? null}::bigint, ${cur.stateTag}::text COLLATE "C", ${cur.seqNr}::bigint, ${cur.enteredAt}::bigint, ${cur.updatedAt}::bigint, ${cur.stopped}::boolean, ${cur.entered}::text, ${
+          countSlot(c.instanceId, pgCountSlots)
+        }::integer)`
+      }))
+      const anyFired = cs.some((c) => c.fired !== undefined)
+      const anyFence = cs.some((c) => c.fence !== undefined)
+      const anyComplete = cs.some((c) => c.complete !== undefined)
+      const anySnapshot = cs.some((c) => c.snapshot !== undefined)
+      const anyDelete = cs.some((c) => c.cancelAll || c.fired !== undefined)
+      const schedules = cs.flatMap((c, k) => c.schedule.map((timer) => ({ k, timer })))
+      const commands = cs.flatMap((c, k) => c.produce.map((command) => ({ k, command })))
+      const ctes: Array<Fragment> = [
+        sql`input (k, machine, instance_id, expected, seq_nr, tag, payload, state_tag, schema_version, ts, source, correlation_id, node, commit_id, timer, fired_name, fired_gen, fence_owner, fence_token, c_machine, c_instance, c_seq, c_idx, cancel_all, snap_seq, snap_state, snap_stopped, snap_version, snap_ts, cur_state, cur_seq, cur_entered, cur_updated, cur_stopped, cur_mode, slot) AS (VALUES ${input})`,
+        sql`guard AS (SELECT i.k, (SELECT COALESCE(MAX(x.seq_nr), 0) FROM ${E} x WHERE x.machine = i.machine AND x.instance_id = i.instance_id) AS actual FROM input i)`
+      ]
+      // Locked as a lone commit locks them (see `commitStatement`).
+      if (anyFired) {
+        ctes.push(
+          sql`fired AS (SELECT i.k FROM input i JOIN ${T} x ON x.machine = i.machine AND x.instance_id = i.instance_id AND x.name = i.fired_name AND x.generation = i.fired_gen ORDER BY i.k FOR UPDATE OF x)`
+        )
+      }
+      if (anyFence) {
+        ctes.push(
+          sql`fence AS (SELECT i.k FROM input i JOIN ${L} x ON x.machine = i.machine AND x.instance_id = i.instance_id AND x.owner = i.fence_owner AND x.token = i.fence_token ORDER BY i.k FOR SHARE OF x)`
+        )
+      }
+      if (anyComplete) {
+        ctes.push(
+          sql`pending AS (SELECT i.k FROM input i JOIN ${O} x ON x.machine = i.c_machine AND x.instance_id = i.c_instance AND x.seq_nr = i.c_seq AND x.idx = i.c_idx ORDER BY i.k FOR UPDATE OF x)`
+        )
+      }
+      ctes.push(
+        sql`ok AS (SELECT i.k FROM input i JOIN guard g ON g.k = i.k WHERE g.actual = i.expected${
+          anyFired ? sql` AND (i.fired_name IS NULL OR i.k IN (SELECT k FROM fired))` : empty
+        }${anyFence ? sql` AND (i.fence_owner IS NULL OR i.k IN (SELECT k FROM fence))` : empty}${
+          anyComplete ? sql` AND (i.c_machine IS NULL OR i.k IN (SELECT k FROM pending))` : empty
+        })`,
+        sql`ins AS (INSERT INTO ${E} (${
+          sql.literal(eventColumns)
+        }) SELECT i.machine, i.instance_id, i.seq_nr, i.tag, i.payload, i.state_tag, i.schema_version, i.ts, i.source, i.correlation_id, i.node, i.commit_id, i.timer FROM input i WHERE i.k IN (SELECT k FROM ok) ORDER BY i.k ON CONFLICT (machine, instance_id, seq_nr) DO NOTHING RETURNING machine, instance_id)`,
+        sql`done AS (SELECT i.* FROM input i JOIN ins ON ins.machine = i.machine AND ins.instance_id = i.instance_id)`
+      )
+      if (anySnapshot) {
+        ctes.push(
+          sql`snap AS (INSERT INTO ${S} (${
+            sql.literal(snapshotColumns)
+          }) SELECT d.machine, d.instance_id, d.snap_seq, d.snap_state, d.snap_stopped, d.snap_version, d.snap_ts FROM done d WHERE d.snap_seq IS NOT NULL ORDER BY d.k ON CONFLICT (machine, instance_id) DO UPDATE SET ${
+            sql.literal(snapshotUpdate)
+          } WHERE ${S}.seq_nr < excluded.seq_nr)`
+        )
+      }
+      if (schedules.length > 0) {
+        ctes.push(
+          sql`sched (k, name, generation, state_tag, due_at, payload) AS (VALUES ${
+            sql.csv(schedules.map(({ k, timer }) =>
+              sql`(${k}::integer, ${timer.name}::text, ${timer.generation}::bigint, ${timer.stateTag}::text, ${timer.dueAt}::bigint, ${timer.payload}::jsonb)`
+            ))
+          })`
+        )
+      }
+      if (anyDelete) {
+        // Spares the names the schedule writes anyway (one statement must not touch a row twice).
+        ctes.push(
+          sql`del AS (DELETE FROM ${T} x USING done d WHERE x.machine = d.machine AND x.instance_id = d.instance_id AND (d.cancel_all OR x.name = d.fired_name)${
+            schedules.length > 0 ? sql` AND NOT EXISTS (SELECT 1 FROM sched s WHERE s.k = d.k AND s.name = x.name)` : empty
+          })`
+        )
+      }
+      if (schedules.length > 0) {
+        ctes.push(
+          sql`schedw AS (INSERT INTO ${T} (machine, instance_id, name, generation, state_tag, due_at, payload, attempts) SELECT d.machine, d.instance_id, s.name, s.generation, s.state_tag, s.due_at, s.payload, 0 FROM sched s, done d WHERE d.k = s.k ORDER BY d.k, s.name ON CONFLICT (machine, instance_id, name) DO UPDATE SET ${
+            sql.literal(timerReset)
+          })`
+        )
+      }
+      if (anyComplete) {
+        ctes.push(
+          sql`donecmd AS (DELETE FROM ${O} x USING done d WHERE x.machine = d.c_machine AND x.instance_id = d.c_instance AND x.seq_nr = d.c_seq AND x.idx = d.c_idx)`
+        )
+      }
+      if (commands.length > 0) {
+        ctes.push(
+          sql`cmd (k, idx, kind, tag, payload, target_machine, target_instance_id, correlation_id, fence_token) AS (VALUES ${
+            sql.csv(commands.map(({ command, k }) =>
+              sql`(${k}::integer, ${command.index}::integer, ${command.kind}::text, ${command.tag}::text, ${command.payload}::jsonb, ${command.targetMachine}::text, ${command.targetInstanceId}::text, ${command.correlationId}::text, ${command.fenceToken}::bigint)`
+            ))
+          })`,
+          sql`cmds AS (INSERT INTO ${O} (machine, instance_id, seq_nr, idx, kind, tag, payload, target_machine, target_instance_id, correlation_id, fence_token, created_at, due_at, attempts) SELECT d.machine, d.instance_id, d.seq_nr, c.idx, c.kind, c.tag, c.payload, c.target_machine, c.target_instance_id, c.correlation_id, c.fence_token, d.ts, d.ts, 0 FROM cmd c, done d WHERE d.k = c.k)`
+        )
+      }
+      ctes.push(
+        // As a lone commit's: +1 for the state each commit leaves its
+        // instance in, -1 for the stored row's (the statement's snapshot,
+        // before `cur`), netted per count row, locked in one order.
+        sql`counts AS (INSERT INTO ${C} (machine, state_tag, stopped, slot, n) SELECT m.machine, m.state_tag, m.stopped, m.slot, SUM(m.n) FROM (SELECT d.machine, d.cur_state AS state_tag, d.cur_stopped AS stopped, d.slot, 1 AS n FROM done d UNION ALL SELECT x.machine, x.state_tag, x.stopped, d.slot, -1 AS n FROM done d JOIN ${I} x ON x.machine = d.machine AND x.instance_id = d.instance_id) AS m GROUP BY m.machine, m.state_tag, m.stopped, m.slot HAVING SUM(m.n) <> 0 ORDER BY m.machine, m.state_tag, m.stopped, m.slot ${countsUpdate})`,
+        sql`cur AS (INSERT INTO ${I} (${
+          sql.literal(instanceColumns)
+        }) SELECT d.machine, d.instance_id, d.cur_state, d.cur_seq, CASE WHEN x.instance_id IS NULL OR d.cur_mode = 'yes' THEN d.cur_entered WHEN d.cur_mode = 'no' OR x.state_tag = d.cur_state THEN x.entered_at ELSE d.cur_entered END, d.cur_updated, d.cur_stopped FROM done d LEFT JOIN ${I} x ON x.machine = d.machine AND x.instance_id = d.instance_id WHERE true ORDER BY d.k ON CONFLICT (machine, instance_id) DO UPDATE SET state_tag = excluded.state_tag, seq_nr = excluded.seq_nr, entered_at = excluded.entered_at, updated_at = excluded.updated_at, stopped = excluded.stopped)`
+      )
+      const passed = (cte: string, column: string, present: boolean) =>
+        present ? sql.literal(`(i.${column} IS NULL OR i.k IN (SELECT k FROM ${cte}))`) : sql.literal("true")
+      return sql<
+        {
+          readonly k: unknown
+          readonly actual: unknown
+          readonly written: unknown
+          readonly fenced: unknown
+          readonly fired_pending: unknown
+          readonly complete_pending: unknown
+        }
+      >`WITH ${sql.csv(ctes)} SELECT i.k, g.actual, (i.k IN (SELECT k FROM done)) AS written, ${
+        passed("fence", "fence_owner", anyFence)
+      } AS fenced, ${passed("fired", "fired_name", anyFired)} AS fired_pending, ${
+        passed("pending", "c_machine", anyComplete)
+      } AS complete_pending FROM input i JOIN guard g ON g.k = i.k ORDER BY i.k`
+    }
+
+    const appendGroup = (cs: ReadonlyArray<EncodedCommit>) =>
+      Effect.flatMap(groupStatement(cs), (rows) =>
+        groupOutcomes(
+          cs,
+          rows.map((row) => ({
+            written: toBoolean(row.written),
+            actual: toNumber(row.actual),
+            fenced: toBoolean(row.fenced),
+            firedPending: toBoolean(row.fired_pending),
+            completePending: toBoolean(row.complete_pending)
+          }))
+        ))
+
     return {
       name: "pg",
       json,
@@ -657,7 +853,8 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           insert(sql.literal("moved"))
         }`,
       upsertSnapshot: upsertSnapshot(json, bool),
-      append
+      append,
+      appendGroup
     }
   }
 
@@ -673,12 +870,12 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
     // would fail. So the outermost transaction is run here: COMMIT, and
     // ROLLBACK when it fails, on the reserved connection, before its permit
     // is released (the rollback cannot hit another fiber's transaction).
-    const outermost = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>
+    const outermost = <A, E, R>(effect: Effect.Effect<A, E, R>, begin = "BEGIN"): Effect.Effect<A, E | SqlError, R> =>
       Effect.uninterruptibleMask((restore) =>
         Effect.scoped(Effect.gen(function*() {
           const conn = yield* sql.reserve
           const run = (statement: string) => conn.executeUnprepared(statement, [], undefined)
-          yield* run("BEGIN")
+          yield* run(begin)
           const exit = yield* Effect.exit(restore(Effect.provideService(effect, SqlClient.TransactionConnection, [conn, 0])))
           if (Exit.isFailure(exit)) return yield* Effect.zipRight(run("ROLLBACK"), exit)
           // The ROLLBACK fails only where SQLite has ended the transaction itself.
@@ -767,6 +964,147 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           }) ${currentUpdate(cur)}`
         }))
       )
+
+    /**
+     * A group as one transaction that takes the write lock first (`BEGIN
+     * IMMEDIATE`): one read checks every commit (and reads the current-state
+     * rows it replaces), then each table gets one multi-row write for the
+     * commits that passed. Under the write lock nothing can change between
+     * the checks and the writes.
+     */
+    const appendGroup = (cs: ReadonlyArray<EncodedCommit>) =>
+      Effect.withMaxOpsBeforeYield(
+        outermost(
+          Effect.gen(function*() {
+            const rows = yield* sql<
+              {
+                readonly actual: unknown
+                readonly fenced: unknown
+                readonly fired_pending: unknown
+                readonly complete_pending: unknown
+                readonly cur_tag: string | null
+                readonly cur_entered: unknown
+              }
+            >`WITH v (k, m, i, fence_owner, fence_token, fired_name, fired_gen, c_machine, c_instance, c_seq, c_idx) AS (VALUES ${
+              sql.csv(cs.map((c, k) =>
+                sql`(${k}, ${c.machine}, ${c.instanceId}, ${c.fence?.owner ?? null}, ${c.fence?.token ?? null}, ${c.fired?.name ?? null}, ${
+                  c.fired?.generation ?? null
+                }, ${c.complete?.machine ?? null}, ${c.complete?.instanceId ?? null}, ${c.complete?.seqNr ?? null}, ${c.complete?.index ?? null})`
+              ))
+            }) SELECT (SELECT COALESCE(MAX(seq_nr), 0) FROM ${E} WHERE machine = v.m AND instance_id = v.i) AS actual, (v.fence_owner IS NULL OR EXISTS (SELECT 1 FROM ${L} WHERE machine = v.m AND instance_id = v.i AND owner = v.fence_owner AND token = v.fence_token)) AS fenced, (v.fired_name IS NULL OR EXISTS (SELECT 1 FROM ${T} WHERE machine = v.m AND instance_id = v.i AND name = v.fired_name AND generation = v.fired_gen)) AS fired_pending, (v.c_machine IS NULL OR EXISTS (SELECT 1 FROM ${O} WHERE machine = v.c_machine AND instance_id = v.c_instance AND seq_nr = v.c_seq AND idx = v.c_idx)) AS complete_pending, c.state_tag AS cur_tag, c.entered_at AS cur_entered FROM v LEFT JOIN ${I} c ON c.machine = v.m AND c.instance_id = v.i ORDER BY v.k`
+            const checks: Array<GroupCheck> = []
+            const ok: Array<{ readonly c: EncodedCommit; readonly enteredAt: number }> = []
+            for (let k = 0; k < cs.length; k++) {
+              const c = cs[k]!
+              const row = rows[k]
+              const check = {
+                written: false,
+                actual: toNumber(row?.actual ?? -1),
+                fenced: toBoolean(row?.fenced ?? false),
+                firedPending: toBoolean(row?.fired_pending ?? false),
+                completePending: toBoolean(row?.complete_pending ?? false)
+              }
+              const passes = row !== undefined && check.actual === c.expectedSeqNr && check.fenced && check.firedPending &&
+                check.completePending
+              checks.push(passes ? { ...check, written: true } : check)
+              if (!passes) continue
+              const cur = c.current
+              const storedTag = row.cur_tag
+              const enteredAt = storedTag === null || cur.entered === "yes" ||
+                  (cur.entered === "ifTagChanged" && storedTag !== cur.stateTag)
+                ? cur.enteredAt
+                : toNumber(row.cur_entered)
+              ok.push({ c, enteredAt })
+            }
+            if (ok.length === 0) return checks
+            yield* sql`INSERT INTO ${E} (${sql.literal(eventColumns)}) VALUES ${
+              sql.csv(ok.map(({ c }) => {
+                const e = c.events[0]!
+                return sql`(${c.machine}, ${c.instanceId}, ${e.seqNr}, ${e.tag}, ${e.payload}, ${e.stateTag}, ${e.schemaVersion}, ${e.timestamp}, ${e.source}, ${e.correlationId}, ${e.node}, ${e.commitId}, ${e.timer})`
+              }))
+            }`
+            const fired = ok.filter(({ c }) => c.fired !== undefined)
+            if (fired.length > 0) {
+              yield* sql`DELETE FROM ${T} WHERE (machine, instance_id, name, generation) IN (VALUES ${
+                sql.csv(fired.map(({ c }) => sql`(${c.machine}, ${c.instanceId}, ${c.fired!.name}, ${c.fired!.generation})`))
+              })`
+            }
+            const completing = ok.filter(({ c }) => c.complete !== undefined)
+            if (completing.length > 0) {
+              yield* sql`DELETE FROM ${O} WHERE (machine, instance_id, seq_nr, idx) IN (VALUES ${
+                sql.csv(completing.map(({ c }) => {
+                  const key = c.complete!
+                  return sql`(${key.machine}, ${key.instanceId}, ${key.seqNr}, ${key.index})`
+                }))
+              })`
+            }
+            const produced = ok.flatMap(({ c }) => c.produce.map((command) => ({ c, command })))
+            if (produced.length > 0) {
+              yield* sql`INSERT INTO ${O} ${
+                sql.insert(produced.map(({ c, command }) => {
+                  const last = c.events[0]!
+                  return {
+                    machine: c.machine,
+                    instance_id: c.instanceId,
+                    seq_nr: last.seqNr,
+                    idx: command.index,
+                    kind: command.kind,
+                    tag: command.tag,
+                    payload: command.payload,
+                    target_machine: command.targetMachine,
+                    target_instance_id: command.targetInstanceId,
+                    correlation_id: command.correlationId,
+                    fence_token: command.fenceToken,
+                    created_at: last.timestamp,
+                    due_at: last.timestamp,
+                    attempts: 0
+                  }
+                }))
+              }`
+            }
+            const cancelling = ok.filter(({ c }) => c.cancelAll)
+            if (cancelling.length > 0) {
+              yield* sql`DELETE FROM ${T} WHERE (machine, instance_id) IN (VALUES ${
+                sql.csv(cancelling.map(({ c }) => sql`(${c.machine}, ${c.instanceId})`))
+              })`
+            }
+            const scheduled = ok.flatMap(({ c }) => c.schedule.map((timer) => ({ c, timer })))
+            if (scheduled.length > 0) {
+              yield* sql`INSERT INTO ${T} ${
+                sql.insert(scheduled.map(({ c, timer }) => ({
+                  machine: c.machine,
+                  instance_id: c.instanceId,
+                  name: timer.name,
+                  generation: timer.generation,
+                  state_tag: timer.stateTag,
+                  due_at: timer.dueAt,
+                  payload: timer.payload,
+                  attempts: 0
+                })))
+              } ON CONFLICT (machine, instance_id, name) DO UPDATE SET ${sql.literal(timerReset)}`
+            }
+            const snapshots = ok.filter(({ c }) => c.snapshot !== undefined)
+            if (snapshots.length > 0) {
+              yield* sql`INSERT INTO ${S} (${sql.literal(snapshotColumns)}) VALUES ${
+                sql.csv(snapshots.map(({ c }) => {
+                  const s = c.snapshot!
+                  return sql`(${c.machine}, ${c.instanceId}, ${s.seqNr}, ${s.state}, ${bool(s.stopped)}, ${s.schemaVersion}, ${s.timestamp})`
+                }))
+              } ON CONFLICT (machine, instance_id) DO UPDATE SET ${sql.literal(snapshotUpdate)} WHERE ${S}.seq_nr < excluded.seq_nr`
+            }
+            // The counts per state follow by trigger (see `countsTriggers`).
+            yield* sql`INSERT INTO ${I} (${sql.literal(instanceColumns)}) VALUES ${
+              sql.csv(ok.map(({ c, enteredAt }) => {
+                const cur = c.current
+                return sql`(${c.machine}, ${c.instanceId}, ${cur.stateTag}, ${cur.seqNr}, ${enteredAt}, ${cur.updatedAt}, ${bool(cur.stopped)})`
+              }))
+            } ON CONFLICT (machine, instance_id) DO UPDATE SET state_tag = excluded.state_tag, seq_nr = excluded.seq_nr, entered_at = excluded.entered_at, updated_at = excluded.updated_at, stopped = excluded.stopped`
+            return checks
+          }),
+          "BEGIN IMMEDIATE"
+        ),
+        Number.MAX_SAFE_INTEGER
+      ).pipe(Effect.flatMap((checks) => groupOutcomes(cs, checks)))
 
     return {
       name: "sqlite",
@@ -875,7 +1213,8 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           }
         )),
       upsertSnapshot: snapshotWriter,
-      append
+      append,
+      appendGroup
     }
   }
 

@@ -8,12 +8,16 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import type { Fragment } from "@effect/sql/Statement"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
+import type * as Either from "effect/Either"
+import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import type { PersistenceError } from "../Errors.js"
 import * as EventStore from "../EventStore.js"
+import * as Metrics from "../Metrics.js"
 import { currentChange, instancePage } from "./currentState.js"
-import type { Dialect, EncodedCommand, EncodedCommit, EncodedEvent, EncodedTimer } from "./sqlDialect.js"
+import { make as makeGroupCommit } from "./groupCommit.js"
+import type { AppendFailure, Dialect, EncodedCommand, EncodedCommit, EncodedEvent, EncodedTimer } from "./sqlDialect.js"
 import {
   decodeRows,
   encodeJson,
@@ -23,6 +27,9 @@ import {
   toNumber,
   toStringOrNull
 } from "./sqlShared.js"
+
+const durable: EventStore.AppendResult = { durable: true }
+const notYetDurable: EventStore.AppendResult = { durable: false }
 
 /** Rows per query when streaming a log or an instance list. */
 export const pageSize = 256
@@ -132,7 +139,17 @@ const encodeCommit = (commit: EventStore.Commit): Effect.Effect<EncodedCommit, P
 /** Where `events(fromSeqNr)` starts, following the memory backend for odd inputs. */
 const firstSeqNr = (fromSeqNr: number): number => Number.isNaN(fromSeqNr) ? 1 : Math.max(1, Math.floor(fromSeqNr))
 
-export const makeBackend = (sql: SqlClient.SqlClient, dialect: Dialect, t: Tables): EventStore.Backend => {
+/** The most commits one group commit writes (PostgreSQL binds 36 parameters per commit). */
+export const maxGroup = 64
+
+const commitKey = (c: EncodedCommit) => `${c.machine.length}:${c.machine}${c.instanceId}`
+
+export const makeBackend = (
+  sql: SqlClient.SqlClient,
+  dialect: Dialect,
+  t: Tables,
+  options?: { readonly groupCommit?: boolean | undefined }
+): EventStore.Backend => {
   const E = sql(t.events)
   const S = sql(t.snapshots)
 
@@ -236,21 +253,53 @@ export const makeBackend = (sql: SqlClient.SqlClient, dialect: Dialect, t: Table
         ] as const
       })).pipe(Stream.withSpan("SqlEventStore.instances", { attributes: { machine } }))
 
-  const append = (commit: EventStore.Commit) =>
-    Effect.flatMap(encodeCommit(commit), (encoded) => mapSqlError("append")(dialect.append(encoded))).pipe(
-      // Inside a caller's transaction the write is durable only once that transaction commits.
-      Effect.zipRight(Effect.map(Effect.serviceOption(SqlClient.TransactionConnection), (outer) => ({
-        durable: Option.isNone(outer)
-      }))),
-      Effect.withSpan("SqlEventStore.append", {
-        attributes: {
-          machine: commit.machine,
-          instanceId: commit.instanceId,
-          expectedSeqNr: commit.expectedSeqNr,
-          events: commit.events.length
-        }
+  /**
+   * Concurrent commits of different instances go out together (see
+   * `groupCommit.ts`): a group of one is the lone commit's own statement,
+   * a larger one `dialect.appendGroup`, written in `(machine, instance_id)`
+   * order so that two groups lock rows in one order.
+   */
+  const group = makeGroupCommit<EncodedCommit, void, AppendFailure>({
+    key: commitKey,
+    maxBatch: maxGroup,
+    flush: (commits) => {
+      if (commits.length === 1) return Effect.either(mapSqlError("append")(dialect.append(commits[0]!))).pipe(Effect.map((outcome) => [outcome]))
+      const order = commits.map((_, index) => index).sort((a, b) => {
+        const x = commits[a]!
+        const y = commits[b]!
+        return x.machine < y.machine ? -1 : x.machine > y.machine ? 1 : x.instanceId < y.instanceId ? -1 : x.instanceId > y.instanceId ? 1 : 0
       })
-    )
+      return mapSqlError("append")(dialect.appendGroup(order.map((index) => commits[index]!))).pipe(
+        Effect.map((sorted) => {
+          const outcomes = new Array<Either.Either<void, AppendFailure>>(commits.length)
+          order.forEach((index, position) => (outcomes[index] = sorted[position]!))
+          return outcomes
+        }),
+        Effect.tap(() => Metric.update(Metrics.commitGroupSize, commits.length)),
+        Effect.withSpan("SqlEventStore.appendGroup", { attributes: { commits: commits.length }, captureStackTrace: false })
+      )
+    }
+  })
+  const grouping = options?.groupCommit ?? true
+
+  const append = (commit: EventStore.Commit) =>
+    Effect.flatMap(encodeCommit(commit), (encoded) =>
+      Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (outer) =>
+        // Inside a caller's transaction the write is durable only once that transaction commits.
+        Option.isSome(outer)
+          ? Effect.as(mapSqlError("append")(dialect.append(encoded)), notYetDurable)
+          : grouping && encoded.events.length === 1
+          ? Effect.as(group.submit(encoded), durable)
+          : Effect.as(mapSqlError("append")(dialect.append(encoded)), durable))).pipe(
+        Effect.withSpan("SqlEventStore.append", {
+          attributes: {
+            machine: commit.machine,
+            instanceId: commit.instanceId,
+            expectedSeqNr: commit.expectedSeqNr,
+            events: commit.events.length
+          }
+        })
+      )
 
   const eventsPage = (machine: string, instanceId: string, fromSeqNr: number, limit: number) => {
     const start = firstSeqNr(fromSeqNr)

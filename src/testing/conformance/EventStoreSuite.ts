@@ -201,6 +201,90 @@ export const eventStoreSuite = (name: string, layer: Layer.Layer<Stores, unknown
         }
       }))
 
+    it.scoped("commits of many instances at once are each checked on their own: the refused ones write nothing, the others everything", () =>
+      Effect.gen(function*() {
+        const { store, timers } = yield* setup
+        const at = (timestamp: number) => metadata({ timestamp })
+        const ids = Array.from({ length: 24 }, (_, i) => `g${String(i).padStart(2, "0")}`)
+        for (const id of ids) {
+          yield* store.append(commit(id, 0, [event("@created", { id }, "Pending", at(1_000))], {
+            timers: { cancelAll: false, schedule: [timer("t", 1, 5_000), timer("u", 1, 6_000)] }
+          }))
+        }
+        const move = (id: string, extra: Partial<Pick<EventStore.Commit, "snapshot" | "timers" | "outbox">> = {}) =>
+          commit(id, 1, [event("Next", { id }, "Paid", at(2_000))], extra)
+        const produced = { index: 0, kind: "handler" as const, tag: "Charge", payload: { _tag: "Charge" }, target: null, correlationId: null, fenceToken: null }
+        const attempts: ReadonlyArray<EventStore.Commit> = [
+          ...ids.slice(0, 8).map((id) => move(id)),
+          // Each kind of write a commit can carry, in one group.
+          move("g08", { snapshot: snapshot("g08", 2, { at: 2 }) }),
+          move("g09", { timers: { cancelAll: true, schedule: [timer("v", 2, 9_000)] } }),
+          move("g10", { timers: { cancelAll: false, schedule: [timer("t", 2, 8_000)], fired: { name: "t", generation: 1 } } }),
+          move("g11", { outbox: { produce: [produced] } }),
+          { ...commit("g12", 1, [event("Stay", null, "Pending", at(2_000))]), current: { entered: false, stopped: false } },
+          commit("g13", 1, [event("@stopped", null, "Pending", at(2_000))]),
+          // Refused, each for its own reason.
+          commit("g14", 0, [event("Late", null, "Paid", at(2_000))]),
+          move("g15", { timers: { cancelAll: true, schedule: [], fired: { name: "t", generation: 7 } } }),
+          { ...move("g16"), fence: { owner: "nobody", token: 3 } },
+          move("g17", { outbox: { produce: [], complete: { machine, instanceId: "g17", seqNr: 1, index: 0 } } }),
+          // Two writes of one instance: one wins, the other conflicts.
+          move("g18"),
+          commit("g18", 1, [event("Other", null, "Paid", at(2_000))]),
+          // New instances.
+          ...["n0", "n1", "n2"].map((id) => commit(id, 0, [event("@created", { id }, "Pending", at(2_000))]))
+        ]
+        const outcomes = yield* Effect.all(attempts.map((c) => Effect.either(store.append(c))), { concurrency: "unbounded" })
+        const refused = outcomes.flatMap((outcome, index) =>
+          Either.isLeft(outcome) ? [[attempts[index]!.instanceId, outcome.left._tag]] : []
+        )
+        const g18 = refused.filter(([id]) => id === "g18")
+        expect(g18).toEqual([["g18", "SequenceConflict"]])
+        expect(refused.filter(([id]) => id !== "g18")).toEqual([
+          ["g14", "SequenceConflict"],
+          ["g15", "StaleTimer"],
+          ["g16", "FencingRejected"],
+          ["g17", "StaleCommand"]
+        ])
+        const conflict = outcomes[attempts.findIndex((c) => c.instanceId === "g14")]!
+        expect(Either.isLeft(conflict) && conflict.left).toMatchObject({ expected: 0, actual: 1 })
+
+        const tags = (id: string) => Effect.map(readAll(store, id), (log) => log.map((r) => r.tag))
+        for (const id of [...ids.slice(0, 12), "g18"]) {
+          expect((yield* tags(id))[0]).toBe("@created")
+          expect(yield* store.highestSequenceNr(machine, id)).toBe(2)
+        }
+        for (const id of ["g14", "g15", "g16", "g17"]) expect(yield* tags(id)).toEqual(["@created"])
+        expect(yield* tags("g12")).toEqual(["@created", "Stay"])
+        for (const id of ["n0", "n1", "n2"]) expect(yield* tags(id)).toEqual(["@created"])
+
+        // Snapshot, timers and outbox rows of the written commits, none of the refused ones.
+        expect(Option.map(yield* store.loadSnapshot(machine, "g08"), (s) => s.state)).toEqual(Option.some({ at: 2 }))
+        expect(yield* store.loadSnapshot(machine, "g15")).toEqual(Option.none())
+        const names = (id: string) => Effect.map(timers.pending(machine, id), (rows) => byName(rows).map((t) => `${t.name}:${t.generation}`))
+        expect(yield* names("g09")).toEqual(["v:2"])
+        expect(yield* names("g10")).toEqual(["t:2", "u:1"])
+        expect(yield* names("g15")).toEqual(["t:1", "u:1"])
+        expect(yield* names("g00")).toEqual(["t:1", "u:1"])
+        // The command g11 produced is pending: a commit completing it is accepted.
+        yield* store.append(commit("g11", 2, [event("Charged", null, "Paid", at(3_000))], {
+          outbox: { produce: [], complete: { machine, instanceId: "g11", seqNr: 2, index: 0 } }
+        }))
+
+        // The current-state rows and the counts follow the written commits only.
+        const row = (id: string) => Effect.map(store.instance(machine, id), Option.getOrUndefined)
+        expect(yield* row("g00")).toMatchObject({ stateTag: "Paid", seqNr: 2, enteredAt: 2_000, updatedAt: 2_000, stopped: false })
+        expect(yield* row("g12")).toMatchObject({ stateTag: "Pending", seqNr: 2, enteredAt: 1_000, updatedAt: 2_000, stopped: false })
+        expect(yield* row("g13")).toMatchObject({ stateTag: "Pending", seqNr: 2, stopped: true })
+        expect(yield* row("g14")).toMatchObject({ stateTag: "Pending", seqNr: 1, enteredAt: 1_000, stopped: false })
+        expect(yield* row("n0")).toMatchObject({ stateTag: "Pending", seqNr: 1, enteredAt: 2_000 })
+        expect(yield* store.stateCounts(machine)).toEqual([
+          { stateTag: "Paid", stopped: false, count: 13 },
+          { stateTag: "Pending", stopped: false, count: 13 },
+          { stateTag: "Pending", stopped: true, count: 1 }
+        ])
+      }))
+
     it.scoped("a multi-event commit with a snapshot is atomic: a conflicting one writes neither events nor snapshot", () =>
       Effect.gen(function*() {
         const { store } = yield* setup
