@@ -320,6 +320,12 @@ export interface Backend {
     fromSeqNr: number,
     limit: number
   ) => Effect.Effect<ReadonlyArray<EventRecord>, PersistenceError>
+  /** `recoveryBatch`, with ids validated and distinct and `limit` a whole number from 1 to `maxPageSize`. */
+  readonly recoveryBatch: (
+    machine: string,
+    instanceIds: ReadonlyArray<string>,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<Recovery>, PersistenceError>
   readonly highestSequenceNr: (machine: string, instanceId: string) => Effect.Effect<number, PersistenceError>
   readonly saveSnapshot: (snapshot: SnapshotRecord) => Effect.Effect<void, PersistenceError>
   readonly loadSnapshot: (
@@ -374,6 +380,21 @@ export class EventStore extends Context.Tag("effect-fsm/EventStore")<EventStore,
     fromSeqNr: number,
     limit: number
   ) => Effect.Effect<ReadonlyArray<EventRecord>, PersistenceError | InvalidInstanceId>
+  /**
+   * What recovering many instances of one machine needs, in two reads
+   * whatever their number (the timeout sweeper loads the instances of a
+   * claimed batch with it): for each id with a log, its latest snapshot
+   * and the first `limit` events after it (after seqNr 0 without one). An
+   * id without a log is left out; the others come in the order asked.
+   * `instanceIds` holds at most `maxBatchIds` distinct valid ids, `limit` is
+   * a whole number from 1 to `maxPageSize`; anything else is a
+   * `PersistenceError` (an invalid id, `InvalidInstanceId`).
+   */
+  readonly recoveryBatch: (
+    machine: string,
+    instanceIds: ReadonlyArray<string>,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<Recovery>, PersistenceError | InvalidInstanceId>
   /** The sequence number of the last event, 0 when the instance has no log. */
   readonly highestSequenceNr: (
     machine: string,
@@ -419,6 +440,31 @@ export class EventStore extends Context.Tag("effect-fsm/EventStore")<EventStore,
  * @since 0.1.0
  */
 export const maxPageSize = 10_000
+
+/**
+ * The most ids one `recoveryBatch` takes.
+ *
+ * @example
+ * ```ts
+ * EventStore.maxBatchIds // 1000
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const maxBatchIds = 1_000
+
+/**
+ * One instance of a `recoveryBatch`: its latest snapshot, if any, and the
+ * first events after it. Fewer than the `limit` asked for means the log
+ * ends there.
+ *
+ * @since 0.1.0
+ */
+export interface Recovery {
+  readonly instanceId: string
+  readonly snapshot: Option.Option<SnapshotRecord>
+  readonly events: ReadonlyArray<EventRecord>
+}
 
 /**
  * Longest accepted instance id, in UTF-16 code units.
@@ -662,6 +708,21 @@ export const make = (backend: Backend): EventStore["Type"] => ({
       : Effect.fail(
         new PersistenceError({ operation: "eventsPage", reason: `limit must be a whole number from 1 to ${maxPageSize}, got ${limit}` })
       ),
+  recoveryBatch: (machine, instanceIds, limit) =>
+    Effect.suspend((): Effect.Effect<ReadonlyArray<Recovery>, PersistenceError | InvalidInstanceId> => {
+      const refuse = (reason: string) => Effect.fail(new PersistenceError({ operation: "recoveryBatch", reason }))
+      if (!Number.isSafeInteger(limit) || limit < 1 || limit > maxPageSize) {
+        return refuse(`limit must be a whole number from 1 to ${maxPageSize}, got ${limit}`)
+      }
+      if (!Array.isArray(instanceIds)) return refuse("instanceIds must be an array")
+      if (instanceIds.length > maxBatchIds) return refuse(`at most ${maxBatchIds} ids, got ${instanceIds.length}`)
+      for (const id of instanceIds) {
+        const reason = instanceIdProblem(id)
+        if (reason !== undefined) return Effect.fail(new InvalidInstanceId({ machine, instanceId: String(id), reason }))
+      }
+      if (new Set(instanceIds).size !== instanceIds.length) return refuse("instanceIds must be distinct")
+      return instanceIds.length === 0 ? Effect.succeed([]) : backend.recoveryBatch(machine, instanceIds, limit)
+    }),
   highestSequenceNr: (machine, instanceId) =>
     Effect.zipRight(validateInstanceId(machine, instanceId), backend.highestSequenceNr(machine, instanceId)),
   saveSnapshot: (snapshot) =>
@@ -1037,6 +1098,19 @@ export const makeMemory = (): {
     events: (machine, instanceId, fromSeqNr) =>
       Stream.suspend(() => Stream.fromIterable(readLog(machine, instanceId, fromSeqNr, Number.POSITIVE_INFINITY))),
     eventsPage: (machine, instanceId, fromSeqNr, limit) => Effect.sync(() => readLog(machine, instanceId, fromSeqNr, limit)),
+    recoveryBatch: (machine, instanceIds, limit) =>
+      Effect.sync(() =>
+        instanceIds.flatMap((instanceId): Array<Recovery> => {
+          const key = keyOf(machine, instanceId)
+          if (!logs.has(key)) return []
+          const row = snapshots.get(key)
+          return [{
+            instanceId,
+            snapshot: row === undefined ? Option.none() : Option.some(snapshotRecord(machine, instanceId, row)),
+            events: readLog(machine, instanceId, (row?.seqNr ?? 0) + 1, limit)
+          }]
+        })
+      ),
     highestSequenceNr: (machine, instanceId) => Effect.sync(() => logs.get(keyOf(machine, instanceId))?.length ?? 0),
     saveSnapshot: (snapshot) =>
       Effect.suspend(() => {

@@ -17,13 +17,14 @@ import {
   Exit,
   Fiber,
   Layer,
+  Metric,
   Option,
   Redacted,
   type Scope,
   Stream,
   TestClock
 } from "effect"
-import { EventStore, LeaseStore, SqlEventStore, TimeoutStore } from "effect-fsm"
+import { EventStore, LeaseStore, Metrics, SqlEventStore, TimeoutStore } from "effect-fsm"
 import * as PgEventStore from "effect-fsm/PgEventStore"
 import * as SqliteEventStore from "effect-fsm/SqliteEventStore"
 import * as fs from "node:fs"
@@ -250,6 +251,69 @@ const sqlSuite = (target: Target) =>
         yield* sql.withTransaction(store.append(commit("o1", 2, [event("Ship")])))
         const other = yield* storeOn(db.client())
         expect(yield* other.store.highestSequenceNr(machine, "o1")).toBe(3)
+      }))
+
+    it.scoped("group commit: concurrent commits of many instances go out together (fsm_commit_group_size), not with groupCommit: false", () =>
+      Effect.gen(function*() {
+        const db = yield* target.fresh
+        const groups = Effect.map(Metric.value(Metrics.commitGroupSize), (state) => ({ count: state.count, sum: state.sum }))
+        const burst = (store: EventStore.EventStore["Type"], prefix: string) =>
+          Effect.all(
+            Array.from({ length: 40 }, (_, i) => store.append(commit(`${prefix}${i}`, 0, [event("@created")]))),
+            { concurrency: "unbounded", discard: true }
+          )
+        const grouped = yield* storeOn(db.client())
+        const before = yield* groups
+        yield* burst(grouped.store, "a")
+        const after = yield* groups
+        // 40 commits in fewer writes than commits: at least one group held several.
+        expect(after.sum - before.sum).toBe(40)
+        expect(after.count - before.count).toBeLessThan(40)
+        for (let i = 0; i < 40; i++) expect(yield* grouped.store.highestSequenceNr(machine, `a${i}`)).toBe(1)
+
+        const alone = yield* storeOn(db.client(), { groupCommit: false })
+        yield* burst(alone.store, "b")
+        expect(yield* groups).toEqual(after)
+        for (let i = 0; i < 40; i++) expect(yield* alone.store.highestSequenceNr(machine, `b${i}`)).toBe(1)
+      }))
+
+    it.scoped("group commit: a group the database refuses (one commit breaks a trigger) is written commit by commit, so only that one fails", () =>
+      Effect.gen(function*() {
+        const db = yield* target.fresh
+        const { sql, store, timers } = yield* storeOn(db.client())
+        yield* sql.onDialectOrElse({
+          pg: () =>
+            sql`CREATE FUNCTION fsm_test_boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF NEW.tag = 'Poison' THEN RAISE EXCEPTION 'boom (test)'; END IF; RETURN NEW; END $$`
+              .pipe(Effect.zipRight(sql`CREATE TRIGGER boom BEFORE INSERT ON fsm_events FOR EACH ROW EXECUTE FUNCTION fsm_test_boom()`)),
+          orElse: () =>
+            sql`CREATE TRIGGER boom BEFORE INSERT ON fsm_events WHEN NEW.tag = 'Poison' BEGIN SELECT RAISE(ABORT, 'boom (test)'); END`
+        })
+        const ids = Array.from({ length: 12 }, (_, i) => `p${i}`)
+        const groups = Effect.map(Metric.value(Metrics.commitGroupSize), (state) => state.count)
+        const before = yield* groups
+        const outcomes = yield* Effect.all(
+          ids.map((id) =>
+            Effect.either(store.append(commit(id, 0, [event(id === "p5" ? "Poison" : "@created")], {
+              timers: {
+                cancelAll: false,
+                schedule: [{ name: "payment", stateTag: "Pending", generation: 1, dueAt: 300_000, payload: { _tag: "T" } }]
+              }
+            })))
+          ),
+          { concurrency: "unbounded" }
+        )
+        expect(yield* groups).toBeGreaterThan(before)
+        for (const [index, id] of ids.entries()) {
+          const outcome = outcomes[index]!
+          if (id === "p5") {
+            expect(Either.isLeft(outcome) && outcome.left).toMatchObject({ _tag: "PersistenceError", operation: "append" })
+            yield* expectNothingStored(store, timers, id)
+          } else {
+            expect(Either.isRight(outcome)).toBe(true)
+            expect(yield* store.highestSequenceNr(machine, id)).toBe(1)
+            expect((yield* timers.pending(machine, id)).map((t) => t.name)).toEqual(["payment"])
+          }
+        }
       }))
 
     it.scoped("interrupting the fiber inside a transaction that holds a commit leaves nothing", () =>

@@ -2,14 +2,17 @@
  * Group commit: concurrent writes that arrive while a flush is running are
  * written together by the next flush, one batch per flush.
  *
- * There is no timer and no minimum batch: a lone writer finds no flush
- * running and is flushed at once, alone; a batch is whatever queued while
- * the previous flush ran (at most `maxBatch`, and at most one item per
- * `key`, so that a batch never holds two writes of one instance). Each
- * caller gets its own outcome, once the flush that carried its item has
- * ended. Flushes run one at a time in a daemon fiber of their own, so a
- * caller that is interrupted while it waits leaves the batch alone (its
- * item is written or not, as if it had not been interrupted).
+ * There is no timer and no minimum batch. A writer that finds no flush
+ * running leads: it flushes its own item with whatever queued, on its own
+ * fiber, as a store without grouping would (with a synchronous driver it
+ * first yields once, so that writers already running can queue: nothing
+ * else runs while such a flush does). A batch holds at most `maxBatch`
+ * items and at most one per `key`, so it never holds two writes of one
+ * instance. What queues during a flush is the next batch, flushed by a
+ * daemon fiber, one flush at a time. Each caller gets its own outcome once
+ * the flush that carried its item has ended; flushes are uninterruptible,
+ * so a caller interrupted while it waits leaves its batch alone (its item
+ * is written or not, as if it had not been interrupted).
  *
  * @internal
  */
@@ -34,6 +37,13 @@ export const make = <I, A, E>(options: {
   readonly key: (item: I) => string
   readonly maxBatch: number
   /**
+   * Whether a leader yields once before it flushes, so that writers already
+   * running can join it: needed with a synchronous driver (SQLite), where
+   * nothing else runs while a flush does; an asynchronous one (PostgreSQL)
+   * lets writers queue while the flush is in flight anyway.
+   */
+  readonly yieldFirst: boolean
+  /**
    * Writes a batch and returns one outcome per item, in order; a failure of
    * the whole flush is every item's outcome.
    */
@@ -42,9 +52,9 @@ export const make = <I, A, E>(options: {
   let queue: Array<Entry<I, A, E>> = []
   let flushing = false
 
-  /** The next batch: queued items in arrival order, one per key, up to `maxBatch`. */
-  const take = (): Array<Entry<I, A, E>> => {
-    if (queue.length <= 1) {
+  /** The next batch: queued items in arrival order, one per key, up to `max`, none of key `taken`. */
+  const take = (max: number, taken?: string): Array<Entry<I, A, E>> => {
+    if (queue.length <= 1 && taken === undefined) {
       const all = queue
       queue = []
       return all
@@ -52,8 +62,9 @@ export const make = <I, A, E>(options: {
     const batch: Array<Entry<I, A, E>> = []
     const rest: Array<Entry<I, A, E>> = []
     const keys = new Set<string>()
+    if (taken !== undefined) keys.add(taken)
     for (const entry of queue) {
-      if (batch.length < options.maxBatch && !keys.has(entry.key)) {
+      if (batch.length < max && !keys.has(entry.key)) {
         keys.add(entry.key)
         batch.push(entry)
       } else {
@@ -64,40 +75,51 @@ export const make = <I, A, E>(options: {
     return batch
   }
 
-  const settle = (batch: ReadonlyArray<Entry<I, A, E>>, exit: Exit.Exit<ReadonlyArray<Either.Either<A, E>>, E>) =>
-    Effect.sync(() => {
-      if (Exit.isFailure(exit)) {
-        for (const entry of batch) Deferred.unsafeDone(entry.done, exit as Exit.Exit<never, E>)
-        return
-      }
-      const outcomes = exit.value
-      for (let index = 0; index < batch.length; index++) {
-        const outcome = outcomes[index]
-        const entry = batch[index]!
-        Deferred.unsafeDone(
-          entry.done,
-          outcome === undefined
-            ? Exit.die(new Error(`group commit: the flush returned ${outcomes.length} outcomes for ${batch.length} items`))
-            : outcome._tag === "Right"
-            ? Exit.succeed(outcome.right)
-            : Exit.fail(outcome.left)
-        )
-      }
-    })
+  /** Tells the callers of `batch` their outcomes: `outcomes[offset + i]` is the `i`th's. */
+  const settle = (
+    batch: ReadonlyArray<Entry<I, A, E>>,
+    exit: Exit.Exit<ReadonlyArray<Either.Either<A, E>>, E>,
+    offset: number
+  ) => {
+    if (Exit.isFailure(exit)) {
+      for (const entry of batch) Deferred.unsafeDone(entry.done, exit as Exit.Exit<never, E>)
+      return
+    }
+    for (let index = 0; index < batch.length; index++) {
+      Deferred.unsafeDone(batch[index]!.done, outcomeAt(exit.value, offset + index))
+    }
+  }
+
+  const outcomeAt = (outcomes: ReadonlyArray<Either.Either<A, E>>, index: number): Exit.Exit<A, E> => {
+    const outcome = outcomes[index]
+    return outcome === undefined
+      ? Exit.die(new Error(`group commit: the flush returned ${outcomes.length} outcomes, none for item ${index}`))
+      : outcome._tag === "Right"
+      ? Exit.succeed(outcome.right)
+      : Exit.fail(outcome.left)
+  }
+
+  /**
+   * Flushes `own` (the leader's item, if any) with up to `maxBatch` queued
+   * ones, and settles the queued ones. Uninterruptible: every caller of the
+   * batch hears its outcome.
+   */
+  const flushWith = (own: { readonly item: I; readonly key: string } | undefined) =>
+    Effect.uninterruptible(Effect.suspend(() => {
+      const queued = take(own === undefined ? options.maxBatch : options.maxBatch - 1, own?.key)
+      const items = queued.map((entry) => entry.item)
+      if (own !== undefined) items.unshift(own.item)
+      const offset = own === undefined ? 0 : 1
+      return Effect.tap(Effect.exit(options.flush(items)), (exit) => settle(queued, exit, offset))
+    }))
 
   /** Flushes the next batch; `false` when there was none (then a later write starts a new loop). */
   const flushNext: Effect.Effect<boolean> = Effect.suspend(() => {
-    const batch = take()
-    if (batch.length === 0) {
+    if (queue.length === 0) {
       flushing = false
       return Effect.succeed(false)
     }
-    // Uninterruptible: every caller of the batch hears its outcome.
-    return Effect.exit(options.flush(batch.map((entry) => entry.item))).pipe(
-      Effect.flatMap((exit) => settle(batch, exit)),
-      Effect.uninterruptible,
-      Effect.as(true)
-    )
+    return Effect.as(flushWith(undefined), true)
   })
 
   const loop = Effect.iterate(true, { while: (more) => more, body: () => flushNext }).pipe(
@@ -105,14 +127,31 @@ export const make = <I, A, E>(options: {
     Effect.onInterrupt(() => Effect.sync(() => (flushing = false)))
   )
 
+  /** After a leader's flush: what queued meanwhile is flushed by a loop of its own. */
+  const handOver = Effect.suspend(() => {
+    if (queue.length === 0) {
+      flushing = false
+      return Effect.void
+    }
+    return Effect.asVoid(Effect.forkDaemon(loop))
+  })
+
   const submit = (item: I): Effect.Effect<A, E> =>
-    Effect.flatMap(Deferred.make<A, E>(), (done) =>
-      Effect.suspend(() => {
-        queue.push({ item, key: options.key(item), done })
-        if (flushing) return Deferred.await(done)
+    Effect.suspend(() => {
+      if (!flushing) {
+        // The leader flushes its item, with whatever queued, on its own fiber.
         flushing = true
-        return Effect.zipRight(Effect.forkDaemon(loop), Deferred.await(done))
-      }))
+        const own = { item, key: options.key(item) }
+        return (options.yieldFirst ? Effect.zipRight(Effect.yieldNow(), flushWith(own)) : flushWith(own)).pipe(
+          Effect.flatMap((exit) => Effect.flatMap(exit, (outcomes) => outcomeAt(outcomes, 0))),
+          Effect.ensuring(handOver)
+        )
+      }
+      return Effect.flatMap(Deferred.make<A, E>(), (done) => {
+        queue.push({ item, key: options.key(item), done })
+        return Deferred.await(done)
+      })
+    })
 
   return { submit }
 }

@@ -176,6 +176,12 @@ export interface Dialect {
   /** Applies a commit atomically. */
   readonly append: (commit: EncodedCommit) => Effect.Effect<void, AppendFailure | SqlError>
   /**
+   * Whether a failed write surely wrote nothing: the database answered with
+   * an error (PostgreSQL: a SQLSTATE; SQLite: always, it runs in process),
+   * as opposed to a lost connection, after which a COMMIT may have landed.
+   */
+  readonly refused: (error: SqlError) => boolean
+  /**
    * Applies commits of different instances, one event each, in one atomic
    * unit (one statement on PostgreSQL, one transaction on SQLite), each
    * checked on its own as `append` checks it: a refused commit writes
@@ -854,7 +860,15 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
         }`,
       upsertSnapshot: upsertSnapshot(json, bool),
       append,
-      appendGroup
+      appendGroup,
+      // A SQLSTATE is the server's answer: the statement failed and was
+      // rolled back. Not for connection, resource, lock-wait or cancel
+      // classes (08, 53, 55, 57, 58, XX), where writing each commit alone
+      // would only wait or fail as many times over.
+      refused: (error) => {
+        const code = driverCode(error)
+        return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) && !/^(08|53|55|57|58|XX)/.test(code)
+      }
     }
   }
 
@@ -1214,7 +1228,11 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
         )),
       upsertSnapshot: snapshotWriter,
       append,
-      appendGroup
+      appendGroup,
+      // In process: a failed statement or COMMIT is rolled back (see
+      // `outermost`). Not when the file stayed locked past the busy timeout:
+      // writing each commit alone would wait as many times over.
+      refused: (error) => !/^SQLITE_(BUSY|LOCKED)/.test(String(driverCode(error)))
     }
   }
 

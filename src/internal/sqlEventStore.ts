@@ -262,24 +262,41 @@ export const makeBackend = (
   const group = makeGroupCommit<EncodedCommit, void, AppendFailure>({
     key: commitKey,
     maxBatch: maxGroup,
-    flush: (commits) => {
-      if (commits.length === 1) return Effect.either(mapSqlError("append")(dialect.append(commits[0]!))).pipe(Effect.map((outcome) => [outcome]))
-      const order = commits.map((_, index) => index).sort((a, b) => {
-        const x = commits[a]!
-        const y = commits[b]!
-        return x.machine < y.machine ? -1 : x.machine > y.machine ? 1 : x.instanceId < y.instanceId ? -1 : x.instanceId > y.instanceId ? 1 : 0
-      })
-      return mapSqlError("append")(dialect.appendGroup(order.map((index) => commits[index]!))).pipe(
-        Effect.map((sorted) => {
-          const outcomes = new Array<Either.Either<void, AppendFailure>>(commits.length)
-          order.forEach((index, position) => (outcomes[index] = sorted[position]!))
-          return outcomes
-        }),
-        Effect.tap(() => Metric.update(Metrics.commitGroupSize, commits.length)),
-        Effect.withSpan("SqlEventStore.appendGroup", { attributes: { commits: commits.length }, captureStackTrace: false })
-      )
-    }
+    yieldFirst: dialect.name === "sqlite",
+    flush: (commits) => Effect.zipRight(Metric.update(Metrics.commitGroupSize, commits.length), flushGroup(commits))
   })
+
+  const flushGroup = (
+    commits: ReadonlyArray<EncodedCommit>
+  ): Effect.Effect<ReadonlyArray<Either.Either<void, AppendFailure>>, PersistenceError> => {
+    if (commits.length === 1) {
+      return Effect.map(Effect.either(mapSqlError("append")(dialect.append(commits[0]!))), (outcome) => [outcome])
+    }
+    const order = commits.map((_, index) => index).sort((a, b) => {
+      const x = commits[a]!
+      const y = commits[b]!
+      return x.machine < y.machine ? -1 : x.machine > y.machine ? 1 : x.instanceId < y.instanceId ? -1 : x.instanceId > y.instanceId ? 1 : 0
+    })
+    return dialect.appendGroup(order.map((index) => commits[index]!)).pipe(
+      // A group the database refused (one commit's data broke a trigger or
+      // a constraint, a deadlock) wrote nothing: each commit is then
+      // written alone, so that only the one at fault fails. A failure
+      // whose outcome is unknown (the connection lost) is every commit's
+      // outcome, which each caller resolves from the log.
+      Effect.catchIf(
+        (error) => dialect.refused(error),
+        () => Effect.forEach(order, (index) => Effect.either(mapSqlError("append")(dialect.append(commits[index]!))))
+      ),
+      mapSqlError("append"),
+      Effect.map((sorted) => {
+        const outcomes = new Array<Either.Either<void, AppendFailure>>(commits.length)
+        order.forEach((index, position) => (outcomes[index] = sorted[position]!))
+        return outcomes
+      }),
+      Effect.withSpan("SqlEventStore.appendGroup", { attributes: { commits: commits.length }, captureStackTrace: false })
+    )
+  }
+
   const grouping = options?.groupCommit ?? true
 
   const append = (commit: EventStore.Commit) =>
@@ -312,6 +329,58 @@ export const makeBackend = (
       )
       : Effect.succeed([])
   }
+
+  // Two reads for any number of instances: their snapshots, then one range
+  // of each log (seqNrs are gapless, so `(from, from + limit]` is exactly the
+  // first `limit` events after the snapshot), each an index range scan.
+  const recoveryBatch = (machine: string, instanceIds: ReadonlyArray<string>, limit: number) =>
+    Effect.gen(function*() {
+      const snapshotRows = yield* sql<SnapshotRow & { readonly instance_id: string }>`SELECT instance_id, seq_nr, ${
+        dialect.jsonText("state")
+      } AS state, stopped, schema_version, ts FROM ${S} WHERE machine = ${machine} AND instance_id IN ${sql.in(instanceIds)}`
+      const snapshots = new Map<string, EventStore.SnapshotRecord>()
+      for (
+        const snapshot of yield* decodeRows("recoveryBatch", snapshotRows, (row): EventStore.SnapshotRecord => ({
+          machine,
+          instanceId: String(row.instance_id),
+          seqNr: toNumber(row.seq_nr),
+          state: JSON.parse(row.state),
+          stopped: toBoolean(row.stopped),
+          schemaVersion: toNumber(row.schema_version),
+          timestamp: toNumber(row.ts)
+        }))
+      ) snapshots.set(snapshot.instanceId, snapshot)
+      const bigint = (value: number) => dialect.name === "pg" ? sql`${value}::bigint` : sql`${value}`
+      const text = (value: string) => dialect.name === "pg" ? sql`${value}::text` : sql`${value}`
+      const ranges = sql.csv(instanceIds.map((instanceId) => {
+        const from = snapshots.get(instanceId)?.seqNr ?? 0
+        return sql`(${text(instanceId)}, ${bigint(from)}, ${bigint(from + limit)})`
+      }))
+      const eventRows = yield* sql<EventRow & { readonly instance_id: string }>`WITH v (id, lo, hi) AS (VALUES ${ranges}) SELECT e.instance_id, e.seq_nr, e.tag, ${
+        dialect.jsonText("payload")
+      } AS payload, e.state_tag, e.schema_version, e.ts, e.source, e.correlation_id, e.node, e.commit_id, e.timer FROM ${E} e JOIN v ON e.instance_id = v.id AND e.seq_nr > v.lo AND e.seq_nr <= v.hi WHERE e.machine = ${machine} ORDER BY e.instance_id, e.seq_nr`
+      const events = new Map<string, Array<EventStore.EventRecord>>()
+      for (
+        const record of yield* decodeRows("recoveryBatch", eventRows, (row) => decodeEvent(machine, String(row.instance_id))(row))
+      ) {
+        let log = events.get(record.instanceId)
+        if (log === undefined) events.set(record.instanceId, log = [])
+        log.push(record)
+      }
+      return instanceIds.flatMap((instanceId): Array<EventStore.Recovery> => {
+        const snapshot = snapshots.get(instanceId)
+        const log = events.get(instanceId)
+        return snapshot === undefined && log === undefined
+          ? []
+          : [{ instanceId, snapshot: Option.fromNullable(snapshot), events: log ?? [] }]
+      })
+    }).pipe(
+      mapSqlError("recoveryBatch"),
+      Effect.withSpan("SqlEventStore.recoveryBatch", {
+        attributes: { machine, instances: instanceIds.length, limit },
+        captureStackTrace: false
+      })
+    )
 
   // --- Current-state table ---
 
@@ -389,6 +458,7 @@ export const makeBackend = (
     append,
     events,
     eventsPage,
+    recoveryBatch,
     highestSequenceNr,
     saveSnapshot,
     loadSnapshot,

@@ -136,6 +136,45 @@ export const eventStoreSuite = (name: string, layer: Layer.Layer<Stores, unknown
         expect((yield* Effect.flip(store.eventsPage(machine, "s\uD800", 1, 5)))._tag).toBe("InvalidInstanceId")
       }))
 
+    it.scoped("recoveryBatch reads each instance's latest snapshot and the events after it, in the order asked; malformed requests are refused", () =>
+      Effect.gen(function*() {
+        const { store } = yield* setup
+        const tags = (n: number, from = 1) => Array.from({ length: n }, (_, i) => event(`e${from + i}`))
+        yield* store.append(commit("a", 0, tags(5)))
+        yield* store.append(commit("b", 0, tags(4), { snapshot: snapshot("b", 4, { at: 4 }) }))
+        yield* store.append(commit("b", 4, tags(3, 5)))
+        yield* store.append(commit("c", 0, tags(3), { snapshot: snapshot("c", 3, { at: 3 }) }))
+        yield* store.append(commit("a", 0, tags(9), { machine: "invoice" }))
+        const page = (id: string, from: number, limit: number) => store.eventsPage(machine, id, from, limit)
+
+        const all = yield* store.recoveryBatch(machine, ["c", "zz", "b", "a"], 100)
+        expect(all.map((r) => r.instanceId)).toEqual(["c", "b", "a"])
+        const [c, b, a] = all
+        expect(c).toEqual({ instanceId: "c", snapshot: yield* store.loadSnapshot(machine, "c"), events: [] })
+        expect(b!.snapshot).toEqual(yield* store.loadSnapshot(machine, "b"))
+        expect(b!.events).toEqual(yield* page("b", 5, 100))
+        expect(a).toEqual({ instanceId: "a", snapshot: Option.none(), events: yield* page("a", 1, 100) })
+
+        const limited = yield* store.recoveryBatch(machine, ["a", "b"], 2)
+        expect(limited.map((r) => [r.instanceId, r.events.map((e) => e.seqNr)])).toEqual([["a", [1, 2]], ["b", [5, 6]]])
+        expect(yield* store.recoveryBatch(machine, [], 10)).toEqual([])
+        expect(yield* store.recoveryBatch("nothing", ["a"], 10)).toEqual([])
+
+        for (const limit of [0, -1, 1.5, Number.NaN, EventStore.maxPageSize + 1]) {
+          expect(yield* Effect.flip(store.recoveryBatch(machine, ["a"], limit))).toMatchObject({
+            _tag: "PersistenceError",
+            operation: "recoveryBatch"
+          })
+        }
+        expect((yield* Effect.flip(store.recoveryBatch(machine, ["a", "a"], 10)))._tag).toBe("PersistenceError")
+        const tooMany = Array.from({ length: EventStore.maxBatchIds + 1 }, (_, i) => `x${i}`)
+        expect((yield* Effect.flip(store.recoveryBatch(machine, tooMany, 10)))._tag).toBe("PersistenceError")
+        expect((yield* Effect.flip(store.recoveryBatch(machine, ["a", "s\uD800"], 10)))._tag).toBe("InvalidInstanceId")
+        // The most ids one batch takes are read in one call.
+        const most = yield* store.recoveryBatch(machine, [...Array.from({ length: EventStore.maxBatchIds - 1 }, (_, i) => `x${i}`), "a"], 1)
+        expect(most.map((r) => r.instanceId)).toEqual(["a"])
+      }))
+
     it.scoped("an expectedSeqNr behind or ahead of the log is a SequenceConflict with the actual end, and writes nothing", () =>
       Effect.gen(function*() {
         const { store } = yield* setup
