@@ -865,7 +865,22 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
       traced
     })
 
-    timers = yield* strategy.start({ nodeId, machines: [...codecs.keys()], deliver })
+    // A batch of claimed timers: their instances are loaded together.
+    const prepare = (deliveries: ReadonlyArray<TimeoutStrategy.Delivery>) =>
+      Effect.suspend(() => {
+        const byMachine = new Map<string, Array<string>>()
+        for (const delivery of deliveries) {
+          let ids = byMachine.get(delivery.machine)
+          if (ids === undefined) byMachine.set(delivery.machine, ids = [])
+          ids.push(delivery.instanceId)
+        }
+        return Effect.forEach(byMachine, ([machine, ids]) => {
+          const codec = codecs.get(machine)
+          return codec === undefined ? Effect.void : instances.preload(codec, ids)
+        }, { discard: true })
+      })
+
+    timers = yield* strategy.start({ nodeId, machines: [...codecs.keys()], deliver, prepare })
 
     // --- The outbox ----------------------------------------------------------
     const producers = [...codecs.values()].filter((codec) => codec.machine.producesCommands).map((codec) => codec.machine)

@@ -91,6 +91,13 @@ export interface Target {
   /** Names of the machines the runtime has registered. */
   readonly machines: ReadonlyArray<string>
   readonly deliver: (delivery: Delivery) => Effect.Effect<DeliveryResult>
+  /**
+   * Called with a batch of claimed timers before their deliveries start:
+   * loads their instances together (one batch read rather than one
+   * recovery per timer). A shortcut only: it never fails, and a strategy
+   * may skip it.
+   */
+  readonly prepare?: ((deliveries: ReadonlyArray<Delivery>) => Effect.Effect<void>) | undefined
 }
 
 /**
@@ -573,6 +580,7 @@ const startSweeper = (
       claim: (now, limit) =>
         store.claimDue({ machines: target.machines, now, limit, nodeId: target.nodeId, claimUntil: now + leaseMillis }),
       settle,
+      prepare: target.prepare,
       nextDueAt: store.nextDueAt(target.machines),
       describe: (timer) => `${timer.machine}/${timer.instanceId} timer "${timer.name}"`,
       span: { name: "TimeoutStrategy.sweep", attributes: { node: target.nodeId } }

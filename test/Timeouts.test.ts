@@ -282,6 +282,42 @@ for (const backend of backends) {
         expect(yield* (yield* timeoutStore(store)).pending("order", "o1")).toEqual([])
       }))
 
+    it.scoped("a claimed batch of timers is loaded with one recoveryBatch: no recovery or catch-up read per timer", () =>
+      Effect.gen(function*() {
+        yield* TestClock.setTime(0)
+        const store = (yield* buildStore(backend)) as Context.Context<EventStore.EventStore | TimeoutStore.TimeoutStore>
+        const writer = yield* durableRuntime(store, { sweep: false })
+        const ids = Array.from({ length: 12 }, (_, i) => `b${i}`)
+        for (const id of ids) yield* writer.create(Order, id, { _tag: "Pending", orderId: id })
+        // The sweeping node's store counts the reads it makes.
+        const reads = { batches: 0, batched: 0, snapshots: 0, pages: 0 }
+        const inner = Context.get(store, EventStore.EventStore)
+        const counted = Context.add(store, EventStore.EventStore, {
+          ...inner,
+          recoveryBatch: (machine, instanceIds, limit) => {
+            reads.batches++
+            reads.batched += instanceIds.length
+            return inner.recoveryBatch(machine, instanceIds, limit)
+          },
+          loadSnapshot: (machine, instanceId) => Effect.zipRight(Effect.sync(() => reads.snapshots++), inner.loadSnapshot(machine, instanceId)),
+          eventsPage: (machine, instanceId, from, limit) =>
+            Effect.zipRight(Effect.sync(() => reads.pages++), inner.eventsPage(machine, instanceId, from, limit))
+        })
+        const sweeper = yield* durableRuntime(counted, { pollInterval: "1 second", concurrency: 16 })
+        yield* TestClock.adjust("5 minutes")
+        yield* eventually(
+          Effect.filterOrFail(
+            Effect.zipRight(writer.evictAll, Effect.forEach(ids, (id) => writer.inspect(Order, id))),
+            (views) => views.every((v) => v.state._tag === "Cancelled"),
+            () => "pending"
+          )
+        )
+        for (const id of ids) expect(timeoutEvents(yield* writer.history(Order, id))).toEqual([[2, "PaymentTimeout"]])
+        expect(reads).toEqual({ batches: 1, batched: 12, snapshots: 0, pages: 0 })
+        // The swept instances stay cached on the sweeping node.
+        expect((yield* sweeper.inspect(Order, "b0")).state._tag).toBe("Cancelled")
+      }))
+
     it.scoped("drops a stale generation: the state was left and re-entered before delivery", () =>
       Effect.gen(function*() {
         yield* TestClock.setTime(0)

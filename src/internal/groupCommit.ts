@@ -3,10 +3,10 @@
  * written together by the next flush, one batch per flush.
  *
  * There is no timer and no minimum batch. A writer that finds no flush
- * running leads: it flushes its own item with whatever queued, on its own
- * fiber, as a store without grouping would (with a synchronous driver it
- * first yields once, so that writers already running can queue: nothing
- * else runs while such a flush does). A batch holds at most `maxBatch`
+ * running leads: after one yield of its fiber (so that writers already
+ * running can queue: with a synchronous driver nothing else runs while a
+ * flush does) it flushes its own item with whatever queued, on its own
+ * fiber; a lone writer pays that yield and nothing else. A batch holds at most `maxBatch`
  * items and at most one per `key`, so it never holds two writes of one
  * instance. What queues during a flush is the next batch, flushed by a
  * daemon fiber, one flush at a time. Each caller gets its own outcome once
@@ -36,13 +36,6 @@ export const make = <I, A, E>(options: {
   /** Items of one key never share a batch (later ones wait for the next). */
   readonly key: (item: I) => string
   readonly maxBatch: number
-  /**
-   * Whether a leader yields once before it flushes, so that writers already
-   * running can join it: needed with a synchronous driver (SQLite), where
-   * nothing else runs while a flush does; an asynchronous one (PostgreSQL)
-   * lets writers queue while the flush is in flight anyway.
-   */
-  readonly yieldFirst: boolean
   /**
    * Writes a batch and returns one outcome per item, in order; a failure of
    * the whole flush is every item's outcome.
@@ -139,10 +132,13 @@ export const make = <I, A, E>(options: {
   const submit = (item: I): Effect.Effect<A, E> =>
     Effect.suspend(() => {
       if (!flushing) {
-        // The leader flushes its item, with whatever queued, on its own fiber.
+        // The leader yields once, so that writers already running can queue
+        // (with a synchronous driver nothing else runs while it flushes, and
+        // writers started together, a sweeper's deliveries, share one flush),
+        // then flushes its item with theirs on its own fiber.
         flushing = true
         const own = { item, key: options.key(item) }
-        return (options.yieldFirst ? Effect.zipRight(Effect.yieldNow(), flushWith(own)) : flushWith(own)).pipe(
+        return Effect.zipRight(Effect.yieldNow(), flushWith(own)).pipe(
           Effect.flatMap((exit) => Effect.flatMap(exit, (outcomes) => outcomeAt(outcomes, 0))),
           Effect.ensuring(handOver)
         )

@@ -13,6 +13,11 @@ export class Lru<K, V> {
     return value
   }
 
+  /** Whether `key` is there, without making it recently used. */
+  has(key: K): boolean {
+    return this.map.has(key)
+  }
+
   set(key: K, value: V): void {
     this.map.delete(key)
     this.map.set(key, value)

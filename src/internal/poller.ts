@@ -49,6 +49,8 @@ export const makePoller = <A>(options: {
   readonly claim: (now: number, limit: number) => Effect.Effect<ReadonlyArray<A>, unknown>
   /** Settles one claimed row; its failures are logged. */
   readonly settle: (row: A) => Effect.Effect<void, unknown>
+  /** Runs once per claimed batch before its rows are settled (a batch load); its failures are logged. */
+  readonly prepare?: ((rows: ReadonlyArray<A>) => Effect.Effect<void, unknown>) | undefined
   /** When a row could next be claimed. */
   readonly nextDueAt: Effect.Effect<Option.Option<number>, unknown>
   /** A row, for logs. */
@@ -108,6 +110,9 @@ export const makePoller = <A>(options: {
       const now = yield* nowMillis
       const claimed = yield* options.claim(now, free)
       yield* Effect.annotateCurrentSpan("claimed", claimed.length)
+      if (options.prepare !== undefined && claimed.length > 1) {
+        yield* options.prepare(claimed).pipe(Effect.catchAllCause((cause) => Effect.logWarning("preparing a batch failed", cause)))
+      }
       yield* Effect.forEach(claimed, settleBounded, { concurrency, discard: true })
       if (claimed.length >= free) {
         idleMillis = pollMillis

@@ -262,7 +262,6 @@ export const makeBackend = (
   const group = makeGroupCommit<EncodedCommit, void, AppendFailure>({
     key: commitKey,
     maxBatch: maxGroup,
-    yieldFirst: dialect.name === "sqlite",
     flush: (commits) => Effect.zipRight(Metric.update(Metrics.commitGroupSize, commits.length), flushGroup(commits))
   })
 

@@ -59,6 +59,8 @@ export interface Instances {
     instanceId: string,
     loaded: Loaded
   ) => Effect.Effect<Loaded | undefined, LoadError>
+  /** Loads the uncached instances of `instanceIds` in one batch read, ahead of commands to them (see `preload`). */
+  readonly preload: (codec: MachineCodec, instanceIds: ReadonlyArray<string>) => Effect.Effect<void>
   /** Applies the events written after `loaded` (by other writers). */
   readonly catchUp: (codec: MachineCodec, instanceId: string, loaded: Loaded) => Effect.Effect<Loaded, ReplayError>
   /**
@@ -79,6 +81,9 @@ export const cacheKey = (machine: string, instanceId: string) => `${machine}\u00
 /** Events read per query when an instance is recovered. */
 const replayPage = 1_000
 
+/** Instances one `preload` reads at most. */
+const maxPreload = 256
+
 export const makeInstances = (options: {
   readonly store: EventStore.EventStore["Type"]
   readonly cacheSize: number
@@ -93,7 +98,12 @@ export const makeInstances = (options: {
     const at = key.indexOf("\u0000")
     options.unloaded(key.slice(0, at), key.slice(at + 1))
   }
-  const cache = new Lru<string, Loaded>(options.cacheSize, unload)
+  const cache = new Lru<string, Loaded>(options.cacheSize, (key) => {
+    preloaded.delete(key)
+    unload(key)
+  })
+  /** Keys the latest `preload` read from the log and no command has used since (`loadFresh` skips their catch-up once). */
+  const preloaded = new Set<string>()
 
   /** The typed failure of a record that does not follow from the instance. */
   const replayFailure = (machine: string, instanceId: string, problem: Core.EvolveProblem): ReplayError => {
@@ -127,36 +137,76 @@ export const makeInstances = (options: {
     start: Loaded | undefined
   ): Effect.Effect<Loaded | undefined, ReplayError> => {
     const machine = codec.machine
-    // Per run of the returned Effect (a retry replays from `start` again).
     let acc: Core.InstanceState | undefined
     const page = (from: number): Effect.Effect<Loaded | undefined, ReplayError> =>
       Effect.flatMap(store.eventsPage(machine.name, instanceId, from, replayPage), (records) => {
-        for (let i = 0; i < records.length; i++) {
-          const record = records[i]!
-          const decoded = decodeRecord(codec, record)
-          if (Either.isLeft(decoded)) {
-            return Effect.fail(
-              new EventDecodeError({ machine: machine.name, instanceId, seqNr: record.seqNr, reason: decoded.left })
-            )
-          }
-          const next = Core.evolve(machine, acc, decoded.right)
-          if (Either.isLeft(next)) return Effect.fail(replayFailure(machine.name, instanceId, next.left))
-          acc = next.right
-        }
+        const folded = fold(codec, instanceId, acc, records)
+        if (Either.isLeft(folded)) return Effect.fail(folded.left)
+        acc = folded.right
         if (records.length === replayPage) return page(records[records.length - 1]!.seqNr + 1)
-        if (acc === undefined || acc === start) return Effect.succeed(start)
-        return Effect.succeed({
-          state: acc.state,
-          seqNr: acc.seqNr,
-          stopped: acc.stopped,
-          generation: acc.generation,
-          deadlines: acc.deadlines,
-          snapshotSeqNr: start?.snapshotSeqNr ?? 0
-        })
+        return Effect.succeed(loadedAfter(start, acc))
       })
     return Effect.suspend(() => {
       acc = start
       return page((start?.seqNr ?? 0) + 1)
+    })
+  }
+
+  /** Folds `records` into `acc` with `Core.evolve`, in a plain loop. */
+  const fold = (
+    codec: MachineCodec,
+    instanceId: string,
+    acc: Core.InstanceState | undefined,
+    records: ReadonlyArray<EventStore.EventRecord>
+  ): Either.Either<Core.InstanceState | undefined, ReplayError> => {
+    const machine = codec.machine
+    for (let i = 0; i < records.length; i++) {
+      const record = records[i]!
+      const decoded = decodeRecord(codec, record)
+      if (Either.isLeft(decoded)) {
+        return Either.left(new EventDecodeError({ machine: machine.name, instanceId, seqNr: record.seqNr, reason: decoded.left }))
+      }
+      const next = Core.evolve(machine, acc, decoded.right)
+      if (Either.isLeft(next)) return Either.left(replayFailure(machine.name, instanceId, next.left))
+      acc = next.right
+    }
+    return Either.right(acc)
+  }
+
+  /** The loaded instance a replay from `start` ended at (`start` itself when nothing followed it). */
+  const loadedAfter = (start: Loaded | undefined, acc: Core.InstanceState | undefined): Loaded | undefined =>
+    acc === undefined || acc === start ? start : {
+      state: acc.state,
+      seqNr: acc.seqNr,
+      stopped: acc.stopped,
+      generation: acc.generation,
+      deadlines: acc.deadlines,
+      snapshotSeqNr: start?.snapshotSeqNr ?? 0
+    }
+
+  /** The instance as of its snapshot; `undefined` (and why, to log) when the snapshot cannot be used. */
+  const snapshotStart = (
+    codec: MachineCodec,
+    instanceId: string,
+    s: EventStore.SnapshotRecord
+  ): Either.Either<Loaded, string> => {
+    const where = `${codec.machine.name}/${instanceId}`
+    if (s.schemaVersion !== codec.machine.version) {
+      return Either.left(
+        `${where}: snapshot of schema version ${s.schemaVersion} discarded (machine is at ${codec.machine.version}), replaying the whole log`
+      )
+    }
+    const envelope = codec.decodeSnapshot(s.state)
+    if (Either.isLeft(envelope)) {
+      return Either.left(`${where}: snapshot at ${s.seqNr} does not decode, replaying the whole log: ${parseMessage(envelope.left)}`)
+    }
+    return Either.right({
+      state: envelope.right.value,
+      seqNr: s.seqNr,
+      stopped: s.stopped,
+      snapshotSeqNr: s.seqNr,
+      generation: envelope.right.generation,
+      deadlines: envelope.right.deadlines
     })
   }
 
@@ -165,35 +215,60 @@ export const makeInstances = (options: {
       store.loadSnapshot(codec.machine.name, instanceId),
       (snapshot): Effect.Effect<Loaded | undefined> => {
         if (Option.isNone(snapshot)) return Effect.succeed(undefined)
+        const start = snapshotStart(codec, instanceId, snapshot.value)
+        if (Either.isRight(start)) return Effect.succeed(start.right)
         const s = snapshot.value
-        const where = `${codec.machine.name}/${instanceId}`
-        if (s.schemaVersion !== codec.machine.version) {
-          return Effect.as(
-            Effect.logInfo(
-              `${where}: snapshot of schema version ${s.schemaVersion} discarded (machine is at ${codec.machine.version}), replaying the whole log`
-            ),
-            undefined
-          )
-        }
-        const envelope = codec.decodeSnapshot(s.state)
-        if (Either.isLeft(envelope)) {
-          return Effect.as(
-            Effect.logWarning(
-              `${where}: snapshot at ${s.seqNr} does not decode, replaying the whole log: ${parseMessage(envelope.left)}`
-            ),
-            undefined
-          )
-        }
-        return Effect.succeed({
-          state: envelope.right.value,
-          seqNr: s.seqNr,
-          stopped: s.stopped,
-          snapshotSeqNr: s.seqNr,
-          generation: envelope.right.generation,
-          deadlines: envelope.right.deadlines
-        })
+        return Effect.as(
+          s.schemaVersion !== codec.machine.version ? Effect.logInfo(start.left) : Effect.logWarning(start.left),
+          undefined
+        )
       }
     )
+
+  /**
+   * Loads the instances of `instanceIds` that are not cached with one
+   * `recoveryBatch` (two reads), ahead of commands about to reach them (a
+   * batch of claimed timers). Only what recovers exactly as `load` would is
+   * cached: an instance whose snapshot cannot be used, whose log does not
+   * replay or runs past one page, or that got cached meanwhile is left to
+   * `load`. Failures are ignored (it is a shortcut), and so are
+   * concurrent writers: an instance cached here is committed state, and a
+   * commit that moved it on since makes the next command's commit conflict
+   * and catch up, as after any other writer.
+   */
+  const preload = (codec: MachineCodec, instanceIds: ReadonlyArray<string>): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      const name = codec.machine.name
+      const missing = [...new Set(instanceIds)].filter((id) => !cache.has(cacheKey(name, id))).slice(0, maxPreload)
+      if (missing.length < 2) return Effect.void
+      // Only the latest batch counts as fresh.
+      preloaded.clear()
+      return store.recoveryBatch(name, missing, replayPage).pipe(
+        Effect.flatMap((recoveries) => {
+          const loaded: Array<readonly [string, Loaded]> = []
+          for (const recovery of recoveries) {
+            if (recovery.events.length >= replayPage) continue
+            let start: Loaded | undefined
+            if (Option.isSome(recovery.snapshot)) {
+              const fromSnapshot = snapshotStart(codec, recovery.instanceId, recovery.snapshot.value)
+              if (Either.isLeft(fromSnapshot)) continue
+              start = fromSnapshot.right
+            }
+            const folded = fold(codec, recovery.instanceId, start, recovery.events)
+            if (Either.isLeft(folded)) continue
+            const instance = loadedAfter(start, folded.right)
+            const key = cacheKey(name, recovery.instanceId)
+            if (instance === undefined || cache.has(key)) continue
+            cache.set(key, instance)
+            preloaded.add(key)
+            loaded.push([recovery.instanceId, instance])
+          }
+          return Effect.forEach(loaded, ([instanceId, instance]) => arm(codec, instanceId, instance), { discard: true })
+        }),
+        Effect.catchAll((error) => Effect.logDebug(`${name}: batch load of ${missing.length} instances skipped`, error)),
+        traced("FSMRuntime.preload", { machine: name, instances: missing.length })
+      )
+    })
 
   const load = (codec: MachineCodec, instanceId: string): Effect.Effect<Loaded, LoadError> =>
     Effect.suspend(() => {
@@ -239,11 +314,19 @@ export const makeInstances = (options: {
 
   const loadFresh = (codec: MachineCodec, instanceId: string) =>
     Effect.suspend(() => {
-      const hit = cache.get(cacheKey(codec.machine.name, instanceId))
-      return hit === undefined ? load(codec, instanceId) : catchUp(codec, instanceId, hit)
+      const key = cacheKey(codec.machine.name, instanceId)
+      const hit = cache.get(key)
+      if (hit === undefined) return load(codec, instanceId)
+      // Read from the log by the batch load for this very command: as fresh as a catch-up would make it.
+      if (preloaded.delete(key)) return Effect.succeed(hit)
+      return catchUp(codec, instanceId, hit)
     })
 
-  const evict = (machine: string, instanceId: string) => cache.delete(cacheKey(machine, instanceId))
+  const evict = (machine: string, instanceId: string) => {
+    const key = cacheKey(machine, instanceId)
+    cache.delete(key)
+    preloaded.delete(key)
+  }
 
   const resync = (codec: MachineCodec, instanceId: string, loaded: Loaded, conflict: SequenceConflict) =>
     conflict.actual > loaded.seqNr
@@ -270,15 +353,21 @@ export const makeInstances = (options: {
   return {
     cached: (machine, instanceId) => cache.get(cacheKey(machine, instanceId)),
     verifyBehind,
-    remember: (machine, instanceId, loaded) => cache.set(cacheKey(machine, instanceId), loaded),
+    remember: (machine, instanceId, loaded) => {
+      const key = cacheKey(machine, instanceId)
+      cache.set(key, loaded)
+      preloaded.delete(key)
+    },
     evict,
     clear: () => {
       const keys = [...cache.keys()]
       cache.clear()
+      preloaded.clear()
       keys.forEach(unload)
     },
     load,
     loadFresh,
+    preload,
     catchUp,
     resync
   }

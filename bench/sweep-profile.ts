@@ -1,0 +1,70 @@
+/**
+ * Not a benchmark of record: one process drains a backlog of due timers on
+ * PostgreSQL with the durable sweeper, for profiling (`node --cpu-prof`).
+ * `CONCURRENCY` and `TIMERS` from the environment.
+ */
+import { Context, Duration, Effect, Layer, Option, Schema, Tracer } from "effect"
+import * as SqlClient from "@effect/sql/SqlClient"
+import { FSMRuntime, Machine, SqlEventStore, TimeoutStrategy } from "effect-fsm"
+import { freshPgSchema, pgClientLayer, runScript } from "./db.js"
+
+const Tick = Machine.make({
+  name: "bench-tick",
+  version: 1,
+  state: Schema.Union(Schema.TaggedStruct("Waiting", {}), Schema.TaggedStruct("Expired", {})),
+  event: Schema.Union(Schema.TaggedStruct("Expire", {})),
+  initial: { _tag: "Waiting" },
+  transitions: { Waiting: { Expire: { to: "Expired", build: () => ({}) } } },
+  timeouts: { Waiting: { expire: { after: Duration.millis(1), event: { _tag: "Expire" } } } }
+})
+
+/** Span durations by name (SPANS=1): where a delivery's time goes. */
+const spans = new Map<string, { n: number; total: number }>()
+const tracer = Tracer.make({
+  span: (name, parent, context, links, startTime, kind) => {
+    const span: Tracer.Span = {
+      _tag: "Span", name, spanId: Math.random().toString(36), traceId: "t", parent, context, status: { _tag: "Started", startTime },
+      attributes: new Map(), links, sampled: true, kind,
+      end: (endTime) => {
+        const entry = spans.get(name) ?? { n: 0, total: 0 }
+        entry.n++
+        entry.total += Number(endTime - startTime) / 1e6
+        spans.set(name, entry)
+      },
+      attribute: () => {}, event: () => {}, addLinks: () => {}
+    }
+    return span
+  },
+  context: (f) => f()
+})
+void Option
+
+const timers = Number(process.env["TIMERS"] ?? 5000)
+const concurrency = Number(process.env["CONCURRENCY"] ?? 16)
+
+await runScript(Effect.scoped(Effect.gen(function*() {
+  const schema = yield* freshPgSchema
+  const store = yield* Layer.build(SqlEventStore.layer().pipe(Layer.provideMerge(pgClientLayer({ schema, maxConnections: 10 }))))
+  const sql = Context.get(store, SqlClient.SqlClient)
+  const writer = Context.get(yield* Layer.build(FSMRuntime.layer({ machines: [Tick], nodeId: "w", cacheSize: 1 }).pipe(
+    Layer.provide(TimeoutStrategy.layerDurable({ sweep: false })),
+    Layer.provide(Layer.succeedContext(store))
+  )), FSMRuntime.FSMRuntime)
+  yield* Effect.forEach(Array.from({ length: timers }, (_, i) => i), (i) => writer.create(Tick, `t${i}`), { concurrency: 32, discard: true })
+  yield* Effect.sleep("50 millis")
+  const start = Date.now()
+  yield* Layer.build(FSMRuntime.layer({ machines: [Tick], nodeId: "s" }).pipe(
+    Layer.provide(TimeoutStrategy.layerDurable({ concurrency })),
+    Layer.provide(Layer.succeedContext(store))
+  ))
+  while (true) {
+    const rows = yield* sql<{ n: unknown }>`SELECT COUNT(*) AS n FROM fsm_timers`
+    if (Number(rows[0]!.n) === 0) break
+    yield* Effect.sleep("20 millis")
+  }
+  const took = Date.now() - start
+  console.log(`${timers} timers, concurrency ${concurrency}: ${took} ms = ${Math.round(timers / took * 1000)}/s`)
+  for (const [name, { n, total }] of [...spans].sort((a, b) => b[1].total - a[1].total).slice(0, 25)) {
+    console.log(`${name.padEnd(40)} n=${String(n).padStart(6)} avg=${(total / n).toFixed(3)} ms`)
+  }
+})).pipe(process.env["SPANS"] === "1" ? Effect.withTracer(tracer) : (x) => x))
