@@ -1,18 +1,21 @@
 /**
- * Group commit: concurrent writes that arrive while a flush is running are
- * written together by the next flush, one batch per flush.
+ * Group commit: concurrent writes that arrive while the store is busy
+ * writing are written together by its next flush.
  *
- * There is no timer and no minimum batch. A writer that finds no flush
- * running leads: after one yield of its fiber (so that writers already
- * running can queue: with a synchronous driver nothing else runs while a
- * flush does) it flushes its own item with whatever queued, on its own
- * fiber; a lone writer pays that yield and nothing else. A batch holds at most `maxBatch`
- * items and at most one per `key`, so it never holds two writes of one
- * instance. What queues during a flush is the next batch, flushed by a
- * daemon fiber, one flush at a time. Each caller gets its own outcome once
- * the flush that carried its item has ended; flushes are uninterruptible,
- * so a caller interrupted while it waits leaves its batch alone (its item
- * is written or not, as if it had not been interrupted).
+ * There is no timer and no minimum batch. At most `maxInFlight` flushes run
+ * at once (one on SQLite, whose single connection writes one transaction at
+ * a time; a few on PostgreSQL, whose server overlaps them). A writer that
+ * finds a free place and nothing queued leads: after one yield of its fiber
+ * (so that writers already running can queue: with a synchronous driver
+ * nothing else runs while a flush does) it flushes its own item with
+ * whatever queued, on its own fiber; a lone writer pays that yield and
+ * nothing else. Otherwise it queues, and what queued is flushed, as one
+ * batch, as soon as a place frees. A batch holds at most `maxBatch` items
+ * and at most one per `key`, so it never holds two writes of one instance.
+ * Each caller gets its own outcome once the flush that carried its item has
+ * ended; flushes are uninterruptible, so a caller interrupted while it
+ * waits leaves its batch alone (its item is written or not, as if it had
+ * not been interrupted).
  *
  * @internal
  */
@@ -32,18 +35,22 @@ interface Entry<I, A, E> {
   readonly done: Deferred.Deferred<A, E>
 }
 
+type Outcomes<A, E> = ReadonlyArray<Either.Either<A, E>>
+
 export const make = <I, A, E>(options: {
   /** Items of one key never share a batch (later ones wait for the next). */
   readonly key: (item: I) => string
   readonly maxBatch: number
+  /** Flushes running at once, at most. */
+  readonly maxInFlight: number
   /**
    * Writes a batch and returns one outcome per item, in order; a failure of
    * the whole flush is every item's outcome.
    */
-  readonly flush: (items: ReadonlyArray<I>) => Effect.Effect<ReadonlyArray<Either.Either<A, E>>, E>
+  readonly flush: (items: ReadonlyArray<I>) => Effect.Effect<Outcomes<A, E>, E>
 }): GroupCommit<I, A, E> => {
   let queue: Array<Entry<I, A, E>> = []
-  let flushing = false
+  let inFlight = 0
 
   /** The next batch: queued items in arrival order, one per key, up to `max`, none of key `taken`. */
   const take = (max: number, taken?: string): Array<Entry<I, A, E>> => {
@@ -68,12 +75,17 @@ export const make = <I, A, E>(options: {
     return batch
   }
 
+  const outcomeAt = (outcomes: Outcomes<A, E>, index: number): Exit.Exit<A, E> => {
+    const outcome = outcomes[index]
+    return outcome === undefined
+      ? Exit.die(new Error(`group commit: the flush returned ${outcomes.length} outcomes, none for item ${index}`))
+      : outcome._tag === "Right"
+      ? Exit.succeed(outcome.right)
+      : Exit.fail(outcome.left)
+  }
+
   /** Tells the callers of `batch` their outcomes: `outcomes[offset + i]` is the `i`th's. */
-  const settle = (
-    batch: ReadonlyArray<Entry<I, A, E>>,
-    exit: Exit.Exit<ReadonlyArray<Either.Either<A, E>>, E>,
-    offset: number
-  ) => {
+  const settle = (batch: ReadonlyArray<Entry<I, A, E>>, exit: Exit.Exit<Outcomes<A, E>, E>, offset: number) => {
     if (Exit.isFailure(exit)) {
       for (const entry of batch) Deferred.unsafeDone(entry.done, exit as Exit.Exit<never, E>)
       return
@@ -83,69 +95,55 @@ export const make = <I, A, E>(options: {
     }
   }
 
-  const outcomeAt = (outcomes: ReadonlyArray<Either.Either<A, E>>, index: number): Exit.Exit<A, E> => {
-    const outcome = outcomes[index]
-    return outcome === undefined
-      ? Exit.die(new Error(`group commit: the flush returned ${outcomes.length} outcomes, none for item ${index}`))
-      : outcome._tag === "Right"
-      ? Exit.succeed(outcome.right)
-      : Exit.fail(outcome.left)
-  }
-
   /**
-   * Flushes `own` (the leader's item, if any) with up to `maxBatch` queued
-   * ones, and settles the queued ones. Uninterruptible: every caller of the
-   * batch hears its outcome.
+   * Flushes `items` (a leader's own first, then the `queued` ones) and
+   * settles the queued ones; then frees its place. Uninterruptible: every
+   * caller of the batch hears its outcome.
    */
-  const flushWith = (own: { readonly item: I; readonly key: string } | undefined) =>
-    Effect.uninterruptible(Effect.suspend(() => {
-      const queued = take(own === undefined ? options.maxBatch : options.maxBatch - 1, own?.key)
-      const items = queued.map((entry) => entry.item)
-      if (own !== undefined) items.unshift(own.item)
-      const offset = own === undefined ? 0 : 1
-      return Effect.tap(Effect.exit(options.flush(items)), (exit) => settle(queued, exit, offset))
-    }))
+  const flush = (items: ReadonlyArray<I>, queued: ReadonlyArray<Entry<I, A, E>>, offset: number) =>
+    Effect.uninterruptible(
+      Effect.tap(Effect.exit(options.flush(items)), (exit) => settle(queued, exit, offset))
+    ).pipe(Effect.ensuring(release))
 
-  /** Flushes the next batch; `false` when there was none (then a later write starts a new loop). */
-  const flushNext: Effect.Effect<boolean> = Effect.suspend(() => {
-    if (queue.length === 0) {
-      flushing = false
-      return Effect.succeed(false)
-    }
-    return Effect.as(flushWith(undefined), true)
+  /** A flush ended: its place goes to what queued meanwhile. */
+  const release: Effect.Effect<void> = Effect.suspend(() => {
+    inFlight--
+    return drain
   })
 
-  const loop = Effect.iterate(true, { while: (more) => more, body: () => flushNext }).pipe(
-    // Only when the process shuts its fibers down.
-    Effect.onInterrupt(() => Effect.sync(() => (flushing = false)))
-  )
-
-  /** After a leader's flush: what queued meanwhile is flushed by a loop of its own. */
-  const handOver = Effect.suspend(() => {
-    if (queue.length === 0) {
-      flushing = false
-      return Effect.void
+  /** Starts a flush, in a daemon fiber, of each batch that has a free place. */
+  const drain: Effect.Effect<void> = Effect.suspend(() => {
+    const starts: Array<Effect.Effect<unknown>> = []
+    while (inFlight < options.maxInFlight && queue.length > 0) {
+      const batch = take(options.maxBatch)
+      inFlight++
+      starts.push(Effect.forkDaemon(flush(batch.map((entry) => entry.item), batch, 0)))
     }
-    return Effect.asVoid(Effect.forkDaemon(loop))
+    return starts.length === 0 ? Effect.void : Effect.all(starts, { discard: true })
   })
+
+  /** The leader's flush: its own item with up to `maxBatch - 1` queued ones (none of its key). */
+  const lead = (item: I, key: string) =>
+    Effect.suspend(() => {
+      const batch = take(options.maxBatch - 1, key)
+      const items = batch.map((entry) => entry.item)
+      items.unshift(item)
+      return flush(items, batch, 1)
+    })
 
   const submit = (item: I): Effect.Effect<A, E> =>
     Effect.suspend(() => {
-      if (!flushing) {
-        // The leader yields once, so that writers already running can queue
-        // (with a synchronous driver nothing else runs while it flushes, and
-        // writers started together, a sweeper's deliveries, share one flush),
-        // then flushes its item with theirs on its own fiber.
-        flushing = true
-        const own = { item, key: options.key(item) }
-        return Effect.zipRight(Effect.yieldNow(), flushWith(own)).pipe(
-          Effect.flatMap((exit) => Effect.flatMap(exit, (outcomes) => outcomeAt(outcomes, 0))),
-          Effect.ensuring(handOver)
+      if (inFlight < options.maxInFlight && queue.length === 0) {
+        inFlight++
+        // Uninterruptible from here: the place taken is freed by the flush.
+        return Effect.uninterruptible(Effect.zipRight(Effect.yieldNow(), lead(item, options.key(item)))).pipe(
+          Effect.flatMap((exit) => Effect.flatMap(exit, (outcomes) => outcomeAt(outcomes, 0)))
         )
       }
       return Effect.flatMap(Deferred.make<A, E>(), (done) => {
         queue.push({ item, key: options.key(item), done })
-        return Deferred.await(done)
+        // A place may have freed while this fiber was queueing.
+        return Effect.zipRight(drain, Deferred.await(done))
       })
     })
 
