@@ -6,6 +6,8 @@
 import { Context, Duration, Effect, Layer, Option, Schema, Tracer } from "effect"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { FSMRuntime, Machine, SqlEventStore, TimeoutStrategy } from "effect-fsm"
+import * as fs from "node:fs"
+import * as inspector from "node:inspector"
 import { freshPgSchema, pgClientLayer, runScript } from "./db.js"
 
 const Tick = Machine.make({
@@ -52,8 +54,15 @@ await runScript(Effect.scoped(Effect.gen(function*() {
   )), FSMRuntime.FSMRuntime)
   yield* Effect.forEach(Array.from({ length: timers }, (_, i) => i), (i) => writer.create(Tick, `t${i}`), { concurrency: 32, discard: true })
   yield* Effect.sleep("50 millis")
+  // PROFILE=<file>: a CPU profile of the sweep alone.
+  const profileTo = process.env["PROFILE"]
+  const session = new inspector.Session()
+  if (profileTo !== undefined) {
+    session.connect()
+    yield* Effect.promise(() => new Promise<void>((resolve) => session.post("Profiler.enable", () => session.post("Profiler.start", () => resolve()))))
+  }
   const start = Date.now()
-  yield* Layer.build(FSMRuntime.layer({ machines: [Tick], nodeId: "s" }).pipe(
+  yield* Layer.build(FSMRuntime.layer({ machines: [Tick], nodeId: "s", disableTracing: process.env["UNTRACED"] === "1" }).pipe(
     Layer.provide(TimeoutStrategy.layerDurable({ concurrency })),
     Layer.provide(Layer.succeedContext(store))
   ))
@@ -63,6 +72,16 @@ await runScript(Effect.scoped(Effect.gen(function*() {
     yield* Effect.sleep("20 millis")
   }
   const took = Date.now() - start
+  if (profileTo !== undefined) {
+    yield* Effect.promise(() =>
+      new Promise<void>((resolve) =>
+        session.post("Profiler.stop", (_error, result) => {
+          fs.writeFileSync(profileTo, JSON.stringify(result.profile))
+          resolve()
+        })
+      )
+    )
+  }
   console.log(`${timers} timers, concurrency ${concurrency}: ${took} ms = ${Math.round(timers / took * 1000)}/s`)
   for (const [name, { n, total }] of [...spans].sort((a, b) => b[1].total - a[1].total).slice(0, 25)) {
     console.log(`${name.padEnd(40)} n=${String(n).padStart(6)} avg=${(total / n).toFixed(3)} ms`)

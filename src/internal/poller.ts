@@ -74,29 +74,37 @@ export const makePoller = <A>(options: {
     // claims only as many as there are free places (`concurrency` in all).
     let inFlight = 0
 
-    const settleBounded = (row: A) =>
-      Effect.flatMap(
-        Effect.forkIn(
-          Effect.suspend(() => {
-            inFlight++
-            return options.settle(row)
-          }).pipe(
-            Effect.catchAllCause((cause) => Effect.logError(`${options.describe(row)}: settling failed`, cause)),
-            Effect.ensuring(Effect.sync(() => inFlight--))
-          ),
-          scope
+    /** Settles one row in a fiber of the scope (it outlives a poll that stops waiting for it). */
+    const settleInScope = (row: A) =>
+      Effect.forkIn(
+        Effect.suspend(() => {
+          inFlight++
+          return options.settle(row)
+        }).pipe(
+          Effect.catchAllCause((cause) => Effect.logError(`${options.describe(row)}: settling failed`, cause)),
+          Effect.ensuring(Effect.sync(() => inFlight--))
         ),
-        (fiber) =>
-          Fiber.await(fiber).pipe(
-            Effect.timeoutTo({
-              duration: settleMillis,
-              onSuccess: () => Effect.void,
-              onTimeout: () =>
-                Effect.logWarning(`${options.describe(row)}: still running after ${settleMillis} ms; the poller goes on`)
-            }),
-            Effect.flatten
-          )
+        scope
       )
+
+    /**
+     * Settles a claimed batch, each row in its own fiber (every row has a
+     * free place), and waits for them together at most `settleMillis`: one
+     * deadline per batch, not one timer per row.
+     */
+    const settleBatch = (rows: ReadonlyArray<A>) =>
+      Effect.flatMap(Effect.forEach(rows, settleInScope), (fibers) =>
+        Fiber.awaitAll(fibers).pipe(
+          Effect.timeoutTo({
+            duration: settleMillis,
+            onSuccess: () => Effect.void,
+            onTimeout: () =>
+              Effect.logWarning(
+                `${fibers.filter((fiber) => fiber.unsafePoll() === null).length} of ${rows.length} rows still running after ${settleMillis} ms; the poller goes on`
+              )
+          }),
+          Effect.flatten
+        ))
 
     /**
      * One poll: claim a batch, settle it, and say how long to wait before
@@ -113,7 +121,7 @@ export const makePoller = <A>(options: {
       if (options.prepare !== undefined && claimed.length > 1) {
         yield* options.prepare(claimed).pipe(Effect.catchAllCause((cause) => Effect.logWarning("preparing a batch failed", cause)))
       }
-      yield* Effect.forEach(claimed, settleBounded, { concurrency, discard: true })
+      yield* settleBatch(claimed)
       if (claimed.length >= free) {
         idleMillis = pollMillis
         eagerPolls = 0

@@ -12,7 +12,7 @@ import type * as Either from "effect/Either"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
-import type { PersistenceError } from "../Errors.js"
+import { PersistenceError as PersistenceErrorClass, type PersistenceError } from "../Errors.js"
 import * as EventStore from "../EventStore.js"
 import * as Metrics from "../Metrics.js"
 import { currentChange, instancePage } from "./currentState.js"
@@ -21,6 +21,7 @@ import type { AppendFailure, Dialect, EncodedCommand, EncodedCommit, EncodedEven
 import {
   decodeRows,
   encodeJson,
+  jsonText,
   mapSqlError,
   type Tables,
   toBoolean,
@@ -65,76 +66,87 @@ interface SnapshotRow {
   readonly ts: unknown
 }
 
-const encodeCommit = (commit: EventStore.Commit): Effect.Effect<EncodedCommit, PersistenceError> =>
-  Effect.gen(function*() {
-    const events: Array<EncodedEvent> = []
-    let seqNr = commit.expectedSeqNr
-    for (const event of commit.events) {
-      events.push({
-        seqNr: ++seqNr,
-        tag: event.tag,
-        payload: yield* encodeJson("append", event.payload),
-        stateTag: event.stateTag,
-        schemaVersion: event.schemaVersion,
-        timestamp: event.metadata.timestamp,
-        source: event.metadata.source,
-        correlationId: event.metadata.correlationId,
-        node: event.metadata.node,
-        commitId: event.metadata.commitId,
-        timer: event.metadata.timer
-      })
-    }
-    const snapshot = commit.snapshot === undefined ? undefined : {
+/** A commit as SQL writes it, or why a value of it cannot be written (synchronous: one Effect per append, not per value). */
+const encodeCommit = (commit: EventStore.Commit): EncodedCommit | PersistenceError => {
+  const events: Array<EncodedEvent> = []
+  let seqNr = commit.expectedSeqNr
+  for (const event of commit.events) {
+    const payload = jsonText("append", event.payload)
+    if (typeof payload !== "string") return payload
+    events.push({
+      seqNr: ++seqNr,
+      tag: event.tag,
+      payload,
+      stateTag: event.stateTag,
+      schemaVersion: event.schemaVersion,
+      timestamp: event.metadata.timestamp,
+      source: event.metadata.source,
+      correlationId: event.metadata.correlationId,
+      node: event.metadata.node,
+      commitId: event.metadata.commitId,
+      timer: event.metadata.timer
+    })
+  }
+  let snapshot: EncodedCommit["snapshot"]
+  if (commit.snapshot !== undefined) {
+    const state = jsonText("append", commit.snapshot.state)
+    if (typeof state !== "string") return state
+    snapshot = {
       seqNr: commit.snapshot.seqNr,
-      state: yield* encodeJson("append", commit.snapshot.state),
+      state,
       stopped: commit.snapshot.stopped,
       schemaVersion: commit.snapshot.schemaVersion,
       timestamp: commit.snapshot.timestamp
     }
-    // A later timer of the same name replaces an earlier one, as in memory.
-    const byName = new Map<string, EncodedTimer>()
-    for (const timer of commit.timers?.schedule ?? []) {
-      byName.delete(timer.name)
-      byName.set(timer.name, {
-        name: timer.name,
-        generation: timer.generation,
-        stateTag: timer.stateTag,
-        dueAt: timer.dueAt,
-        payload: yield* encodeJson("append", timer.payload)
-      })
-    }
-    const fired = commit.timers?.fired
-    const produce: Array<EncodedCommand> = []
-    for (const command of commit.outbox?.produce ?? []) {
-      produce.push({
-        index: command.index,
-        kind: command.kind,
-        tag: command.tag,
-        payload: yield* encodeJson("append", command.payload),
-        targetMachine: command.target?.machine ?? null,
-        targetInstanceId: command.target?.instanceId ?? null,
-        correlationId: command.correlationId,
-        fenceToken: command.fenceToken
-      })
-    }
-    const complete = commit.outbox?.complete
-    return {
-      current: currentChange(commit),
-      machine: commit.machine,
-      instanceId: commit.instanceId,
-      expectedSeqNr: commit.expectedSeqNr,
-      events,
-      snapshot,
-      fired: fired === undefined ? undefined : { name: fired.name, generation: fired.generation },
-      cancelAll: commit.timers?.cancelAll ?? false,
-      schedule: [...byName.values()],
-      fence: commit.fence === undefined ? undefined : { owner: commit.fence.owner, token: commit.fence.token },
-      produce,
-      complete: complete === undefined
-        ? undefined
-        : { machine: complete.machine, instanceId: complete.instanceId, seqNr: complete.seqNr, index: complete.index }
-    }
-  })
+  }
+  // A later timer of the same name replaces an earlier one, as in memory.
+  const byName = new Map<string, EncodedTimer>()
+  for (const timer of commit.timers?.schedule ?? []) {
+    const payload = jsonText("append", timer.payload)
+    if (typeof payload !== "string") return payload
+    byName.delete(timer.name)
+    byName.set(timer.name, {
+      name: timer.name,
+      generation: timer.generation,
+      stateTag: timer.stateTag,
+      dueAt: timer.dueAt,
+      payload
+    })
+  }
+  const fired = commit.timers?.fired
+  const produce: Array<EncodedCommand> = []
+  for (const command of commit.outbox?.produce ?? []) {
+    const payload = jsonText("append", command.payload)
+    if (typeof payload !== "string") return payload
+    produce.push({
+      index: command.index,
+      kind: command.kind,
+      tag: command.tag,
+      payload,
+      targetMachine: command.target?.machine ?? null,
+      targetInstanceId: command.target?.instanceId ?? null,
+      correlationId: command.correlationId,
+      fenceToken: command.fenceToken
+    })
+  }
+  const complete = commit.outbox?.complete
+  return {
+    current: currentChange(commit),
+    machine: commit.machine,
+    instanceId: commit.instanceId,
+    expectedSeqNr: commit.expectedSeqNr,
+    events,
+    snapshot,
+    fired: fired === undefined ? undefined : { name: fired.name, generation: fired.generation },
+    cancelAll: commit.timers?.cancelAll ?? false,
+    schedule: [...byName.values()],
+    fence: commit.fence === undefined ? undefined : { owner: commit.fence.owner, token: commit.fence.token },
+    produce,
+    complete: complete === undefined
+      ? undefined
+      : { machine: complete.machine, instanceId: complete.instanceId, seqNr: complete.seqNr, index: complete.index }
+  }
+}
 
 /** Where `events(fromSeqNr)` starts, following the memory backend for odd inputs. */
 const firstSeqNr = (fromSeqNr: number): number => Number.isNaN(fromSeqNr) ? 1 : Math.max(1, Math.floor(fromSeqNr))
@@ -196,7 +208,7 @@ export const makeBackend = (
     sql<{ readonly seq_nr: unknown }>`SELECT COALESCE(MAX(seq_nr), 0) AS seq_nr FROM ${E} WHERE machine = ${machine} AND instance_id = ${instanceId}`.pipe(
       Effect.map((rows) => toNumber(rows[0]?.seq_nr ?? 0)),
       mapSqlError("highestSequenceNr"),
-      Effect.withSpan("SqlEventStore.highestSequenceNr", { attributes: { machine, instanceId } })
+      Effect.withSpan("SqlEventStore.highestSequenceNr", { attributes: { machine, instanceId }, captureStackTrace: false })
     )
 
   const saveSnapshot = (snapshot: EventStore.SnapshotRecord) =>
@@ -231,7 +243,7 @@ export const makeBackend = (
         }))
       ),
       Effect.map((snapshots) => Option.fromNullable(snapshots[0])),
-      Effect.withSpan("SqlEventStore.loadSnapshot", { attributes: { machine, instanceId } })
+      Effect.withSpan("SqlEventStore.loadSnapshot", { attributes: { machine, instanceId }, captureStackTrace: false })
     )
 
   // Every log starts at seqNr 1, so the partial index on the first events
@@ -304,21 +316,26 @@ export const makeBackend = (
   const grouping = options?.groupCommit ?? true
 
   const append = (commit: EventStore.Commit) =>
-    Effect.flatMap(encodeCommit(commit), (encoded) =>
-      Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (outer) =>
+    Effect.suspend(() => {
+      const encoded = encodeCommit(commit)
+      if (encoded instanceof PersistenceErrorClass) return Effect.fail(encoded)
+      const outer = Effect.serviceOption(SqlClient.TransactionConnection)
+      return Effect.flatMap(outer, (transaction) =>
         // Inside a caller's transaction the write is durable only once that transaction commits.
-        Option.isSome(outer)
+        Option.isSome(transaction)
           ? Effect.as(mapSqlError("append")(dialect.append(encoded)), notYetDurable)
           : grouping && encoded.events.length === 1
           ? Effect.as(group.submit(encoded), durable)
-          : Effect.as(mapSqlError("append")(dialect.append(encoded)), durable))).pipe(
+          : Effect.as(mapSqlError("append")(dialect.append(encoded)), durable))
+    }).pipe(
         Effect.withSpan("SqlEventStore.append", {
           attributes: {
             machine: commit.machine,
             instanceId: commit.instanceId,
             expectedSeqNr: commit.expectedSeqNr,
             events: commit.events.length
-          }
+          },
+          captureStackTrace: false
         })
       )
 

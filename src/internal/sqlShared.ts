@@ -116,6 +116,18 @@ export const toBoolean = (value: unknown): boolean =>
 export const toStringOrNull = (value: unknown): string | null => value === null || value === undefined ? null : String(value)
 
 /** JSON text of a payload; fails (instead of throwing) on values JSON cannot carry. */
+/** `encodeJson` without an Effect: the text, or the error. */
+export const jsonText = (operation: string, value: unknown): string | PersistenceError => {
+  try {
+    const text = JSON.stringify(value)
+    return text === undefined
+      ? new PersistenceError({ operation, reason: `value is not JSON-serializable: ${String(value)}` })
+      : text
+  } catch (cause) {
+    return new PersistenceError({ operation, reason: `value is not JSON-serializable: ${describe(cause)}`, cause })
+  }
+}
+
 export const encodeJson = (operation: string, value: unknown): Effect.Effect<string, PersistenceError> => {
   try {
     const text = JSON.stringify(value)

@@ -89,7 +89,7 @@ export const makeTimeoutStore = (
       mapSqlError("claimDue"),
       Effect.flatMap((rows) => decodeRows("claimDue", rows, decodeTimer)),
       Effect.map((timers) => timers.sort(byDueAt)),
-      Effect.withSpan("SqlTimeoutStore.claimDue", { attributes: { limit: options.limit, node: options.nodeId } })
+      Effect.withSpan("SqlTimeoutStore.claimDue", { attributes: { limit: options.limit, node: options.nodeId }, captureStackTrace: false })
     )
   }
 
