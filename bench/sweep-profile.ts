@@ -1,14 +1,17 @@
 /**
  * Not a benchmark of record: one process drains a backlog of due timers on
- * PostgreSQL with the durable sweeper, for profiling (`node --cpu-prof`).
- * `CONCURRENCY` and `TIMERS` from the environment.
+ * PostgreSQL (or SQLite, `BACKEND=sqlite`) with the durable sweeper, for
+ * profiling. From the environment: `TIMERS`, `CONCURRENCY`, `SPANS=1` (time
+ * per span name), `PROFILE=<file>` (a CPU profile of the sweep alone),
+ * `UNTRACED=1` (the runtime's `disableTracing`).
  */
 import { Context, Duration, Effect, Layer, Option, Schema, Tracer } from "effect"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { FSMRuntime, Machine, SqlEventStore, TimeoutStrategy } from "effect-fsm"
 import * as fs from "node:fs"
 import * as inspector from "node:inspector"
-import { freshPgSchema, pgClientLayer, runScript } from "./db.js"
+import * as SqliteEventStore from "effect-fsm/SqliteEventStore"
+import { freshPgSchema, pgClientLayer, runScript, tempSqliteFile } from "./db.js"
 
 const Tick = Machine.make({
   name: "bench-tick",
@@ -42,11 +45,14 @@ const tracer = Tracer.make({
 void Option
 
 const timers = Number(process.env["TIMERS"] ?? 5000)
-const concurrency = Number(process.env["CONCURRENCY"] ?? 16)
+const concurrency = Number(process.env["CONCURRENCY"] ?? 64)
 
 await runScript(Effect.scoped(Effect.gen(function*() {
-  const schema = yield* freshPgSchema
-  const store = yield* Layer.build(SqlEventStore.layer().pipe(Layer.provideMerge(pgClientLayer({ schema, maxConnections: 10 }))))
+  // BACKEND=sqlite: a temporary SQLite file instead of a PostgreSQL schema.
+  const client: Layer.Layer<SqlClient.SqlClient, unknown> = process.env["BACKEND"] === "sqlite"
+    ? SqliteEventStore.layerClient({ filename: yield* tempSqliteFile })
+    : pgClientLayer({ schema: yield* freshPgSchema, maxConnections: 10 })
+  const store = yield* Layer.build(SqlEventStore.layer().pipe(Layer.provideMerge(client)))
   const sql = Context.get(store, SqlClient.SqlClient)
   const writer = Context.get(yield* Layer.build(FSMRuntime.layer({ machines: [Tick], nodeId: "w", cacheSize: 1 }).pipe(
     Layer.provide(TimeoutStrategy.layerDurable({ sweep: false })),

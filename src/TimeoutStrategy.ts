@@ -404,7 +404,11 @@ export interface DurableOptions extends RetryOptions {
   readonly batchSize?: number
   /** How long a claim protects a timer from other nodes. Default 30 seconds. */
   readonly claimLease?: Duration.DurationInput
-  /** Deliveries run at once. Default 16. */
+  /**
+   * Deliveries run at once, and so timers claimed per poll at most. Default
+   * 64: a claimed batch's instances are loaded with one read and its
+   * commits share group commits, so larger batches cost fewer statements.
+   */
   readonly concurrency?: number
   /**
    * Longest time a poll waits for one delivery before it goes on without
@@ -466,7 +470,7 @@ const resolveDurable = (options: DurableOptions): Effect.Effect<SweeperConfig, I
       return yield* invalid("jitter", `must be a number from 0 to 10, got ${describeValue(jitter)}`)
     }
     const batchSize = yield* countOption("batchSize", options.batchSize, 200, 1)
-    const concurrency = yield* countOption("concurrency", options.concurrency, 16, 1)
+    const concurrency = yield* countOption("concurrency", options.concurrency, 64, 1)
     const retry = yield* resolveRetry(options)
     const leaderOnly = options.leaderOnly ?? false
     let leader: SweeperConfig["leader"]

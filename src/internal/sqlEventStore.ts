@@ -353,7 +353,9 @@ export const makeBackend = (
 
   // Two reads for any number of instances: their snapshots, then one range
   // of each log (seqNrs are gapless, so `(from, from + limit]` is exactly the
-  // first `limit` events after the snapshot), each an index range scan.
+  // first `limit` events after the snapshot), each an index range scan:
+  // `v CROSS JOIN` keeps the ranges the outer loop on SQLite, whose planner
+  // would otherwise scan the machine's whole log and probe the ranges.
   const recoveryBatch = (machine: string, instanceIds: ReadonlyArray<string>, limit: number) =>
     Effect.gen(function*() {
       const snapshotRows = yield* sql<SnapshotRow & { readonly instance_id: string }>`SELECT instance_id, seq_nr, ${
@@ -379,7 +381,7 @@ export const makeBackend = (
       }))
       const eventRows = yield* sql<EventRow & { readonly instance_id: string }>`WITH v (id, lo, hi) AS (VALUES ${ranges}) SELECT e.instance_id, e.seq_nr, e.tag, ${
         dialect.jsonText("payload")
-      } AS payload, e.state_tag, e.schema_version, e.ts, e.source, e.correlation_id, e.node, e.commit_id, e.timer FROM ${E} e JOIN v ON e.instance_id = v.id AND e.seq_nr > v.lo AND e.seq_nr <= v.hi WHERE e.machine = ${machine} ORDER BY e.instance_id, e.seq_nr`
+      } AS payload, e.state_tag, e.schema_version, e.ts, e.source, e.correlation_id, e.node, e.commit_id, e.timer FROM v CROSS JOIN ${E} e WHERE e.machine = ${machine} AND e.instance_id = v.id AND e.seq_nr > v.lo AND e.seq_nr <= v.hi ORDER BY e.instance_id, e.seq_nr`
       const events = new Map<string, Array<EventStore.EventRecord>>()
       for (
         const record of yield* decodeRows("recoveryBatch", eventRows, (row) => decodeEvent(machine, String(row.instance_id))(row))
