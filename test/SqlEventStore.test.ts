@@ -316,6 +316,55 @@ const sqlSuite = (target: Target) =>
         }
       }))
 
+    it.scoped("group commit: a group whose COMMIT fails (a deferred foreign key) writes none of it, then each commit goes alone and only the poisoned one fails", () =>
+      Effect.gen(function*() {
+        const db = yield* target.fresh
+        const { sql, store, timers } = yield* storeOn(db.client())
+        yield* sql`CREATE TABLE fsm_test_parent (id integer PRIMARY KEY)`
+        yield* sql`CREATE TABLE fsm_test_child (parent integer REFERENCES fsm_test_parent (id) DEFERRABLE INITIALLY DEFERRED)`
+        yield* sql.onDialectOrElse({
+          pg: () =>
+            sql`CREATE FUNCTION fsm_test_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO fsm_test_child VALUES (1); RETURN NULL; END $$`
+              .pipe(
+                Effect.zipRight(
+                  sql`CREATE TRIGGER poison AFTER INSERT ON fsm_events FOR EACH ROW WHEN (NEW.tag = 'Poison') EXECUTE FUNCTION fsm_test_poison()`
+                )
+              ),
+          orElse: () =>
+            sql`PRAGMA foreign_keys = ON`.pipe(
+              Effect.zipRight(
+                sql`CREATE TRIGGER poison AFTER INSERT ON fsm_events WHEN NEW.tag = 'Poison' BEGIN INSERT INTO fsm_test_child VALUES (1); END`
+              )
+            )
+        })
+        const ids = Array.from({ length: 10 }, (_, i) => `f${i}`)
+        const groups = Effect.map(Metric.value(Metrics.commitGroupSize), (state) => ({ count: state.count, sum: state.sum }))
+        const before = yield* groups
+        const outcomes = yield* Effect.all(
+          ids.map((id) => Effect.either(store.append(commit(id, 0, [event(id === "f3" ? "Poison" : "@created")])))),
+          { concurrency: "unbounded" }
+        )
+        const after = yield* groups
+        expect(after.sum - before.sum).toBe(10)
+        expect(after.count - before.count).toBeLessThan(10)
+        for (const [index, id] of ids.entries()) {
+          const outcome = outcomes[index]!
+          if (id === "f3") {
+            expect(Either.isLeft(outcome) && outcome.left).toMatchObject({ _tag: "PersistenceError", operation: "append" })
+            expect(Either.isLeft(outcome) && outcome.left.message).toMatch(/foreign key/i)
+            yield* expectNothingStored(store, timers, id)
+          } else {
+            expect(Either.isRight(outcome)).toBe(true)
+            expect(yield* store.highestSequenceNr(machine, id)).toBe(1)
+          }
+        }
+        expect(Number((yield* sql<{ readonly n: unknown }>`SELECT COUNT(*) AS n FROM fsm_test_child`)[0]!.n)).toBe(0)
+        // The connection is not left inside the failed transaction.
+        yield* store.append(commit("after", 0, [event("@created")]))
+        yield* sql.withTransaction(store.append(commit("after", 1, [event("Ship")])))
+        expect(yield* (yield* storeOn(db.client())).store.highestSequenceNr(machine, "after")).toBe(2)
+      }))
+
     it.scoped("interrupting the fiber inside a transaction that holds a commit leaves nothing", () =>
       Effect.gen(function*() {
         const db = yield* target.fresh
