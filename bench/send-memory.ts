@@ -19,12 +19,17 @@
  *   BENCH send.memory value=<FSMRuntime sends/s> unit=ops/s baseline=<XState sends/s> ratio=<value/baseline>
  *   BENCH send.memory.snapshot_every_1 value=<snapshotEvery=1 sends/s> unit=ops/s baseline=<XState sends/s> ratio=...
  *   BENCH send.memory.untraced value=<disableTracing sends/s> unit=ops/s baseline=<XState sends/s> ratio=...
+ *   BENCH send.memory.traced value=<sends/s with a tracer installed> unit=ops/s baseline=<XState sends/s> ratio=...
+ * Spans are made only when a tracer is installed: `send.memory` runs with
+ * Effect's default tracer (which exports nothing), as a program without
+ * OpenTelemetry does; `send.memory.traced` installs one that keeps every
+ * span, as an exporter would.
  * The second line writes a snapshot in every commit (encoding the state with
  * its Schema each time): the cost of snapshots at their most frequent. With
  * the default `snapshotEvery` (100) this workload of four records per order
  * never takes one, so the first line already is "snapshots disabled".
  */
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Layer, Tracer } from "effect"
 import { EventStore, FSMRuntime } from "effect-fsm"
 import { createActor } from "xstate"
 import { eventsPerOrder, Order, type OrderState, orderScripts, xOrder } from "./order-machines.js"
@@ -38,7 +43,30 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   const scripts = orderScripts(flags.orders)
   const ops = scripts.length * eventsPerOrder
 
-  const effectFsm = (snapshotEvery: number | undefined, disableTracing = false) => (): Promise<Sample> =>
+  /** A tracer that keeps every span (a count of them), as an exporter would: spans are made only when one is installed. */
+  let spansEnded = 0
+  const keepingTracer = Tracer.make({
+    span: (name, parent, context, links, startTime, kind) => ({
+      _tag: "Span",
+      name,
+      spanId: "s",
+      traceId: "t",
+      parent,
+      context,
+      status: { _tag: "Started", startTime },
+      attributes: new Map(),
+      links,
+      sampled: true,
+      kind,
+      end: () => void spansEnded++,
+      attribute: () => {},
+      event: () => {},
+      addLinks: () => {}
+    }),
+    context: (f) => f()
+  })
+
+  const effectFsm = (snapshotEvery: number | undefined, disableTracing = false, traced = false) => (): Promise<Sample> =>
     Effect.runPromise(Effect.scoped(Effect.gen(function*() {
       const context = yield* Layer.build(
         FSMRuntime.layer({
@@ -64,7 +92,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
       const ms = performance.now() - t0
       if (delivered !== scripts.length) throw new Error(`expected ${scripts.length} deliveries, got ${delivered}`)
       return { ops, ms }
-    })))
+    })).pipe(traced ? Effect.withTracer(keepingTracer) : (self) => self))
 
   const xstate = (): Sample => {
     const actors = scripts.map((s) => createActor(xOrder, { input: s.xInput }).start())
@@ -91,6 +119,7 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
       "FSMRuntime.send": effectFsm(undefined),
       "FSMRuntime.send(snapshotEvery=1)": effectFsm(1),
       "FSMRuntime.send(disableTracing)": effectFsm(undefined, true),
+      "FSMRuntime.send(tracer installed)": effectFsm(undefined, false, true),
       "xstate.actor.send": xstate
     }
   })
@@ -102,6 +131,12 @@ export const main = async (args: ReadonlyArray<string>): Promise<void> => {
   })
   printBench("send.memory.untraced", {
     value: result["FSMRuntime.send(disableTracing)"],
+    unit: "ops/s",
+    baseline: result["xstate.actor.send"]
+  })
+  if (spansEnded === 0) throw new Error("the installed tracer kept no span")
+  printBench("send.memory.traced", {
+    value: result["FSMRuntime.send(tracer installed)"],
     unit: "ops/s",
     baseline: result["xstate.actor.send"]
   })

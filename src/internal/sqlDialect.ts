@@ -40,6 +40,7 @@ import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import { FencingRejected, PersistenceError, SequenceConflict, StaleCommand, StaleTimer } from "../Errors.js"
 import { countSlot, type CurrentChange } from "./currentState.js"
+import { span } from "./spans.js"
 
 /** Count rows per (machine, state) on PostgreSQL, so that concurrent commits rarely wait on one row lock. */
 const pgCountSlots = 16
@@ -896,7 +897,7 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           yield* Effect.tapError(run("COMMIT"), () => Effect.ignore(run("ROLLBACK")))
           return exit.value
         }))
-      ).pipe(Effect.withSpan("sql.transaction", { kind: "client", captureStackTrace: false }))
+      ).pipe(span("sql.transaction", { kind: "client" }))
     const writeTransaction = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>
       Effect.withMaxOpsBeforeYield(
         Effect.flatMap(

@@ -28,6 +28,7 @@ import {
   toNumber,
   toStringOrNull
 } from "./sqlShared.js"
+import { span } from "./spans.js"
 
 const durable: EventStore.AppendResult = { durable: true }
 const notYetDurable: EventStore.AppendResult = { durable: false }
@@ -208,7 +209,7 @@ export const makeBackend = (
     sql<{ readonly seq_nr: unknown }>`SELECT COALESCE(MAX(seq_nr), 0) AS seq_nr FROM ${E} WHERE machine = ${machine} AND instance_id = ${instanceId}`.pipe(
       Effect.map((rows) => toNumber(rows[0]?.seq_nr ?? 0)),
       mapSqlError("highestSequenceNr"),
-      Effect.withSpan("SqlEventStore.highestSequenceNr", { attributes: { machine, instanceId }, captureStackTrace: false })
+      span("SqlEventStore.highestSequenceNr", { attributes: { machine, instanceId } })
     )
 
   const saveSnapshot = (snapshot: EventStore.SnapshotRecord) =>
@@ -221,7 +222,7 @@ export const makeBackend = (
         timestamp: snapshot.timestamp
       }).pipe(mapSqlError("saveSnapshot"))).pipe(
         Effect.asVoid,
-        Effect.withSpan("SqlEventStore.saveSnapshot", {
+        span("SqlEventStore.saveSnapshot", {
           attributes: { machine: snapshot.machine, instanceId: snapshot.instanceId, seqNr: snapshot.seqNr }
         })
       )
@@ -243,7 +244,7 @@ export const makeBackend = (
         }))
       ),
       Effect.map((snapshots) => Option.fromNullable(snapshots[0])),
-      Effect.withSpan("SqlEventStore.loadSnapshot", { attributes: { machine, instanceId }, captureStackTrace: false })
+      span("SqlEventStore.loadSnapshot", { attributes: { machine, instanceId } })
     )
 
   // Every log starts at seqNr 1, so the partial index on the first events
@@ -309,7 +310,7 @@ export const makeBackend = (
         order.forEach((index, position) => (outcomes[index] = sorted[position]!))
         return outcomes
       }),
-      Effect.withSpan("SqlEventStore.appendGroup", { attributes: { commits: commits.length }, captureStackTrace: false })
+      span("SqlEventStore.appendGroup", { attributes: { commits: commits.length } })
     )
   }
 
@@ -328,14 +329,13 @@ export const makeBackend = (
           ? Effect.as(group.submit(encoded), durable)
           : Effect.as(mapSqlError("append")(dialect.append(encoded)), durable))
     }).pipe(
-        Effect.withSpan("SqlEventStore.append", {
+        span("SqlEventStore.append", {
           attributes: {
             machine: commit.machine,
             instanceId: commit.instanceId,
             expectedSeqNr: commit.expectedSeqNr,
             events: commit.events.length
-          },
-          captureStackTrace: false
+          }
         })
       )
 
@@ -343,9 +343,8 @@ export const makeBackend = (
     const start = firstSeqNr(fromSeqNr)
     return Number.isFinite(start)
       ? readPage(machine, instanceId, start, limit).pipe(
-        Effect.withSpan("SqlEventStore.eventsPage", {
-          attributes: { machine, instanceId, fromSeqNr, limit },
-          captureStackTrace: false
+        span("SqlEventStore.eventsPage", {
+          attributes: { machine, instanceId, fromSeqNr, limit }
         })
       )
       : Effect.succeed([])
@@ -399,9 +398,8 @@ export const makeBackend = (
       })
     }).pipe(
       mapSqlError("recoveryBatch"),
-      Effect.withSpan("SqlEventStore.recoveryBatch", {
-        attributes: { machine, instances: instanceIds.length, limit },
-        captureStackTrace: false
+      span("SqlEventStore.recoveryBatch", {
+        attributes: { machine, instances: instanceIds.length, limit }
       })
     )
 
@@ -427,7 +425,7 @@ export const makeBackend = (
         mapSqlError("instance"),
         Effect.flatMap((rows) => decodeRows("instance", rows, decodeSummary(machine))),
         Effect.map((rows) => Option.fromNullable(rows[0])),
-        Effect.withSpan("SqlEventStore.instance", { attributes: { machine, instanceId }, captureStackTrace: false })
+        span("SqlEventStore.instance", { attributes: { machine, instanceId } })
       )
 
   // With a state: the (machine, state_tag, entered_at, instance_id) index;
@@ -446,9 +444,8 @@ export const makeBackend = (
       mapSqlError("listInstances"),
       Effect.flatMap((rows) => decodeRows("listInstances", rows, decodeSummary(query.machine))),
       Effect.map((rows) => instancePage(rows, query.limit)),
-      Effect.withSpan("SqlEventStore.listInstances", {
-        attributes: { machine: query.machine, stateTag: query.stateTag, limit: query.limit },
-        captureStackTrace: false
+      span("SqlEventStore.listInstances", {
+        attributes: { machine: query.machine, stateTag: query.stateTag, limit: query.limit }
       })
     )
   }
@@ -464,7 +461,7 @@ export const makeBackend = (
             count: toNumber(row.count)
           }))
         ),
-        Effect.withSpan("SqlEventStore.stateCounts", { attributes: { machine }, captureStackTrace: false })
+        span("SqlEventStore.stateCounts", { attributes: { machine } })
       )
 
   // The partial index on (machine, correlation_id); the few matches sorted in code-point order.
@@ -473,7 +470,7 @@ export const makeBackend = (
       .pipe(
         mapSqlError("instancesByCorrelation"),
         Effect.map((rows) => rows.map((row) => String(row.id))),
-        Effect.withSpan("SqlEventStore.instancesByCorrelation", { attributes: { machine }, captureStackTrace: false })
+        span("SqlEventStore.instancesByCorrelation", { attributes: { machine } })
       )
 
   return {

@@ -23,6 +23,7 @@ import {
   toNumber,
   toStringOrNull
 } from "./sqlShared.js"
+import { span } from "./spans.js"
 
 interface CommandRow {
   readonly machine: string
@@ -104,7 +105,7 @@ export const makeOutboxStore = (
       mapSqlError("claimDue"),
       Effect.flatMap((rows) => decodeRows("claimDue", rows, decodeCommand)),
       Effect.map((commands) => commands.sort(byDue)),
-      Effect.withSpan("SqlOutboxStore.claimDue", { attributes: { limit: options.limit, node: options.nodeId } })
+      span("SqlOutboxStore.claimDue", { attributes: { limit: options.limit, node: options.nodeId } })
     )
   }
 

@@ -24,6 +24,7 @@ import {
   toNumber,
   toStringOrNull
 } from "./sqlShared.js"
+import { span } from "./spans.js"
 
 interface TimerRow {
   readonly machine: string
@@ -89,7 +90,7 @@ export const makeTimeoutStore = (
       mapSqlError("claimDue"),
       Effect.flatMap((rows) => decodeRows("claimDue", rows, decodeTimer)),
       Effect.map((timers) => timers.sort(byDueAt)),
-      Effect.withSpan("SqlTimeoutStore.claimDue", { attributes: { limit: options.limit, node: options.nodeId }, captureStackTrace: false })
+      span("SqlTimeoutStore.claimDue", { attributes: { limit: options.limit, node: options.nodeId } })
     )
   }
 

@@ -6,9 +6,12 @@
  * options per call) costs more than the span itself. With tracing disabled
  * the operation runs as it is, and nothing annotates the caller's span.
  *
+ * Spans are made only when a tracer is installed (see `../spans.ts`).
+ *
  * @internal
  */
 import * as Effect from "effect/Effect"
+import { whenTraced } from "../spans.js"
 
 export type Attributes = Record<string, unknown>
 
@@ -28,17 +31,18 @@ export const makeTraced = (disabled: boolean): Traced => {
   return ((name: string, attributes: Attributes, annotate?: (result: unknown) => Attributes) =>
   <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
     const options = { attributes, captureStackTrace: false }
-    if (annotate === undefined) return Effect.withSpan(self, name, options)
+    if (annotate === undefined) return whenTraced(self, (effect) => Effect.withSpan(effect, name, options))
     // What `withSpan` does, with the result's attributes set on the span
     // itself: no Effect and no lookup of the current span per call.
-    return Effect.useSpan(name, options, (span) =>
-      Effect.withParentSpan(
-        Effect.map(self, (result) => {
-          const extra = annotate(result)
-          for (const key in extra) span.attribute(key, extra[key])
-          return result
-        }),
-        span
-      ))
+    return whenTraced(self, (effect) =>
+      Effect.useSpan(name, options, (span) =>
+        Effect.withParentSpan(
+          Effect.map(effect, (result) => {
+            const extra = annotate(result)
+            for (const key in extra) span.attribute(key, extra[key])
+            return result
+          }),
+          span
+        )))
   }) as Traced
 }
