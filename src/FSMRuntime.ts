@@ -865,14 +865,14 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
       traced
     })
 
-    // A batch of claimed timers: their instances are loaded together.
-    const prepare = (deliveries: ReadonlyArray<TimeoutStrategy.Delivery>) =>
+    /** Loads the instances at `keys` that are not cached, one batch read per machine (see `Instances.preload`). */
+    const preloadAll = (keys: Iterable<{ readonly machine: string; readonly instanceId: string }>) =>
       Effect.suspend(() => {
         const byMachine = new Map<string, Array<string>>()
-        for (const delivery of deliveries) {
-          let ids = byMachine.get(delivery.machine)
-          if (ids === undefined) byMachine.set(delivery.machine, ids = [])
-          ids.push(delivery.instanceId)
+        for (const key of keys) {
+          let ids = byMachine.get(key.machine)
+          if (ids === undefined) byMachine.set(key.machine, ids = [])
+          ids.push(key.instanceId)
         }
         return Effect.forEach(byMachine, ([machine, ids]) => {
           const codec = codecs.get(machine)
@@ -880,7 +880,8 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
         }, { discard: true })
       })
 
-    timers = yield* strategy.start({ nodeId, machines: [...codecs.keys()], deliver, prepare })
+    // A batch of claimed timers: their instances are loaded together.
+    timers = yield* strategy.start({ nodeId, machines: [...codecs.keys()], deliver, prepare: preloadAll })
 
     // --- The outbox ----------------------------------------------------------
     const producers = [...codecs.values()].filter((codec) => codec.machine.producesCommands).map((codec) => codec.machine)
@@ -939,6 +940,15 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
       dispatcher = yield* Outbox.start(outboxStore.value, {
         nodeId,
         machines: producers.map((machine) => machine.name),
+        // A batch of claimed commands: the instances their replies and events go to are loaded together.
+        prepare: (commands) =>
+          preloadAll(commands.flatMap((command) =>
+            command.kind === "handler"
+              ? [{ machine: command.machine, instanceId: command.instanceId }]
+              : command.kind === "send" && command.target !== null
+              ? [command.target]
+              : []
+          )),
         run: (command, context) =>
           run(command, context).pipe(
             traced("FSMRuntime.dispatch", {

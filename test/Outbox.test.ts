@@ -79,6 +79,37 @@ for (const backend of backends) {
         return yield* until(check, holds, what)
       })
 
+    it.scoped("a claimed batch of commands loads the instances their replies go to with one recoveryBatch, no recovery per reply", () =>
+      Effect.gen(function*() {
+        const { gateway, store } = yield* setup
+        const writer = yield* node(store, gateway, { dispatch: false })
+        const ids = Array.from({ length: 8 }, (_, i) => `b${i}`)
+        for (const id of ids) {
+          yield* writer.create(Shop, id, { _tag: "Placed", orderId: id, amount: 1 })
+          yield* writer.send(Shop, id, { _tag: "Checkout" })
+        }
+        const reads = { batches: 0, batched: 0, snapshots: 0, pages: 0 }
+        const inner = Context.get(store, EventStore.EventStore)
+        const counted = Context.add(store, EventStore.EventStore, {
+          ...inner,
+          recoveryBatch: (machine, instanceIds, limit) => {
+            reads.batches++
+            reads.batched += instanceIds.length
+            return inner.recoveryBatch(machine, instanceIds, limit)
+          },
+          loadSnapshot: (machine, instanceId) => Effect.zipRight(Effect.sync(() => reads.snapshots++), inner.loadSnapshot(machine, instanceId)),
+          eventsPage: (machine, instanceId, from, limit) =>
+            Effect.zipRight(Effect.sync(() => reads.pages++), inner.eventsPage(machine, instanceId, from, limit))
+        })
+        yield* node(counted, gateway)
+        for (const id of ids) {
+          yield* until(Effect.zipRight(writer.evictAll, writer.inspect(Shop, id)), (v) => v.state._tag === "Paid", `${id} paid`)
+        }
+        expect(reads.batches).toBeGreaterThanOrEqual(1)
+        expect(reads.batched).toBeGreaterThanOrEqual(ids.length)
+        expect({ snapshots: reads.snapshots, pages: reads.pages }).toEqual({ snapshots: 0, pages: 0 })
+      }))
+
     it.scoped("a command is written in the commit of its event and runs after it; the reply completes it", () =>
       Effect.gen(function*() {
         const { gateway, store } = yield* setup
