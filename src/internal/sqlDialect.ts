@@ -889,7 +889,8 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
       Effect.uninterruptibleMask((restore) =>
         Effect.scoped(Effect.gen(function*() {
           const conn = yield* sql.reserve
-          const run = (statement: string) => conn.executeUnprepared(statement, [], undefined)
+          // Prepared once and cached by the client (`executeUnprepared` would prepare them on every commit).
+          const run = (statement: string) => conn.execute(statement, [], undefined)
           yield* run(begin)
           const exit = yield* Effect.exit(restore(Effect.provideService(effect, SqlClient.TransactionConnection, [conn, 0])))
           if (Exit.isFailure(exit)) return yield* Effect.zipRight(run("ROLLBACK"), exit)
