@@ -20,6 +20,7 @@ import {
 } from "effect-fsm"
 import { Checkout, type Gateway, handlersLayer, makeGateway, Payment, Shop } from "./fixtures/outbox.js"
 import { backends } from "./utils/backends.js"
+import { countingReads } from "./utils/countingReads.js"
 import { eventually } from "./utils/eventually.js"
 import { faulty, withStore } from "./utils/faults.js"
 import { buildStore } from "./utils/runtime.js"
@@ -88,19 +89,7 @@ for (const backend of backends) {
           yield* writer.create(Shop, id, { _tag: "Placed", orderId: id, amount: 1 })
           yield* writer.send(Shop, id, { _tag: "Checkout" })
         }
-        const reads = { batches: 0, batched: 0, snapshots: 0, pages: 0 }
-        const inner = Context.get(store, EventStore.EventStore)
-        const counted = Context.add(store, EventStore.EventStore, {
-          ...inner,
-          recoveryBatch: (machine, instanceIds, limit) => {
-            reads.batches++
-            reads.batched += instanceIds.length
-            return inner.recoveryBatch(machine, instanceIds, limit)
-          },
-          loadSnapshot: (machine, instanceId) => Effect.zipRight(Effect.sync(() => reads.snapshots++), inner.loadSnapshot(machine, instanceId)),
-          eventsPage: (machine, instanceId, from, limit) =>
-            Effect.zipRight(Effect.sync(() => reads.pages++), inner.eventsPage(machine, instanceId, from, limit))
-        })
+        const { reads, store: counted } = countingReads(store)
         yield* node(counted, gateway)
         for (const id of ids) {
           yield* until(Effect.zipRight(writer.evictAll, writer.inspect(Shop, id)), (v) => v.state._tag === "Paid", `${id} paid`)

@@ -136,6 +136,32 @@ const blockedOnLock = (sql: SqlClient.SqlClient, applicationName: string) =>
     return false
   })
 
+/**
+ * Every event tagged "Poison" adds a row that breaks a deferred foreign key:
+ * each statement succeeds, the COMMIT fails. On SQLite the failed COMMIT
+ * leaves the transaction open unless it is rolled back.
+ */
+const poisonOnCommit = (sql: SqlClient.SqlClient) =>
+  Effect.gen(function*() {
+    yield* sql`CREATE TABLE fsm_test_parent (id integer PRIMARY KEY)`
+    yield* sql`CREATE TABLE fsm_test_child (parent integer REFERENCES fsm_test_parent (id) DEFERRABLE INITIALLY DEFERRED)`
+    yield* sql.onDialectOrElse({
+      pg: () =>
+        sql`CREATE FUNCTION fsm_test_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO fsm_test_child VALUES (1); RETURN NULL; END $$`
+          .pipe(
+            Effect.zipRight(
+              sql`CREATE TRIGGER poison AFTER INSERT ON fsm_events FOR EACH ROW WHEN (NEW.tag = 'Poison') EXECUTE FUNCTION fsm_test_poison()`
+            )
+          ),
+      orElse: () =>
+        sql`PRAGMA foreign_keys = ON`.pipe(
+          Effect.zipRight(
+            sql`CREATE TRIGGER poison AFTER INSERT ON fsm_events WHEN NEW.tag = 'Poison' BEGIN INSERT INTO fsm_test_child VALUES (1); END`
+          )
+        )
+    })
+  })
+
 /** Asserts that nothing of `instanceId` is stored. */
 const expectNothingStored = (
   store: EventStore.EventStore["Type"],
@@ -206,26 +232,7 @@ const sqlSuite = (target: Target) =>
       Effect.gen(function*() {
         const db = yield* target.fresh
         const { sql, store, timers } = yield* storeOn(db.client())
-        // Every event tagged "Poison" adds a row that breaks a deferred
-        // foreign key: each statement succeeds, the COMMIT fails. On SQLite
-        // the failed COMMIT leaves the transaction open unless it is rolled back.
-        yield* sql`CREATE TABLE fsm_test_parent (id integer PRIMARY KEY)`
-        yield* sql`CREATE TABLE fsm_test_child (parent integer REFERENCES fsm_test_parent (id) DEFERRABLE INITIALLY DEFERRED)`
-        yield* sql.onDialectOrElse({
-          pg: () =>
-            sql`CREATE FUNCTION fsm_test_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO fsm_test_child VALUES (1); RETURN NULL; END $$`
-              .pipe(
-                Effect.zipRight(
-                  sql`CREATE TRIGGER poison AFTER INSERT ON fsm_events FOR EACH ROW WHEN (NEW.tag = 'Poison') EXECUTE FUNCTION fsm_test_poison()`
-                )
-              ),
-          orElse: () =>
-            sql`PRAGMA foreign_keys = ON`.pipe(
-              Effect.zipRight(
-                sql`CREATE TRIGGER poison AFTER INSERT ON fsm_events WHEN NEW.tag = 'Poison' BEGIN INSERT INTO fsm_test_child VALUES (1); END`
-              )
-            )
-        })
+        yield* poisonOnCommit(sql)
         const poisoned = commit("o1", 0, [event("@created"), event("Poison")], {
           snapshot: snapshot("o1", 2),
           timers: {
@@ -320,23 +327,7 @@ const sqlSuite = (target: Target) =>
       Effect.gen(function*() {
         const db = yield* target.fresh
         const { sql, store, timers } = yield* storeOn(db.client())
-        yield* sql`CREATE TABLE fsm_test_parent (id integer PRIMARY KEY)`
-        yield* sql`CREATE TABLE fsm_test_child (parent integer REFERENCES fsm_test_parent (id) DEFERRABLE INITIALLY DEFERRED)`
-        yield* sql.onDialectOrElse({
-          pg: () =>
-            sql`CREATE FUNCTION fsm_test_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO fsm_test_child VALUES (1); RETURN NULL; END $$`
-              .pipe(
-                Effect.zipRight(
-                  sql`CREATE TRIGGER poison AFTER INSERT ON fsm_events FOR EACH ROW WHEN (NEW.tag = 'Poison') EXECUTE FUNCTION fsm_test_poison()`
-                )
-              ),
-          orElse: () =>
-            sql`PRAGMA foreign_keys = ON`.pipe(
-              Effect.zipRight(
-                sql`CREATE TRIGGER poison AFTER INSERT ON fsm_events WHEN NEW.tag = 'Poison' BEGIN INSERT INTO fsm_test_child VALUES (1); END`
-              )
-            )
-        })
+        yield* poisonOnCommit(sql)
         const ids = Array.from({ length: 10 }, (_, i) => `f${i}`)
         const groups = Effect.map(Metric.value(Metrics.commitGroupSize), (state) => ({ count: state.count, sum: state.sum }))
         const before = yield* groups

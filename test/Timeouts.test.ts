@@ -8,6 +8,7 @@ import { Errors, EventStore, FSMRuntime, Machine, Metrics, TimeoutStore, Timeout
 import { Order } from "./fixtures/machines.js"
 import { backends } from "./utils/backends.js"
 import { buildStore, runtimeOn, withDurableTimeouts } from "./utils/runtime.js"
+import { countingReads } from "./utils/countingReads.js"
 import { eventually } from "./utils/eventually.js"
 
 const retry = Schedule.recurs(100)
@@ -290,19 +291,7 @@ for (const backend of backends) {
         const ids = Array.from({ length: 12 }, (_, i) => `b${i}`)
         for (const id of ids) yield* writer.create(Order, id, { _tag: "Pending", orderId: id })
         // The sweeping node's store counts the reads it makes.
-        const reads = { batches: 0, batched: 0, snapshots: 0, pages: 0 }
-        const inner = Context.get(store, EventStore.EventStore)
-        const counted = Context.add(store, EventStore.EventStore, {
-          ...inner,
-          recoveryBatch: (machine, instanceIds, limit) => {
-            reads.batches++
-            reads.batched += instanceIds.length
-            return inner.recoveryBatch(machine, instanceIds, limit)
-          },
-          loadSnapshot: (machine, instanceId) => Effect.zipRight(Effect.sync(() => reads.snapshots++), inner.loadSnapshot(machine, instanceId)),
-          eventsPage: (machine, instanceId, from, limit) =>
-            Effect.zipRight(Effect.sync(() => reads.pages++), inner.eventsPage(machine, instanceId, from, limit))
-        })
+        const { reads, store: counted } = countingReads(store)
         const sweeper = yield* durableRuntime(counted, { pollInterval: "1 second", concurrency: 16 })
         yield* TestClock.adjust("5 minutes")
         yield* eventually(

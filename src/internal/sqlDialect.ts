@@ -873,6 +873,42 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
     }
   }
 
+  /** The outbox row of a command a commit produces: keyed by its last event, created at its time. */
+  const outboxRow = (c: EncodedCommit, command: EncodedCommand) => {
+    const last = c.events[c.events.length - 1]!
+    return {
+      machine: c.machine,
+      instance_id: c.instanceId,
+      seq_nr: last.seqNr,
+      idx: command.index,
+      kind: command.kind,
+      tag: command.tag,
+      payload: command.payload,
+      target_machine: command.targetMachine,
+      target_instance_id: command.targetInstanceId,
+      correlation_id: command.correlationId,
+      fence_token: command.fenceToken,
+      created_at: last.timestamp,
+      due_at: last.timestamp,
+      attempts: 0
+    }
+  }
+
+  /** Arms timers (a re-armed name replaces its row, attempts reset), in one multi-row statement. */
+  const scheduleTimers = (timers: ReadonlyArray<{ readonly c: EncodedCommit; readonly timer: EncodedTimer }>) =>
+    sql`INSERT INTO ${T} ${
+      sql.insert(timers.map(({ c, timer }) => ({
+        machine: c.machine,
+        instance_id: c.instanceId,
+        name: timer.name,
+        generation: timer.generation,
+        state_tag: timer.stateTag,
+        due_at: timer.dueAt,
+        payload: timer.payload,
+        attempts: 0
+      })))
+    } ON CONFLICT (machine, instance_id, name) DO UPDATE SET ${sql.literal(timerReset)}`
+
   const sqlite = (): Dialect => {
     const typed = (value: unknown) => sql`${value}`
     const json = (text: string) => sql`${text}`
@@ -937,40 +973,11 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
             if (done.length === 0) return yield* failUnapplied(c, c.expectedSeqNr, fenced, true, false)
           }
           if (c.produce.length > 0) {
-            const last = c.events[c.events.length - 1]!
-            yield* sql`INSERT INTO ${O} ${
-              sql.insert(c.produce.map((command) => ({
-                machine: m,
-                instance_id: i,
-                seq_nr: last.seqNr,
-                idx: command.index,
-                kind: command.kind,
-                tag: command.tag,
-                payload: command.payload,
-                target_machine: command.targetMachine,
-                target_instance_id: command.targetInstanceId,
-                correlation_id: command.correlationId,
-                fence_token: command.fenceToken,
-                created_at: last.timestamp,
-                due_at: last.timestamp,
-                attempts: 0
-              })))
-            }`
+            yield* sql`INSERT INTO ${O} ${sql.insert(c.produce.map((command) => outboxRow(c, command)))}`
           }
           if (c.cancelAll) yield* sql`DELETE FROM ${T} WHERE machine = ${m} AND instance_id = ${i}`
           if (c.schedule.length > 0) {
-            yield* sql`INSERT INTO ${T} ${
-              sql.insert(c.schedule.map((timer) => ({
-                machine: m,
-                instance_id: i,
-                name: timer.name,
-                generation: timer.generation,
-                state_tag: timer.stateTag,
-                due_at: timer.dueAt,
-                payload: timer.payload,
-                attempts: 0
-              })))
-            } ON CONFLICT (machine, instance_id, name) DO UPDATE SET ${sql.literal(timerReset)}`
+            yield* scheduleTimers(c.schedule.map((timer) => ({ c, timer })))
           }
           if (c.snapshot !== undefined) yield* snapshotWriter(m, i, c.snapshot)
           const cur = c.current
@@ -1057,25 +1064,7 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
             const produced = ok.flatMap(({ c }) => c.produce.map((command) => ({ c, command })))
             if (produced.length > 0) {
               yield* sql`INSERT INTO ${O} ${
-                sql.insert(produced.map(({ c, command }) => {
-                  const last = c.events[0]!
-                  return {
-                    machine: c.machine,
-                    instance_id: c.instanceId,
-                    seq_nr: last.seqNr,
-                    idx: command.index,
-                    kind: command.kind,
-                    tag: command.tag,
-                    payload: command.payload,
-                    target_machine: command.targetMachine,
-                    target_instance_id: command.targetInstanceId,
-                    correlation_id: command.correlationId,
-                    fence_token: command.fenceToken,
-                    created_at: last.timestamp,
-                    due_at: last.timestamp,
-                    attempts: 0
-                  }
-                }))
+                sql.insert(produced.map(({ c, command }) => outboxRow(c, command)))
               }`
             }
             const cancelling = ok.filter(({ c }) => c.cancelAll)
@@ -1086,18 +1075,7 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
             }
             const scheduled = ok.flatMap(({ c }) => c.schedule.map((timer) => ({ c, timer })))
             if (scheduled.length > 0) {
-              yield* sql`INSERT INTO ${T} ${
-                sql.insert(scheduled.map(({ c, timer }) => ({
-                  machine: c.machine,
-                  instance_id: c.instanceId,
-                  name: timer.name,
-                  generation: timer.generation,
-                  state_tag: timer.stateTag,
-                  due_at: timer.dueAt,
-                  payload: timer.payload,
-                  attempts: 0
-                })))
-              } ON CONFLICT (machine, instance_id, name) DO UPDATE SET ${sql.literal(timerReset)}`
+              yield* scheduleTimers(scheduled)
             }
             const snapshots = ok.filter(({ c }) => c.snapshot !== undefined)
             if (snapshots.length > 0) {
