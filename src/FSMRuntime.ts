@@ -866,7 +866,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
     })
 
     /** Loads the instances at `keys` that are not cached, one batch read per machine (see `Instances.preload`). */
-    const preloadAll = (keys: Iterable<{ readonly machine: string; readonly instanceId: string }>) =>
+    const preloadAll = (keys: Iterable<{ readonly machine: string; readonly instanceId: string }>, fresh: boolean) =>
       Effect.suspend(() => {
         const byMachine = new Map<string, Array<string>>()
         for (const key of keys) {
@@ -876,12 +876,17 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
         }
         return Effect.forEach(byMachine, ([machine, ids]) => {
           const codec = codecs.get(machine)
-          return codec === undefined ? Effect.void : instances.preload(codec, ids)
+          return codec === undefined ? Effect.void : instances.preload(codec, ids, fresh)
         }, { discard: true })
       })
 
     // A batch of claimed timers: their instances are loaded together.
-    timers = yield* strategy.start({ nodeId, machines: [...codecs.keys()], deliver, prepare: preloadAll })
+    timers = yield* strategy.start({
+      nodeId,
+      machines: [...codecs.keys()],
+      deliver,
+      prepare: (deliveries) => preloadAll(deliveries, true)
+    })
 
     // --- The outbox ----------------------------------------------------------
     const producers = [...codecs.values()].filter((codec) => codec.machine.producesCommands).map((codec) => codec.machine)
@@ -948,7 +953,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
               : command.kind === "send" && command.target !== null
               ? [command.target]
               : []
-          )),
+          ), false),
         run: (command, context) =>
           run(command, context).pipe(
             traced("FSMRuntime.dispatch", {

@@ -128,7 +128,9 @@ export interface Options {
    * the others are written. Every caller hears its own outcome once the
    * shared write is durable. A lone writer is written at once, alone (no
    * timer, no waiting for company); commits inside a transaction of the
-   * caller's are never grouped. `false`: every commit is its own write.
+   * caller's, and commits of several events, are never grouped. A group the
+   * database refuses is written again commit by commit, so only the one at
+   * fault fails. `false`: every commit is its own write.
    * The sizes of the groups are the histogram `fsm_commit_group_size`.
    */
   readonly groupCommit?: boolean | undefined

@@ -307,6 +307,39 @@ for (const backend of backends) {
         expect((yield* sweeper.inspect(Order, "b0")).state._tag).toBe("Cancelled")
       }))
 
+    it.scoped("a batch read that is already behind the log never drops a live timer: the delivery catches up before calling it stale", () =>
+      Effect.gen(function*() {
+        yield* TestClock.setTime(0)
+        const store = (yield* buildStore(backend)) as Context.Context<EventStore.EventStore | TimeoutStore.TimeoutStore>
+        const writer = yield* durableRuntime(store, { sweep: false })
+        // r1 is re-entered (its timers re-armed as generation 2); r2 keeps generation 1.
+        yield* writer.create(Reservation, "r1", held("A1"))
+        yield* writer.create(Reservation, "r2", held("A2"))
+        yield* writer.send(Reservation, "r1", { _tag: "Extend" })
+        // The sweeping node's batch read sees r1 as it was before the re-entry,
+        // as if the re-entry had committed just after that read.
+        const inner = Context.get(store, EventStore.EventStore)
+        const behind = Context.add(store, EventStore.EventStore, {
+          ...inner,
+          recoveryBatch: (machine, instanceIds, limit) =>
+            Effect.map(inner.recoveryBatch(machine, instanceIds, limit), (recoveries) =>
+              recoveries.map((r) => r.instanceId === "r1" ? { ...r, events: r.events.slice(0, 1) } : r))
+        })
+        // Every timer due before the sweeper starts: its first poll claims them as one batch.
+        yield* TestClock.adjust("11 minutes")
+        yield* durableRuntime(behind, { pollInterval: "1 second" })
+        yield* TestClock.adjust("1 second")
+        yield* eventually(
+          Effect.filterOrFail(
+            Effect.zipRight(writer.evictAll, Effect.forEach(["r1", "r2"], (id) => writer.inspect(Reservation, id))),
+            (views) => views.every((v) => v.state._tag === "Expired"),
+            () => "pending"
+          )
+        )
+        // Both of r1's generation-2 timers fired: the reminder first (it is due first), then the expiry.
+        expect(timeoutEvents(yield* writer.history(Reservation, "r1"))).toEqual([[3, "Remind"], [4, "Expire"]])
+      }))
+
     it.scoped("drops a stale generation: the state was left and re-entered before delivery", () =>
       Effect.gen(function*() {
         yield* TestClock.setTime(0)

@@ -3,8 +3,7 @@
  * writing are written together by its next flush.
  *
  * There is no timer and no minimum batch. At most `maxInFlight` flushes run
- * at once (one on SQLite, whose single connection writes one transaction at
- * a time; a few on PostgreSQL, whose server overlaps them). A writer that
+ * at once (the SQL stores use one: see `sqlEventStore.ts`). A writer that
  * finds a free place and nothing queued leads: after one yield of its fiber
  * (so that writers already running can queue: with a synchronous driver
  * nothing else runs while a flush does) it flushes its own item with
@@ -23,6 +22,7 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import type * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
 
 export interface GroupCommit<I, A, E> {
   /** Writes `item` with whatever else is queued, and returns its own outcome. */
@@ -102,7 +102,8 @@ export const make = <I, A, E>(options: {
    */
   const flush = (items: ReadonlyArray<I>, queued: ReadonlyArray<Entry<I, A, E>>, offset: number) =>
     Effect.uninterruptible(
-      Effect.tap(Effect.exit(options.flush(items)), (exit) => settle(queued, exit, offset))
+      // Suspended: a flush that throws while it builds its statement is a defect of this batch, not of the queue.
+      Effect.tap(Effect.exit(Effect.suspend(() => options.flush(items))), (exit) => settle(queued, exit, offset))
     ).pipe(Effect.ensuring(release))
 
   /** A flush ended: its place goes to what queued meanwhile. */
@@ -111,8 +112,12 @@ export const make = <I, A, E>(options: {
     return drain
   })
 
-  /** Starts a flush, in a daemon fiber, of each batch that has a free place. */
-  const drain: Effect.Effect<void> = Effect.suspend(() => {
+  /**
+   * Starts a flush, in a daemon fiber, of each batch that has a free place.
+   * Uninterruptible: a place taken is always handed to a flush, which frees
+   * it.
+   */
+  const drain: Effect.Effect<void> = Effect.uninterruptible(Effect.suspend(() => {
     const starts: Array<Effect.Effect<unknown>> = []
     while (inFlight < options.maxInFlight && queue.length > 0) {
       const batch = take(options.maxBatch)
@@ -120,7 +125,7 @@ export const make = <I, A, E>(options: {
       starts.push(Effect.forkDaemon(flush(batch.map((entry) => entry.item), batch, 0)))
     }
     return starts.length === 0 ? Effect.void : Effect.all(starts, { discard: true })
-  })
+  }))
 
   /** The leader's flush: its own item with up to `maxBatch - 1` queued ones (none of its key). */
   const lead = (item: I, key: string) =>
@@ -131,21 +136,24 @@ export const make = <I, A, E>(options: {
       return flush(items, batch, 1)
     })
 
+  // Uninterruptible until the item is either in a flush (the leader's) or in
+  // the queue: no interruption can leave a place taken or an item half
+  // queued. Only the wait for a queued item's outcome is interruptible.
   const submit = (item: I): Effect.Effect<A, E> =>
-    Effect.suspend(() => {
-      if (inFlight < options.maxInFlight && queue.length === 0) {
-        inFlight++
-        // Uninterruptible from here: the place taken is freed by the flush.
-        return Effect.uninterruptible(Effect.zipRight(Effect.yieldNow(), lead(item, options.key(item)))).pipe(
-          Effect.flatMap((exit) => Effect.flatMap(exit, (outcomes) => outcomeAt(outcomes, 0)))
-        )
-      }
-      return Effect.flatMap(Deferred.make<A, E>(), (done) => {
+    Effect.uninterruptibleMask((restore) =>
+      Effect.suspend(() => {
+        if (inFlight < options.maxInFlight && queue.length === 0) {
+          inFlight++
+          return Effect.zipRight(Effect.yieldNow(), lead(item, options.key(item))).pipe(
+            Effect.flatMap((exit) => Effect.flatMap(exit, (outcomes) => outcomeAt(outcomes, 0)))
+          )
+        }
+        const done = Deferred.unsafeMake<A, E>(FiberId.none)
         queue.push({ item, key: options.key(item), done })
         // A place may have freed while this fiber was queueing.
-        return Effect.zipRight(drain, Deferred.await(done))
+        return Effect.zipRight(drain, restore(Deferred.await(done)))
       })
-    })
+    )
 
   return { submit }
 }

@@ -119,7 +119,16 @@ export const makePoller = <A>(options: {
       const claimed = yield* options.claim(now, free)
       yield* Effect.annotateCurrentSpan("claimed", claimed.length)
       if (options.prepare !== undefined && claimed.length > 1) {
-        yield* options.prepare(claimed).pipe(Effect.catchAllCause((cause) => Effect.logWarning("preparing a batch failed", cause)))
+        // A shortcut, bounded like the rows' settling: a slow batch read never holds the claims up.
+        yield* options.prepare(claimed).pipe(
+          Effect.timeoutTo({
+            duration: settleMillis,
+            onSuccess: () => Effect.void,
+            onTimeout: () => Effect.logWarning(`preparing a batch of ${claimed.length} took over ${settleMillis} ms; settling without it`)
+          }),
+          Effect.flatten,
+          Effect.catchAllCause((cause) => Effect.logWarning("preparing a batch failed", cause))
+        )
       }
       yield* settleBatch(claimed)
       if (claimed.length >= free) {

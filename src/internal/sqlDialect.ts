@@ -310,9 +310,20 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
       }
       if (check.written) return Effect.succeed(Either.right(undefined))
       const refused = unapplied(c, check.actual, check.fenced, check.firedPending, check.completePending)
-      return refused._tag === "PersistenceError"
-        ? Effect.map(highest(c.machine, c.instanceId), (actual) => Either.left(conflict(c, actual)))
-        : Effect.succeed(Either.left(refused))
+      if (refused._tag !== "PersistenceError") return Effect.succeed(Either.left(refused))
+      // Not written: a failed read of the log's end fails this commit alone,
+      // and (not being the group's write) is never taken for a refused group.
+      return highest(c.machine, c.instanceId).pipe(
+        Effect.map((actual) => Either.left<AppendFailure>(conflict(c, actual))),
+        Effect.catchAll((error) =>
+          Effect.succeed(Either.left(
+            new PersistenceError({
+              operation: "append",
+              reason: `the commit was not written (another writer was first) and the log's end could not be read: ${error.message}`
+            })
+          ))
+        )
+      )
     })
 
   const L = sql(t.leases)
@@ -862,13 +873,18 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
       upsertSnapshot: upsertSnapshot(json, bool),
       append,
       appendGroup,
-      // A SQLSTATE is the server's answer: the statement failed and was
-      // rolled back. Not for connection, resource, lock-wait or cancel
-      // classes (08, 53, 55, 57, 58, XX), where writing each commit alone
-      // would only wait or fail as many times over.
+      // Only the server's own answer (a DatabaseError: it has a severity)
+      // means the statement failed and was rolled back, and only for the
+      // classes a commit's data or a race can cause: data exceptions (22),
+      // integrity (23), rollbacks such as deadlocks (40), a trigger's errors
+      // (42, P0). Not a socket error (EPIPE looks like a SQLSTATE) nor the
+      // connection, resource, lock-wait or cancel classes, after which the
+      // group may have landed, or writing each commit alone would only fail
+      // as many times over.
       refused: (error) => {
+        const cause = error.cause as { readonly severity?: unknown } | undefined
         const code = driverCode(error)
-        return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) && !/^(08|53|55|57|58|XX)/.test(code)
+        return typeof cause?.severity === "string" && typeof code === "string" && /^(22|23|40|42|P0)[0-9A-Z]{3}$/.test(code)
       }
     }
   }

@@ -115,8 +115,7 @@ export const toBoolean = (value: unknown): boolean =>
 
 export const toStringOrNull = (value: unknown): string | null => value === null || value === undefined ? null : String(value)
 
-/** JSON text of a payload; fails (instead of throwing) on values JSON cannot carry. */
-/** `encodeJson` without an Effect: the text, or the error. */
+/** JSON text of a value, or the error (JSON.stringify throws on cycles and BigInts; it returns undefined for functions). */
 export const jsonText = (operation: string, value: unknown): string | PersistenceError => {
   try {
     const text = JSON.stringify(value)
@@ -128,17 +127,10 @@ export const jsonText = (operation: string, value: unknown): string | Persistenc
   }
 }
 
+/** JSON text of a payload; fails (instead of throwing) on values JSON cannot carry. */
 export const encodeJson = (operation: string, value: unknown): Effect.Effect<string, PersistenceError> => {
-  try {
-    const text = JSON.stringify(value)
-    return text === undefined
-      ? Effect.fail(new PersistenceError({ operation, reason: `value is not JSON-serializable: ${String(value)}` }))
-      : Effect.succeed(text)
-  } catch (cause) {
-    return Effect.fail(
-      new PersistenceError({ operation, reason: `value is not JSON-serializable: ${describe(cause)}`, cause })
-    )
-  }
+  const text = jsonText(operation, value)
+  return typeof text === "string" ? Effect.succeed(text) : Effect.fail(text)
 }
 
 /** Runs a synchronous row decoder, turning a throw (bad JSON in a row) into a `PersistenceError`. */

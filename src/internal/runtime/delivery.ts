@@ -22,7 +22,7 @@ import * as Core from "../core.js"
 import type { Transition } from "./actions.js"
 import { type MachineCodec, parseMessage } from "./codec.js"
 import type { ExecuteError, Executed } from "./execute.js"
-import type { Instances } from "./instances.js"
+import type { Instances, Loaded, LoadError } from "./instances.js"
 import type { Traced } from "./tracing.js"
 
 /** What a failed delivery means for its timer. One case per error: a new error must be placed here. */
@@ -86,10 +86,30 @@ export const makeDeliver = (options: {
   const idProblem = EventStore.instanceIdProblem(delivery.instanceId)
   if (idProblem !== undefined) return Effect.succeed({ _tag: "Rejected", reason: `invalid instance id: ${idProblem}` })
 
+  /**
+   * The instance, fresh from the log (another node may have moved it on),
+   * unless this node's lease has kept every other writer out, or its claimed
+   * batch has just read it (`preloaded`: then a catch-up comes only before
+   * the timer would be dropped as stale).
+   */
+  const loadForDelivery = (held: LockingStrategy.Held) =>
+    Effect.suspend((): Effect.Effect<readonly [Loaded, boolean], LoadError> => {
+      if (held.continuous) return Effect.map(instances.load(codec, delivery.instanceId), (loaded) => [loaded, false] as const)
+      const hit = instances.cached(codec.machine.name, delivery.instanceId)
+      if (hit !== undefined && instances.takePreloaded(codec.machine.name, delivery.instanceId)) {
+        return Effect.succeed([hit, true] as const)
+      }
+      return Effect.map(instances.loadFresh(codec, delivery.instanceId), (loaded) => [loaded, false] as const)
+    })
+
+  const armedOrFresh = (held: LockingStrategy.Held) =>
+    Effect.flatMap(loadForDelivery(held), ([loaded, preloaded]) =>
+      preloaded && Core.armedDeadline(loaded, delivery.name, delivery.generation) === undefined
+        ? instances.catchUp(codec, delivery.instanceId, loaded)
+        : Effect.succeed(loaded))
+
   const underLock = (held: LockingStrategy.Held) => Effect.flatMap(
-    // Fresh from the log (another node may have moved the instance on),
-    // unless this node's lease has kept every other writer out.
-    held.continuous ? instances.load(codec, delivery.instanceId) : instances.loadFresh(codec, delivery.instanceId),
+    armedOrFresh(held),
     (loaded): Effect.Effect<TimeoutStrategy.DeliveryResult | Executed, ExecuteError> => {
       if (Core.armedDeadline(loaded, delivery.name, delivery.generation) === undefined) {
         return Effect.succeed({ _tag: "Stale", raced: false })

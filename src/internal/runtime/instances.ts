@@ -59,8 +59,19 @@ export interface Instances {
     instanceId: string,
     loaded: Loaded
   ) => Effect.Effect<Loaded | undefined, LoadError>
-  /** Loads the uncached instances of `instanceIds` in one batch read, ahead of commands to them (see `preload`). */
-  readonly preload: (codec: MachineCodec, instanceIds: ReadonlyArray<string>) => Effect.Effect<void>
+  /**
+   * Loads the uncached instances of `instanceIds` in one batch read, ahead
+   * of commands to them (see `preload`); with `fresh`, each is marked as just
+   * read, for `takePreloaded`.
+   */
+  readonly preload: (codec: MachineCodec, instanceIds: ReadonlyArray<string>, fresh: boolean) => Effect.Effect<void>
+  /**
+   * Whether the instance was read by the latest `preload` with `fresh` and
+   * nothing has used or replaced it since; clears the mark. A timer delivery
+   * then skips its catch-up, and catches up only before it would drop the
+   * timer as stale.
+   */
+  readonly takePreloaded: (machine: string, instanceId: string) => boolean
   /** Applies the events written after `loaded` (by other writers). */
   readonly catchUp: (codec: MachineCodec, instanceId: string, loaded: Loaded) => Effect.Effect<Loaded, ReplayError>
   /**
@@ -228,21 +239,24 @@ export const makeInstances = (options: {
   /**
    * Loads the instances of `instanceIds` that are not cached with one
    * `recoveryBatch` (two reads), ahead of commands about to reach them (a
-   * batch of claimed timers). Only what recovers exactly as `load` would is
-   * cached: an instance whose snapshot cannot be used, whose log does not
-   * replay or runs past one page, or that got cached meanwhile is left to
-   * `load`. Failures are ignored (it is a shortcut), and so are
-   * concurrent writers: an instance cached here is committed state, and a
-   * commit that moved it on since makes the next command's commit conflict
-   * and catch up, as after any other writer.
+   * batch of claimed timers), at most half the cache's size of them. Only
+   * what recovers exactly as `load` would is cached: an instance whose
+   * snapshot cannot be used, whose log does not replay or runs past one
+   * page, or that got cached meanwhile is left to `load`. Failures are
+   * ignored (it is a shortcut), and so are concurrent writers: an instance
+   * cached here is committed state, and a commit that moved it on since
+   * makes the next command's commit conflict and catch up, as after any
+   * other writer.
    */
-  const preload = (codec: MachineCodec, instanceIds: ReadonlyArray<string>): Effect.Effect<void> =>
+  const preload = (codec: MachineCodec, instanceIds: ReadonlyArray<string>, fresh: boolean): Effect.Effect<void> =>
     Effect.suspend(() => {
       const name = codec.machine.name
-      const missing = [...new Set(instanceIds)].filter((id) => !cache.has(cacheKey(name, id))).slice(0, maxPreload)
-      if (missing.length < 2) return Effect.void
-      // Only the latest batch counts as fresh.
+      // Only the latest batch counts as just read.
       preloaded.clear()
+      // At most half the cache: a batch must not push out every instance in use.
+      const room = Math.min(maxPreload, Math.floor(options.cacheSize / 2))
+      const missing = [...new Set(instanceIds)].filter((id) => !cache.has(cacheKey(name, id))).slice(0, room)
+      if (missing.length < 2) return Effect.void
       return store.recoveryBatch(name, missing, replayPage).pipe(
         Effect.flatMap((recoveries) => {
           const loaded: Array<readonly [string, Loaded]> = []
@@ -260,7 +274,7 @@ export const makeInstances = (options: {
             const key = cacheKey(name, recovery.instanceId)
             if (instance === undefined || cache.has(key)) continue
             cache.set(key, instance)
-            preloaded.add(key)
+            if (fresh) preloaded.add(key)
             loaded.push([recovery.instanceId, instance])
           }
           return Effect.forEach(loaded, ([instanceId, instance]) => arm(codec, instanceId, instance), { discard: true })
@@ -281,6 +295,7 @@ export const makeInstances = (options: {
         Effect.flatMap(([took, loaded]) => {
           if (loaded === undefined) return Effect.fail(new InstanceNotFound({ machine: codec.machine.name, instanceId }))
           cache.set(key, loaded)
+          preloaded.delete(key)
           const { metrics } = codec
           const replayed = loaded.seqNr - loaded.snapshotSeqNr
           return arm(codec, instanceId, loaded).pipe(
@@ -300,7 +315,9 @@ export const makeInstances = (options: {
   const catchUp = (codec: MachineCodec, instanceId: string, loaded: Loaded) =>
     Effect.flatMap(replayFrom(codec, instanceId, loaded), (fresh) => {
       const next = fresh ?? loaded
-      cache.set(cacheKey(codec.machine.name, instanceId), next)
+      const key = cacheKey(codec.machine.name, instanceId)
+      cache.set(key, next)
+      preloaded.delete(key)
       return next.seqNr === loaded.seqNr ? Effect.succeed(next) : arm(codec, instanceId, next).pipe(
         Effect.zipRight(Metric.incrementBy(codec.metrics.replayedEvents, next.seqNr - loaded.seqNr)),
         Effect.as(next)
@@ -317,8 +334,7 @@ export const makeInstances = (options: {
       const key = cacheKey(codec.machine.name, instanceId)
       const hit = cache.get(key)
       if (hit === undefined) return load(codec, instanceId)
-      // Read from the log by the batch load for this very command: as fresh as a catch-up would make it.
-      if (preloaded.delete(key)) return Effect.succeed(hit)
+      preloaded.delete(key)
       return catchUp(codec, instanceId, hit)
     })
 
@@ -368,6 +384,7 @@ export const makeInstances = (options: {
     load,
     loadFresh,
     preload,
+    takePreloaded: (machine, instanceId) => preloaded.delete(cacheKey(machine, instanceId)),
     catchUp,
     resync
   }

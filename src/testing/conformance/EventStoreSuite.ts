@@ -267,6 +267,11 @@ export const eventStoreSuite = (name: string, layer: Layer.Layer<Stores, unknown
           move("g15", { timers: { cancelAll: true, schedule: [], fired: { name: "t", generation: 7 } } }),
           { ...move("g16"), fence: { owner: "nobody", token: 3 } },
           move("g17", { outbox: { produce: [], complete: { machine, instanceId: "g17", seqNr: 1, index: 0 } } }),
+          // Two reasons at once: the first in the order lone commits report them.
+          { ...commit("g19", 0, [event("Late", null, "Paid", at(2_000))]), fence: { owner: "nobody", token: 3 } },
+          commit("g20", 0, [event("Late", null, "Paid", at(2_000))], {
+            timers: { cancelAll: true, schedule: [], fired: { name: "t", generation: 7 } }
+          }),
           // Two writes of one instance: one wins, the other conflicts.
           move("g18"),
           commit("g18", 1, [event("Other", null, "Paid", at(2_000))]),
@@ -283,7 +288,9 @@ export const eventStoreSuite = (name: string, layer: Layer.Layer<Stores, unknown
           ["g14", "SequenceConflict"],
           ["g15", "StaleTimer"],
           ["g16", "FencingRejected"],
-          ["g17", "StaleCommand"]
+          ["g17", "StaleCommand"],
+          ["g19", "FencingRejected"],
+          ["g20", "SequenceConflict"]
         ])
         const conflict = outcomes[attempts.findIndex((c) => c.instanceId === "g14")]!
         expect(Either.isLeft(conflict) && conflict.left).toMatchObject({ expected: 0, actual: 1 })
@@ -293,7 +300,7 @@ export const eventStoreSuite = (name: string, layer: Layer.Layer<Stores, unknown
           expect((yield* tags(id))[0]).toBe("@created")
           expect(yield* store.highestSequenceNr(machine, id)).toBe(2)
         }
-        for (const id of ["g14", "g15", "g16", "g17"]) expect(yield* tags(id)).toEqual(["@created"])
+        for (const id of ["g14", "g15", "g16", "g17", "g19", "g20"]) expect(yield* tags(id)).toEqual(["@created"])
         expect(yield* tags("g12")).toEqual(["@created", "Stay"])
         for (const id of ["n0", "n1", "n2"]) expect(yield* tags(id)).toEqual(["@created"])
 
