@@ -868,6 +868,8 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
     /** Loads the instances at `keys` that are not cached, one batch read per machine (see `Instances.preload`). */
     const preloadAll = (keys: Iterable<{ readonly machine: string; readonly instanceId: string }>, fresh: boolean) =>
       Effect.suspend(() => {
+        // A new batch of timers: only its own reads count as just made.
+        if (fresh) instances.forgetPreloaded()
         const byMachine = new Map<string, Array<string>>()
         for (const key of keys) {
           let ids = byMachine.get(key.machine)

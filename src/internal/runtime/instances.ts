@@ -72,6 +72,8 @@ export interface Instances {
    * timer as stale.
    */
   readonly takePreloaded: (machine: string, instanceId: string) => boolean
+  /** Drops every mark of `preload` (a new batch begins: only its reads count as just made). */
+  readonly forgetPreloaded: () => void
   /** Applies the events written after `loaded` (by other writers). */
   readonly catchUp: (codec: MachineCodec, instanceId: string, loaded: Loaded) => Effect.Effect<Loaded, ReplayError>
   /**
@@ -113,7 +115,7 @@ export const makeInstances = (options: {
     preloaded.delete(key)
     unload(key)
   })
-  /** Keys the latest `preload` read from the log and no command has used since (`loadFresh` skips their catch-up once). */
+  /** Keys the latest batch of `preload` marked as just read, that no command has used or replaced since (see `takePreloaded`). */
   const preloaded = new Set<string>()
 
   /** The typed failure of a record that does not follow from the instance. */
@@ -148,6 +150,7 @@ export const makeInstances = (options: {
     start: Loaded | undefined
   ): Effect.Effect<Loaded | undefined, ReplayError> => {
     const machine = codec.machine
+    // Per run of the returned Effect (a retry replays from `start` again).
     let acc: Core.InstanceState | undefined
     const page = (from: number): Effect.Effect<Loaded | undefined, ReplayError> =>
       Effect.flatMap(store.eventsPage(machine.name, instanceId, from, replayPage), (records) => {
@@ -251,8 +254,6 @@ export const makeInstances = (options: {
   const preload = (codec: MachineCodec, instanceIds: ReadonlyArray<string>, fresh: boolean): Effect.Effect<void> =>
     Effect.suspend(() => {
       const name = codec.machine.name
-      // Only the latest batch counts as just read.
-      preloaded.clear()
       // At most half the cache: a batch must not push out every instance in use.
       const room = Math.min(maxPreload, Math.floor(options.cacheSize / 2))
       const missing = [...new Set(instanceIds)].filter((id) => !cache.has(cacheKey(name, id))).slice(0, room)
@@ -385,6 +386,7 @@ export const makeInstances = (options: {
     loadFresh,
     preload,
     takePreloaded: (machine, instanceId) => preloaded.delete(cacheKey(machine, instanceId)),
+    forgetPreloaded: () => preloaded.clear(),
     catchUp,
     resync
   }
