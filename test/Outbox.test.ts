@@ -191,16 +191,18 @@ for (const backend of backends) {
         // Listed by failure time: the two may fail a clock tick apart, in either order.
         expect(letters.map((l) => [l.instanceId, l.tag, l.attempts]).sort()).toEqual([["o1", "ChargeCard", 3], ["o2", "ChargeCard", 3]])
         expect(letters[0]!.lastError).toContain("attempt 3")
+        const o1Letter = letters.find((l) => l.instanceId === "o1")!
+        const o2Letter = letters.find((l) => l.instanceId === "o2")!
         expect(yield* outboxOf(store).pending("shop", "o1")).toEqual([])
         expect((yield* Ref.get(gateway.calls)).length).toBe(6)
         // 6 failed attempts, 4 of them retried, 2 dead letters, nothing done yet, 2 first attempts timed.
         expect((yield* counts).map((n, i) => n - before[i]!)).toEqual([6, 4, 2, 0, 2])
 
         yield* Ref.set(gateway.failures, 0)
-        expect(yield* Outbox.redrive(letters[0]!).pipe(Effect.provide(store))).toBe(true)
-        expect(yield* Outbox.discard(letters[1]!).pipe(Effect.provide(store))).toBe(true)
-        expect(yield* Outbox.discard(letters[1]!).pipe(Effect.provide(store))).toBe(false)
-        expect(yield* Outbox.redrive(letters[1]!).pipe(Effect.provide(store))).toBe(false)
+        expect(yield* Outbox.redrive(o1Letter).pipe(Effect.provide(store))).toBe(true)
+        expect(yield* Outbox.discard(o2Letter).pipe(Effect.provide(store))).toBe(true)
+        expect(yield* Outbox.discard(o2Letter).pipe(Effect.provide(store))).toBe(false)
+        expect(yield* Outbox.redrive(o2Letter).pipe(Effect.provide(store))).toBe(false)
         expect(yield* Outbox.deadLetters("shop").pipe(Effect.provide(store))).toEqual([])
         // Found at the next poll, at the latest after the idle interval.
         yield* TestClock.adjust("11 minutes")
