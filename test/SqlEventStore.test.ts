@@ -765,6 +765,44 @@ describe.skipIf(pgTarget.skip !== undefined)("SqlEventStore on postgres: stateme
       expect(log.map((r) => [r.seqNr, r.payload])).toEqual([[1, { by: "other" }], [2, { _tag: "Pay" }]])
     }))
 
+  it.scoped("group commit: a commit of a group beaten to its key by another connection gets SequenceConflict alone; the others are written", () =>
+    Effect.gen(function*() {
+      const schema = yield* Pg.freshSchema
+      const applicationName = `fsm-test-${crypto.randomUUID().slice(0, 8)}`
+      const mine = yield* storeOn(PgClient.layer({ ...Pg.clientConfig(schema), applicationName }))
+      const other = yield* storeOn(Pg.layerClient(schema))
+      // Another writer has appended o1's seqNr 1 and not committed yet.
+      const holding = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const otherWriter = yield* other.sql.withTransaction(
+        other.store.append(commit("o1", 0, [event("@created", { by: "other" })])).pipe(
+          Effect.zipRight(Deferred.succeed(holding, undefined)),
+          Effect.zipRight(Deferred.await(release))
+        )
+      ).pipe(Effect.fork)
+      yield* Deferred.await(holding)
+      const groups = Effect.map(Metric.value(Metrics.commitGroupSize), (state) => state.sum - state.count)
+      const grouped = yield* groups
+      // The group's checks do not see that row, so its insert of o1 waits on the key...
+      const ours = yield* Effect.all(
+        ["p1", "o1", "p2", "p3"].map((id) => Effect.either(mine.store.append(commit(id, 0, [event("@created", { by: "mine" })])))),
+        { concurrency: "unbounded" }
+      ).pipe(Effect.fork)
+      expect(yield* blockedOnLock(mine.sql, applicationName)).toBe(true)
+      // ...and skips it once the other writer commits: o1 alone conflicts, with the log's real end.
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(otherWriter)
+      const [p1, o1, p2, p3] = yield* Fiber.join(ours)
+      expect(Either.isLeft(o1!) && o1.left).toMatchObject({ _tag: "SequenceConflict", expected: 0, actual: 1 })
+      for (const outcome of [p1, p2, p3]) expect(Either.isRight(outcome!)).toBe(true)
+      expect(yield* groups).toBeGreaterThan(grouped)
+      const log = Chunk.toArray(yield* Stream.runCollect(mine.store.events(machine, "o1", 1)))
+      expect(log.map((r) => [r.seqNr, r.payload])).toEqual([[1, { by: "other" }]])
+      expect(Option.map(yield* mine.store.instance(machine, "o1"), (row) => row.seqNr)).toEqual(Option.some(1))
+      for (const id of ["p1", "p2", "p3"]) expect(yield* mine.store.highestSequenceNr(machine, id)).toBe(1)
+      expect(yield* mine.store.stateCounts(machine)).toEqual([{ stateTag: "Pending", stopped: false, count: 4 }])
+    }))
+
   it.scoped("a takeover waits for a fenced commit holding the lease row and comes after it; a fenced commit waiting on a takeover is refused", () =>
     Effect.gen(function*() {
       const schema = yield* Pg.freshSchema
