@@ -162,6 +162,30 @@ const poisonOnCommit = (sql: SqlClient.SqlClient) =>
     })
   })
 
+/**
+ * A fresh PostgreSQL schema with two stores on it: `mine` (its connections
+ * named `applicationName`, for `blockedOnLock`) and another connection's,
+ * which has appended o1's first event in a transaction it keeps open until
+ * `commitOther`.
+ */
+const uncommittedOtherWriter = Effect.gen(function*() {
+  const schema = yield* Pg.freshSchema
+  const applicationName = `fsm-test-${crypto.randomUUID().slice(0, 8)}`
+  const mine = yield* storeOn(PgClient.layer({ ...Pg.clientConfig(schema), applicationName }))
+  const other = yield* storeOn(Pg.layerClient(schema))
+  const holding = yield* Deferred.make<void>()
+  const release = yield* Deferred.make<void>()
+  const otherWriter = yield* other.sql.withTransaction(
+    other.store.append(commit("o1", 0, [event("@created", { by: "other" })])).pipe(
+      Effect.zipRight(Deferred.succeed(holding, undefined)),
+      Effect.zipRight(Deferred.await(release))
+    )
+  ).pipe(Effect.fork)
+  yield* Deferred.await(holding)
+  const commitOther = Effect.zipRight(Deferred.succeed(release, undefined), Fiber.join(otherWriter))
+  return { applicationName, commitOther, mine }
+})
+
 /** Asserts that nothing of `instanceId` is stored. */
 const expectNothingStored = (
   store: EventStore.EventStore["Type"],
@@ -729,21 +753,8 @@ describe.skipIf(pgTarget.skip !== undefined)("SqlEventStore on postgres: stateme
 
   it.scoped("losing a race on the primary key inside a caller's transaction is a SequenceConflict, and the transaction goes on", () =>
     Effect.gen(function*() {
-      const schema = yield* Pg.freshSchema
-      const applicationName = `fsm-test-${crypto.randomUUID().slice(0, 8)}`
-      const mine = yield* storeOn(PgClient.layer({ ...Pg.clientConfig(schema), applicationName }))
-      const other = yield* storeOn(Pg.layerClient(schema))
-
-      // Another writer has appended seqNr 1 and not committed yet.
-      const holding = yield* Deferred.make<void>()
-      const release = yield* Deferred.make<void>()
-      const otherWriter = yield* other.sql.withTransaction(
-        other.store.append(commit("o1", 0, [event("@created", { by: "other" })])).pipe(
-          Effect.zipRight(Deferred.succeed(holding, undefined)),
-          Effect.zipRight(Deferred.await(release))
-        )
-      ).pipe(Effect.fork)
-      yield* Deferred.await(holding)
+      // Another writer has appended o1's seqNr 1 and not committed yet.
+      const { applicationName, commitOther, mine } = yield* uncommittedOtherWriter
 
       // Our commit does not see that row, so its insert waits on the key...
       const ours = yield* mine.sql.withTransaction(Effect.gen(function*() {
@@ -751,15 +762,9 @@ describe.skipIf(pgTarget.skip !== undefined)("SqlEventStore on postgres: stateme
         yield* mine.store.append(commit("o1", 1, [event("Pay")]))
         return lost
       })).pipe(Effect.fork)
-      const waiting = mine.sql<{ readonly n: unknown }>`SELECT COUNT(*) AS n FROM pg_stat_activity WHERE application_name = ${applicationName} AND wait_event_type = 'Lock'`
-      let blocked = false
-      for (let tries = 0; tries < 10_000 && !blocked; tries++) {
-        blocked = Number((yield* waiting)[0]!.n) === 1
-      }
-      expect(blocked).toBe(true)
+      expect(yield* blockedOnLock(mine.sql, applicationName)).toBe(true)
       // ...and fails on it once the other writer commits.
-      yield* Deferred.succeed(release, undefined)
-      yield* Fiber.join(otherWriter)
+      yield* commitOther
       expect(yield* Fiber.join(ours)).toMatchObject({ _tag: "SequenceConflict", expected: 0, actual: 1 })
       const log = Chunk.toArray(yield* Stream.runCollect(mine.store.events(machine, "o1", 1)))
       expect(log.map((r) => [r.seqNr, r.payload])).toEqual([[1, { by: "other" }], [2, { _tag: "Pay" }]])
@@ -767,20 +772,8 @@ describe.skipIf(pgTarget.skip !== undefined)("SqlEventStore on postgres: stateme
 
   it.scoped("group commit: a commit of a group beaten to its key by another connection gets SequenceConflict alone; the others are written", () =>
     Effect.gen(function*() {
-      const schema = yield* Pg.freshSchema
-      const applicationName = `fsm-test-${crypto.randomUUID().slice(0, 8)}`
-      const mine = yield* storeOn(PgClient.layer({ ...Pg.clientConfig(schema), applicationName }))
-      const other = yield* storeOn(Pg.layerClient(schema))
       // Another writer has appended o1's seqNr 1 and not committed yet.
-      const holding = yield* Deferred.make<void>()
-      const release = yield* Deferred.make<void>()
-      const otherWriter = yield* other.sql.withTransaction(
-        other.store.append(commit("o1", 0, [event("@created", { by: "other" })])).pipe(
-          Effect.zipRight(Deferred.succeed(holding, undefined)),
-          Effect.zipRight(Deferred.await(release))
-        )
-      ).pipe(Effect.fork)
-      yield* Deferred.await(holding)
+      const { applicationName, commitOther, mine } = yield* uncommittedOtherWriter
       const groups = Effect.map(Metric.value(Metrics.commitGroupSize), (state) => state.sum - state.count)
       const grouped = yield* groups
       // The group's checks do not see that row, so its insert of o1 waits on the key...
@@ -790,8 +783,7 @@ describe.skipIf(pgTarget.skip !== undefined)("SqlEventStore on postgres: stateme
       ).pipe(Effect.fork)
       expect(yield* blockedOnLock(mine.sql, applicationName)).toBe(true)
       // ...and skips it once the other writer commits: o1 alone conflicts, with the log's real end.
-      yield* Deferred.succeed(release, undefined)
-      yield* Fiber.join(otherWriter)
+      yield* commitOther
       const [p1, o1, p2, p3] = yield* Fiber.join(ours)
       expect(Either.isLeft(o1!) && o1.left).toMatchObject({ _tag: "SequenceConflict", expected: 0, actual: 1 })
       for (const outcome of [p1, p2, p3]) expect(Either.isRight(outcome!)).toBe(true)

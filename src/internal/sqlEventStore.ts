@@ -217,22 +217,24 @@ export const makeBackend = (
         })
       )
 
+  /** A snapshot row; `instanceIdOf` names its instance (known to the caller, or read from the row). */
+  const decodeSnapshot = <Row extends SnapshotRow>(machine: string, instanceIdOf: (row: Row) => string) =>
+  (row: Row): EventStore.SnapshotRecord => ({
+    machine,
+    instanceId: instanceIdOf(row),
+    seqNr: toNumber(row.seq_nr),
+    state: JSON.parse(row.state),
+    stopped: toBoolean(row.stopped),
+    schemaVersion: toNumber(row.schema_version),
+    timestamp: toNumber(row.ts)
+  })
+
   const loadSnapshot = (machine: string, instanceId: string) =>
     sql<SnapshotRow>`SELECT seq_nr, ${
       dialect.jsonText("state")
     } AS state, stopped, schema_version, ts FROM ${S} WHERE machine = ${machine} AND instance_id = ${instanceId}`.pipe(
       mapSqlError("loadSnapshot"),
-      Effect.flatMap((rows) =>
-        decodeRows("loadSnapshot", rows, (row): EventStore.SnapshotRecord => ({
-          machine,
-          instanceId,
-          seqNr: toNumber(row.seq_nr),
-          state: JSON.parse(row.state),
-          stopped: toBoolean(row.stopped),
-          schemaVersion: toNumber(row.schema_version),
-          timestamp: toNumber(row.ts)
-        }))
-      ),
+      Effect.flatMap((rows) => decodeRows("loadSnapshot", rows, decodeSnapshot(machine, () => instanceId))),
       Effect.map((snapshots) => Option.fromNullable(snapshots[0])),
       span("SqlEventStore.loadSnapshot", { attributes: { machine, instanceId } })
     )
@@ -310,24 +312,23 @@ export const makeBackend = (
     Effect.suspend(() => {
       const encoded = encodeCommit(commit)
       if (encoded instanceof PersistenceErrorClass) return Effect.fail(encoded)
-      const outer = Effect.serviceOption(SqlClient.TransactionConnection)
-      return Effect.flatMap(outer, (transaction) =>
+      // Suspended: building a lone commit's statement is wasted on one that joins a group.
+      const alone = Effect.suspend(() => mapSqlError("append")(dialect.append(encoded)))
+      return Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (transaction) =>
         // Inside a caller's transaction the write is durable only once that transaction commits.
         Option.isSome(transaction)
-          ? Effect.as(mapSqlError("append")(dialect.append(encoded)), notYetDurable)
-          : grouping && encoded.events.length === 1
-          ? Effect.as(group.submit(encoded), durable)
-          : Effect.as(mapSqlError("append")(dialect.append(encoded)), durable))
+          ? Effect.as(alone, notYetDurable)
+          : Effect.as(grouping && encoded.events.length === 1 ? group.submit(encoded) : alone, durable))
     }).pipe(
-        span("SqlEventStore.append", {
-          attributes: {
-            machine: commit.machine,
-            instanceId: commit.instanceId,
-            expectedSeqNr: commit.expectedSeqNr,
-            events: commit.events.length
-          }
-        })
-      )
+      span("SqlEventStore.append", {
+        attributes: {
+          machine: commit.machine,
+          instanceId: commit.instanceId,
+          expectedSeqNr: commit.expectedSeqNr,
+          events: commit.events.length
+        }
+      })
+    )
 
   const eventsPage = (machine: string, instanceId: string, fromSeqNr: number, limit: number) => {
     const start = firstSeqNr(fromSeqNr)
@@ -352,15 +353,7 @@ export const makeBackend = (
       } AS state, stopped, schema_version, ts FROM ${S} WHERE machine = ${machine} AND instance_id IN ${sql.in(instanceIds)}`
       const snapshots = new Map<string, EventStore.SnapshotRecord>()
       for (
-        const snapshot of yield* decodeRows("recoveryBatch", snapshotRows, (row): EventStore.SnapshotRecord => ({
-          machine,
-          instanceId: String(row.instance_id),
-          seqNr: toNumber(row.seq_nr),
-          state: JSON.parse(row.state),
-          stopped: toBoolean(row.stopped),
-          schemaVersion: toNumber(row.schema_version),
-          timestamp: toNumber(row.ts)
-        }))
+        const snapshot of yield* decodeRows("recoveryBatch", snapshotRows, decodeSnapshot(machine, (row) => String(row.instance_id)))
       ) snapshots.set(snapshot.instanceId, snapshot)
       const bigint = (value: number) => dialect.name === "pg" ? sql`${value}::bigint` : sql`${value}`
       const text = (value: string) => dialect.name === "pg" ? sql`${value}::text` : sql`${value}`
