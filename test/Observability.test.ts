@@ -314,7 +314,39 @@ describe("Metrics", () => {
     }))
 })
 
+/** A machine whose entry action notes the span it runs in (its name, or "none"). */
+const spansSeen: Array<string> = []
+const Spotter = Machine.make({
+  name: "obs-spotter",
+  version: 1,
+  state: Schema.Union(Schema.TaggedStruct("Idle", {}), Schema.TaggedStruct("Busy", {})),
+  event: Schema.Union(Schema.TaggedStruct("Go", {})),
+  transitions: { Idle: { Go: "Busy" } },
+  entry: {
+    Busy: () =>
+      Effect.currentSpan.pipe(
+        Effect.match({ onFailure: () => "none", onSuccess: (span) => span.name }),
+        Effect.map((name) => void spansSeen.push(name))
+      )
+  }
+})
+
 describe("spans", () => {
+  it.scoped("with Effect's default tracer (nothing exports) the runtime makes no spans: the action runs in the caller's span", () =>
+    Effect.gen(function*() {
+      spansSeen.length = 0
+      const recorder = yield* recordingTracer
+      const { runtime } = yield* runtimeOn(yield* memoryStore, { machines: [Spotter] })
+      yield* runtime.create(Spotter, "a", { _tag: "Idle" })
+      yield* runtime.create(Spotter, "b", { _tag: "Idle" })
+      yield* runtime.send(Spotter, "a", { _tag: "Go" }).pipe(Effect.withSpan("caller"))
+      yield* runtime.send(Spotter, "b", { _tag: "Go" }).pipe(Effect.withSpan("caller"), Effect.withTracer(recorder.tracer))
+      // Under the default tracer the only span is the caller's own; with one installed, the runtime's are made.
+      expect(spansSeen[0]).toBe("caller")
+      expect(spansSeen[1]).not.toBe("caller")
+      expect(recorder.named("FSMRuntime.send")).toHaveLength(1)
+    }))
+
   it.scoped("send, create and stop are spans with machine, instanceId and the committed seqNr; the store's append is inside them", () =>
     Effect.gen(function*() {
       const recorder = yield* recordingTracer
