@@ -351,6 +351,14 @@ for (const backend of backends) {
         yield* runtime.create(Pinger, "p", { _tag: "Waiting", count: 0 })
         yield* TestClock.adjust("2 minutes")
         yield* eventually(Effect.filterOrFail(Effect.sync(() => failedEarly), (f) => f, () => "early not tried"))
+        // Its retry is stored before time moves on: a claim still held when its
+        // lease runs out would be claimed again, with the late one.
+        const timers = Context.get(store, TimeoutStore.TimeoutStore)
+        yield* eventually(Effect.filterOrFail(
+          timers.pending("pinger", "p"),
+          (rows) => rows.some((row) => row.name === "early" && row.attempts === 1),
+          () => "early's retry not stored"
+        ))
         yield* TestClock.adjust("2 minutes")
         yield* eventually(Effect.filterOrFail(logOf(runtime, Pinger, "p"), (log) => log.length === 2, () => "late not fired"))
         const live = yield* runtime.inspect(Pinger, "p")
