@@ -37,7 +37,7 @@
  * the repetitions; the configurations alternate, in rotating order, after
  * `--warmup` unmeasured rounds.
  *
- *   npx tsx bench/contention.ts [--ms 1000] [--reps 3] [--warmup 1]
+ *   npm run bench -- contention [--ms 1000] [--reps 3] [--warmup 1]
  *
  * Prints
  *   BENCH contention.pg.hot8.optimistic value=<sends/s> unit=ops/s baseline=<1 writer sends/s> ratio=<value/baseline>

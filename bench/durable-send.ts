@@ -24,7 +24,7 @@
  * write too, but not a send), then times the sends only. The runtime's cache
  * holds every instance, so this is the hot path: one `append` per send.
  *
- *   npx tsx bench/durable-send.ts [--ms 400] [--pgbench-seconds 1] [--reps 3] [--warmup 1]
+ *   npm run bench -- durable-send [--ms 400] [--pgbench-seconds 1] [--reps 3] [--warmup 1]
  *
  * Prints, for SQLite and PostgreSQL at 1, 8 and 64:
  *   BENCH send.sqlite.c1 value=<sends/s> unit=ops/s baseline=<raw inserts/s, same concurrency> ratio=<value/baseline>

@@ -15,7 +15,7 @@
  * - `scale.send.sqlite` (sends/s): with `--instances`; baseline: with
  *   10,000 (target ratio ≥ 0.8).
  *
- *   npx tsx bench/memory.ts [--instances 1000000] [--seconds 60]
+ *   npm run bench -- memory [--instances 1000000] [--seconds 60]
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import { Context, Effect, Layer, Random, Schema } from "effect"

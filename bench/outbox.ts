@@ -36,7 +36,7 @@
  * commit's time), per command, first attempt. Baseline: the target, the
  * default poll interval (500 ms) + 50 ms; ratio = baseline / value.
  *
- *   npx tsx bench/outbox.ts [--commands 1000] [--latency-rate 100] [--latency-seconds 2] [--ms 1000]
+ *   npm run bench -- outbox [--commands 1000] [--latency-rate 100] [--latency-seconds 2] [--ms 1000]
  *     [--max-wait-seconds 300] [--reps 3] [--warmup 1]
  *
  * Prints (each the median of the repetitions; warm-up rounds have a fifth of

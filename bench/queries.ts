@@ -19,7 +19,7 @@
  * not the write path), the counts table from them as migration 5 builds it,
  * then `ANALYZE`d.
  *
- *   npx tsx bench/queries.ts [--instances 1000000] [--queries 200] [--reps 3] [--warmup 1]
+ *   npm run bench -- queries [--instances 1000000] [--queries 200] [--reps 3] [--warmup 1]
  */
 import type * as SqlClient from "@effect/sql/SqlClient"
 import { Context, Effect, Option, type Scope } from "effect"

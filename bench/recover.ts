@@ -13,7 +13,7 @@
  * Each sample is a fresh `FSMRuntime` (empty cache) over the same store, timed
  * around `inspect`, whose result is checked (the count the log sums to).
  *
- *   npx tsx bench/recover.ts [--events 100000] [--reps 3] [--warmup 1]
+ *   npm run bench -- recover [--events 100000] [--reps 3] [--warmup 1]
  */
 import { Context, Effect, Schema, type Scope } from "effect"
 import { EventStore, FSMRuntime, Machine } from "effect-fsm"

@@ -7,13 +7,16 @@
  *   npm run bench -- step                  one script
  *   npm run bench -- send-memory --orders 2000 --reps 7
  *   npm run bench -- --list
- *   npx tsx bench/step.ts --help           a script on its own
+ *   npm run bench -- step --help           a script's flags
  *
- * Each script runs in a child process of its own, so one benchmark's heap
+ * `npm run bench` builds the package first and runs the scripts under
+ * `bench/tsconfig.json`, so they measure the compiled `dist/`, as an
+ * application runs it. Each script runs in a child process of its own, so one benchmark's heap
  * and JIT state do not leak into the next. Progress goes to stderr; the
  * `BENCH` lines, and nothing else, to stdout.
  */
 import { spawnSync } from "node:child_process"
+import * as fs from "node:fs"
 import * as path from "node:path"
 import { fileURLToPath, pathToFileURL } from "node:url"
 import { parseArgs } from "node:util"
@@ -93,6 +96,31 @@ export const commonFlags = {
 } satisfies Record<string, FlagSpec>
 
 /**
+ * Says which build of effect-fsm a script measures, and refuses a stale one.
+ * `npm run bench` builds `dist/` and runs under `bench/tsconfig.json`, so
+ * `effect-fsm` resolves, as in an application, to the compiled package. Run
+ * with the repository's tsconfig (`npx tsx bench/<name>.ts`), it resolves to
+ * `src/` through tsx's transform, whose wrappers (esbuild's `keepNames`
+ * names every closure the hot path creates) make the runtime measurably
+ * slower than what users run: that is allowed, and said.
+ */
+const checkBuild = (script: string): void => {
+  const entry = fileURLToPath(import.meta.resolve("effect-fsm"))
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
+  if (entry.startsWith(path.join(root, "src") + path.sep)) {
+    progress(`${script}: effect-fsm resolves to src/ through tsx's transform, slower than the built package; \`npm run bench\` measures dist/`)
+    return
+  }
+  const built = fs.statSync(entry).mtimeMs
+  const sources = fs.readdirSync(path.join(root, "src"), { recursive: true, encoding: "utf8" })
+  const newer = sources.find((file) => file.endsWith(".ts") && fs.statSync(path.join(root, "src", file)).mtimeMs > built)
+  if (newer !== undefined) {
+    progress(`${script}: dist/ is older than src/${newer}: run \`npm run build\` (or \`npm run bench\`, which builds first)`)
+    process.exit(2)
+  }
+}
+
+/**
  * Parses `--name value` flags against `spec` (plus `--help`). Unknown flags
  * and values that are not positive integers are errors, so a typo never
  * silently runs the defaults.
@@ -102,9 +130,10 @@ export const parseFlags = <K extends string>(
   args: ReadonlyArray<string>,
   spec: Record<K, FlagSpec>
 ): Record<K, number> => {
+  checkBuild(script)
   const entries = Object.entries(spec) as Array<[K, FlagSpec]>
   const usage = () =>
-    [`usage: npx tsx bench/${script}.ts [flags]`, ...entries.map(([k, s]) => `  --${k} <n>  ${s.description} (default ${s.default})`)]
+    [`usage: npm run bench -- ${script} [flags]`, ...entries.map(([k, s]) => `  --${k} <n>  ${s.description} (default ${s.default})`)]
       .join("\n")
   let parsed: ReturnType<typeof parseArgs>
   try {

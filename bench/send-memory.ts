@@ -13,7 +13,7 @@
  * sample, not per send. The runtime's cache is sized to hold every order, so
  * this measures the hot path (no reload from the store).
  *
- *   npx tsx bench/send-memory.ts [--orders 5000] [--reps 5] [--warmup 2]
+ *   npm run bench -- send-memory [--orders 5000] [--reps 5] [--warmup 2]
  *
  * Prints
  *   BENCH send.memory value=<FSMRuntime sends/s> unit=ops/s baseline=<XState sends/s> ratio=<value/baseline>

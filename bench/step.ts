@@ -5,7 +5,7 @@
  * the timed region on both sides; the timed region applies Pay, Ship,
  * Deliver to every order, as many rounds as fill `--min-ms`.
  *
- *   npx tsx bench/step.ts [--orders 10000] [--reps 5] [--warmup 2] [--min-ms 300]
+ *   npm run bench -- step [--orders 10000] [--reps 5] [--warmup 2] [--min-ms 300]
  *
  * Prints `BENCH step.pure value=<Machine.step ops/s> unit=ops/s baseline=<XState ops/s> ratio=<value/baseline>`.
  *

@@ -27,7 +27,7 @@
  * Baseline: the target, the default poll interval (500 ms) + 100 ms; ratio
  * = baseline / value.
  *
- *   npx tsx bench/timeouts.ts [--timers 10000] [--nodes 3] [--delay-ms 1000] [--lateness-rate 200]
+ *   npm run bench -- timeouts [--timers 10000] [--nodes 3] [--delay-ms 1000] [--lateness-rate 200]
  *     [--lateness-seconds 5] [--ms 1000] [--max-wait-seconds 300] [--reps 3] [--warmup 1]
  *
  * Prints (each the median of the repetitions; a warm-up round with a fifth
