@@ -461,6 +461,13 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
       timers.armed(codec.machine.name, instanceId, loaded.generation, loaded.deadlines)
     const locks = makeKeyedLock()
     const withLock = (machine: string, instanceId: string) => locks.withLock(cacheKey(machine, instanceId))
+    /**
+     * The lock of a write: interrupted while holding it, a command may have
+     * committed without hearing so (mid-commit), so the cached instance is
+     * dropped and the next use reloads it from the log.
+     */
+    const withWriteLock = (machine: string, instanceId: string) =>
+      locks.withLock(cacheKey(machine, instanceId), () => instances.evict(machine, instanceId))
     const locking = yield* Option.getOrElse(
       yield* Effect.serviceOption(LockingStrategy.LockingStrategy),
       () => LockingStrategy.defaultStrategy
@@ -489,7 +496,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
       instanceId: string,
       use: (held: LockingStrategy.Held) => Effect.Effect<A, E>
     ) =>
-      withLock(machine, instanceId)(
+      withWriteLock(machine, instanceId)(
         locking.withLock(machine, instanceId, use).pipe(
           Effect.tapError((error) =>
             typeof error === "object" && error !== null && (error as { _tag?: unknown })._tag === "FencingRejected"

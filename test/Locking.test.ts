@@ -340,6 +340,22 @@ for (const backend of backends) {
         expect((yield* a.inspect(Counter, "c")).state).toMatchObject({ count: 15 })
       }))
 
+    it.scoped("a command interrupted under a sticky lease after its commit landed leaves no stale cache behind", () =>
+      Effect.gen(function*() {
+        yield* TestClock.setTime(0)
+        const store = (yield* buildStore(backend)) as StoreContext
+        const wrapped = faulty(Context.get(store, EventStore.EventStore))
+        const a = yield* lockedRuntime(withStore(store, wrapped.store) as StoreContext, { ttl: "1 minute", scope: "sticky" }, {
+          machines: [Order]
+        })
+        yield* a.create(Order, "o", { _tag: "Pending", orderId: "o" })
+        wrapped.setPlan(() => ({ _tag: "InterruptAfter" }))
+        expect(Exit.isInterrupted(yield* Effect.exit(a.send(Order, "o", { _tag: "Pay", amount: 5 })))).toBe(true)
+        wrapped.setPlan(() => undefined)
+        // The cache is trusted under the lease: had it kept Pending, Ship would be refused without a look at the log.
+        expect(yield* a.send(Order, "o", { _tag: "Ship", tracking: "t" })).toMatchObject({ seqNr: 3, state: { _tag: "Shipped" } })
+      }))
+
     it.scoped("a lease is given back when the runtime's scope ends", () =>
       Effect.gen(function*() {
         yield* TestClock.setTime(0)

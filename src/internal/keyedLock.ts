@@ -4,6 +4,7 @@
  * are served first come, first served, the lock being handed to the next
  * one on release; taking a free lock is a flag flip.
  */
+import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -21,7 +22,15 @@ interface Slot {
 }
 
 export interface KeyedLock {
-  readonly withLock: (key: string) => <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  /**
+   * Runs `effect` holding the lock of `key`. `interrupted`, when given, runs
+   * (synchronously, before the lock is passed on) if `effect` is interrupted
+   * after it got the lock.
+   */
+  readonly withLock: (
+    key: string,
+    interrupted?: () => void
+  ) => <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 }
 
 export const makeKeyedLock = (): KeyedLock => {
@@ -43,20 +52,30 @@ export const makeKeyedLock = (): KeyedLock => {
   }
 
   return {
-    withLock: (key) => (effect) =>
+    withLock: (key, interrupted) => (effect) =>
       Effect.uninterruptibleMask((restore) =>
         Effect.suspend(() => {
           let slot = slots.get(key)
           if (slot === undefined) slots.set(key, slot = { held: false, users: 0, waiters: [] })
           const s = slot
           s.users++
-          const run = Effect.ensuring(
-            restore(effect),
-            Effect.sync(() => {
-              unlock(s)
-              leave(key, s)
-            })
-          )
+          // Released in the continuation itself (the mask already makes it
+          // uninterruptible): no finalizer Effect on the hot path.
+          const release = () => {
+            unlock(s)
+            leave(key, s)
+          }
+          const run = Effect.matchCauseEffect(restore(effect), {
+            onFailure: (cause) => {
+              if (interrupted !== undefined && Cause.isInterrupted(cause)) interrupted()
+              release()
+              return Effect.failCause(cause)
+            },
+            onSuccess: (value) => {
+              release()
+              return Effect.succeed(value)
+            }
+          })
           if (!s.held) {
             s.held = true
             return run

@@ -302,9 +302,9 @@ export const makeCommitter = (options: {
               ? again
               : Effect.zipRight(Metric.increment(p.codec.metrics.snapshotFailures), again)
           })
-        )),
-      // Interrupted mid-commit: the commit may or may not have landed.
-      Effect.onInterrupt(() => Effect.sync(() => instances.evict(p.codec.machine.name, p.instanceId)))
+        ))
+      // Interrupted mid-commit, the commit may or may not have landed: the
+      // runtime's write lock drops the cached instance (see `withWriteLock`).
     )
 
   /** Encodes one produced command as an outbox row, or says why it cannot be stored. */

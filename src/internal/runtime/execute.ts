@@ -14,6 +14,7 @@
  */
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as FiberRef from "effect/FiberRef"
 import * as Metric from "effect/Metric"
 import type * as Schedule from "effect/Schedule"
 import {
@@ -29,7 +30,7 @@ import type * as EventStore from "../../EventStore.js"
 import type * as LockingStrategy from "../../LockingStrategy.js"
 import type * as OutboxStore from "../../OutboxStore.js"
 import * as Metrics from "../../Metrics.js"
-import { nowMillis } from "../clock.js"
+import { fiberNowMillis } from "../clock.js"
 import * as Core from "../core.js"
 import { jsonProblem } from "../jsonValue.js"
 import { type MachineCodec, parseMessage } from "./codec.js"
@@ -95,8 +96,10 @@ export const makeExecutor = (options: {
     commandOptions: CommandOptions
   ): Effect.Effect<Executed, ExecuteError> => {
     const machine = codec.machine
+    // One Effect reads the fiber's clock and metric labels and decides.
     const decideOn = (loaded: Loaded, fromCache: boolean): Effect.Effect<Executed, ExecuteError> =>
-      Effect.flatMap(nowMillis, (now): Effect.Effect<Executed, ExecuteError> => {
+      Effect.withFiberRuntime((fiber): Effect.Effect<Executed, ExecuteError> => {
+        const now = fiberNowMillis(fiber)
         const decided = Core.decide(machine, loaded, command, now)
         switch (decided._tag) {
           case "Rejected":
@@ -147,8 +150,11 @@ export const makeExecutor = (options: {
                   Effect.zipRight(instances.resync(codec, instanceId, loaded, conflict)),
                   Effect.zipRight(Effect.fail(conflict))
                 )),
-              Effect.zipLeft(Metric.increment(codec.metrics.transitions[decided.outcome])),
-              Effect.map((committed) => ({ accepted: decided, loaded: committed }))
+              Effect.map((committed) => {
+                // What `Metric.increment` does, in this continuation.
+                codec.metrics.transitions[decided.outcome].unsafeUpdate(1, fiber.getFiberRef(FiberRef.currentMetricLabels))
+                return { accepted: decided, loaded: committed }
+              })
             )
           }
         }
