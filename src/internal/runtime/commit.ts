@@ -206,51 +206,52 @@ export const makeCommitter = (options: {
       })
     )
 
-  const commit = (p: Proposal): Effect.Effect<Loaded, CommitError> =>
-    Effect.suspend(() => {
-      const changes = timerChanges(p)
-      if (Either.isLeft(changes)) {
-        return Effect.fail(new InvalidInput({ machine: p.codec.machine.name, instanceId: p.instanceId, reason: changes.left }))
-      }
-      const outbox = outboxChanges(p)
-      if (Either.isLeft(outbox)) {
-        return Effect.fail(new InvalidInput({ machine: p.codec.machine.name, instanceId: p.instanceId, reason: outbox.left }))
-      }
-      const commitId = crypto.randomUUID()
-      const expectedSeqNr = p.loaded?.seqNr ?? 0
-      const due = snapshotDue(p)
-      const snapshot = due ? snapshotOf(p) : undefined
-      const record: EventStore.Commit = {
-        machine: p.codec.machine.name,
-        instanceId: p.instanceId,
-        expectedSeqNr,
-        events: [{
-          tag: p.tag,
-          payload: p.payload,
-          stateTag: p.next.state._tag,
-          schemaVersion: p.codec.machine.version,
-          metadata: {
-            timestamp: p.timestamp,
-            source: p.source,
-            correlationId: p.correlationId,
-            node: nodeId,
-            commitId,
-            timer: p.timer
-          }
-        }],
-        snapshot,
-        timers: changes.right,
-        outbox: outbox.right,
-        fence: p.fence,
-        // The instance's generation is the seqNr of the event that entered its state.
-        current: { entered: p.next.generation === expectedSeqNr + 1, stopped: p.next.stopped }
-      }
-      // A snapshot is an optimisation: one that cannot be stored exactly is skipped, and counted.
-      const write = due && snapshot === undefined
-        ? Effect.zipRight(Metric.increment(p.codec.metrics.snapshotFailures), appendResolved(p, record, commitId))
-        : appendResolved(p, record, commitId)
-      return p.committing === undefined ? write : Effect.zipRight(p.committing, write)
-    })
+  // Builds the record at once: every caller calls it from inside the Effect that decided.
+  const commit = (p: Proposal): Effect.Effect<Loaded, CommitError> => {
+    const changes = timerChanges(p)
+    if (Either.isLeft(changes)) {
+      return Effect.fail(new InvalidInput({ machine: p.codec.machine.name, instanceId: p.instanceId, reason: changes.left }))
+    }
+    const outbox = outboxChanges(p)
+    if (Either.isLeft(outbox)) {
+      return Effect.fail(new InvalidInput({ machine: p.codec.machine.name, instanceId: p.instanceId, reason: outbox.left }))
+    }
+    const commitId = crypto.randomUUID()
+    const expectedSeqNr = p.loaded?.seqNr ?? 0
+    const due = snapshotDue(p)
+    const snapshot = due ? snapshotOf(p) : undefined
+    const record: EventStore.Commit = {
+      machine: p.codec.machine.name,
+      instanceId: p.instanceId,
+      expectedSeqNr,
+      events: [{
+        tag: p.tag,
+        payload: p.payload,
+        stateTag: p.next.state._tag,
+        schemaVersion: p.codec.machine.version,
+        metadata: {
+          timestamp: p.timestamp,
+          source: p.source,
+          correlationId: p.correlationId,
+          node: nodeId,
+          commitId,
+          timer: p.timer
+        }
+      }],
+      snapshot,
+      timers: changes.right,
+      outbox: outbox.right,
+      fence: p.fence,
+      // The instance's generation is the seqNr of the event that entered its state.
+      current: { entered: p.next.generation === expectedSeqNr + 1, stopped: p.next.stopped }
+    }
+    // A snapshot is an optimisation: one that cannot be stored exactly is skipped, and counted.
+    const write = due && snapshot === undefined
+      ? Effect.zipRight(Metric.increment(p.codec.metrics.snapshotFailures), appendResolved(p, record, commitId))
+      : appendResolved(p, record, commitId)
+    // `Effect.void`: the optimistic strategy's, which has nothing to say.
+    return p.committing === undefined || p.committing === Effect.void ? write : Effect.zipRight(p.committing, write)
+  }
 
   /**
    * Appends `record`. After a `PersistenceError` the log tells whether the
@@ -272,39 +273,58 @@ export const makeCommitter = (options: {
   ): Effect.Effect<Loaded, CommitError> =>
     store.append(record).pipe(
       Effect.flatMap((result) => settle(p, record.snapshot !== undefined, result.durable)),
-      // An earlier attempt may have landed after all, after it was looked
-      // for: then this one finds the log moved on, or the timer row or outbox
-      // command it consumes gone (consumed by that earlier attempt).
-      Effect.catchTags({
-        SequenceConflict: (error) => reappends > 0 ? landedAfterAll(p, record, commitId, error) : Effect.fail(error),
-        StaleTimer: (error) => reappends > 0 ? landedAfterAll(p, record, commitId, error) : Effect.fail(error),
-        StaleCommand: (error) => reappends > 0 ? landedAfterAll(p, record, commitId, error) : Effect.fail(error)
-      }),
-      Effect.catchTag("PersistenceError", (error) =>
-        landed(p, commitId, record.expectedSeqNr).pipe(
-          Effect.catchTag("PersistenceError", (unknown) => unknownOutcome(p, `${error.reason}; the log could not be read: ${unknown.reason}`, error)),
-          Effect.flatMap((didLand): Effect.Effect<Loaded, CommitError> => {
-            const where = `${p.codec.machine.name}/${p.instanceId}`
-            if (didLand) {
-              return Effect.zipRight(
-                Effect.logWarning(`${where}: commit ${commitId} reported a failure but landed`, error),
-                settle(p, record.snapshot !== undefined, true)
-              )
-            }
-            if (reappends >= maxReappends) {
-              return unknownOutcome(p, `${error.reason} (${reappends + 1} attempts; none has landed so far)`, error)
-            }
-            const again = Effect.zipRight(
-              Effect.logWarning(`${where}: commit ${commitId} failed and has not landed; appending it again`, error),
-              appendResolved(p, { ...record, snapshot: undefined }, commitId, reappends + 1)
-            )
-            return record.snapshot === undefined
-              ? again
-              : Effect.zipRight(Metric.increment(p.codec.metrics.snapshotFailures), again)
-          })
-        ))
+      Effect.catchAll((error): Effect.Effect<Loaded, CommitError> => {
+        switch (error._tag) {
+          // An earlier attempt may have landed after all, after it was looked
+          // for: then this one finds the log moved on, or the timer row or outbox
+          // command it consumes gone (consumed by that earlier attempt).
+          case "SequenceConflict":
+          case "StaleTimer":
+          case "StaleCommand":
+            return reappends > 0 ? landedAfterAll(p, record, commitId, error) : Effect.fail(error)
+          case "PersistenceError":
+            return afterFailure(p, record, commitId, reappends, error)
+          default:
+            return Effect.fail(error)
+        }
+      })
       // Interrupted mid-commit, the commit may or may not have landed: the
       // runtime's write lock drops the cached instance (see `withWriteLock`).
+    )
+
+  /**
+   * After a `PersistenceError`: the commit landed (settled), has not landed
+   * (appended again, or an unknown outcome once the reappends are spent), or
+   * its slot went to another writer (`SequenceConflict`).
+   */
+  const afterFailure = (
+    p: Proposal,
+    record: EventStore.Commit,
+    commitId: string,
+    reappends: number,
+    error: PersistenceError
+  ): Effect.Effect<Loaded, CommitError> =>
+    landed(p, commitId, record.expectedSeqNr).pipe(
+      Effect.catchTag("PersistenceError", (unknown) => unknownOutcome(p, `${error.reason}; the log could not be read: ${unknown.reason}`, error)),
+      Effect.flatMap((didLand): Effect.Effect<Loaded, CommitError> => {
+        const where = `${p.codec.machine.name}/${p.instanceId}`
+        if (didLand) {
+          return Effect.zipRight(
+            Effect.logWarning(`${where}: commit ${commitId} reported a failure but landed`, error),
+            settle(p, record.snapshot !== undefined, true)
+          )
+        }
+        if (reappends >= maxReappends) {
+          return unknownOutcome(p, `${error.reason} (${reappends + 1} attempts; none has landed so far)`, error)
+        }
+        const again = Effect.zipRight(
+          Effect.logWarning(`${where}: commit ${commitId} failed and has not landed; appending it again`, error),
+          appendResolved(p, { ...record, snapshot: undefined }, commitId, reappends + 1)
+        )
+        return record.snapshot === undefined
+          ? again
+          : Effect.zipRight(Metric.increment(p.codec.metrics.snapshotFailures), again)
+      })
     )
 
   /** Encodes one produced command as an outbox row, or says why it cannot be stored. */

@@ -14,6 +14,7 @@
  */
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import type * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import * as Metric from "effect/Metric"
 import type * as Schedule from "effect/Schedule"
@@ -96,73 +97,79 @@ export const makeExecutor = (options: {
     commandOptions: CommandOptions
   ): Effect.Effect<Executed, ExecuteError> => {
     const machine = codec.machine
-    // One Effect reads the fiber's clock and metric labels and decides.
-    const decideOn = (loaded: Loaded, fromCache: boolean): Effect.Effect<Executed, ExecuteError> =>
-      Effect.withFiberRuntime((fiber): Effect.Effect<Executed, ExecuteError> => {
-        const now = fiberNowMillis(fiber)
-        const decided = Core.decide(machine, loaded, command, now)
-        switch (decided._tag) {
-          case "Rejected":
-          case "Stale": {
-            const failure = Core.notAcceptedError(machine.name, instanceId, loaded.state._tag, command, decided)
-            // Counted once, when the rejection is final (a stale timer is no transition).
-            const fail = decided._tag === "Rejected"
-              ? Effect.zipRight(Metric.increment(codec.metrics.transitions.rejected), Effect.fail(failure))
-              : Effect.fail(failure)
-            // The cache may be behind another runtime's writes: ask the log once
-            // (unless this node's lease has kept every other writer out since).
-            if (!fromCache || commandOptions.held.continuous) return fail
-            return Effect.flatMap(instances.catchUp(codec, instanceId, loaded), (fresh) => {
-              if (fresh.seqNr !== loaded.seqNr) return decideOn(fresh, false)
-              // Completing an outbox command on a rejection is for good:
-              // make sure the cache is not ahead of the log first.
-              if (commandOptions.completes === undefined) return fail
-              return Effect.flatMap(
-                instances.verifyBehind(codec, instanceId, loaded),
-                (reloaded) => reloaded === undefined ? fail : decideOn(reloaded, false)
-              )
-            })
-          }
-          case "Failed":
-            return Effect.fail(Core.notAcceptedError(machine.name, instanceId, loaded.state._tag, command, decided))
-          case "Accepted": {
-            const payload = payloadOf(codec, instanceId, command, decided, commandOptions.payload)
-            if (Either.isLeft(payload)) return Effect.fail(payload.left)
-            return committer.commit({
-              codec,
-              instanceId,
-              loaded,
-              next: decided.next,
-              tag: decided.record.tag,
-              payload: payload.right,
-              timers: decided.timers,
-              timestamp: now,
-              source: command._tag === "Fire" ? "timeout" : commandOptions.source,
-              correlationId: commandOptions.correlationId,
-              timer: decided.record.timer ?? null,
-              commands: decided.commands,
-              completes: commandOptions.completes,
-              fence: commandOptions.held.fence,
-              committing: commandOptions.held.committing
-            }).pipe(
-              Effect.catchTag("SequenceConflict", (conflict) =>
-                Metric.increment(Metrics.conflicts).pipe(
-                  Effect.zipRight(instances.resync(codec, instanceId, loaded, conflict)),
-                  Effect.zipRight(Effect.fail(conflict))
-                )),
-              Effect.map((committed) => {
-                // What `Metric.increment` does, in this continuation.
-                codec.metrics.transitions[decided.outcome].unsafeUpdate(1, fiber.getFiberRef(FiberRef.currentMetricLabels))
-                return { accepted: decided, loaded: committed }
-              })
+    /** Decides on `loaded` with the fiber's clock, and commits; the fiber's metric labels count the outcome. */
+    const decideWith = (
+      fiber: Fiber.RuntimeFiber<unknown, unknown>,
+      loaded: Loaded,
+      fromCache: boolean
+    ): Effect.Effect<Executed, ExecuteError> => {
+      const now = fiberNowMillis(fiber)
+      const decided = Core.decide(machine, loaded, command, now)
+      switch (decided._tag) {
+        case "Rejected":
+        case "Stale": {
+          const failure = Core.notAcceptedError(machine.name, instanceId, loaded.state._tag, command, decided)
+          // Counted once, when the rejection is final (a stale timer is no transition).
+          const fail = decided._tag === "Rejected"
+            ? Effect.zipRight(Metric.increment(codec.metrics.transitions.rejected), Effect.fail(failure))
+            : Effect.fail(failure)
+          // The cache may be behind another runtime's writes: ask the log once
+          // (unless this node's lease has kept every other writer out since).
+          if (!fromCache || commandOptions.held.continuous) return fail
+          return Effect.flatMap(instances.catchUp(codec, instanceId, loaded), (fresh) => {
+            if (fresh.seqNr !== loaded.seqNr) return decideOn(fresh, false)
+            // Completing an outbox command on a rejection is for good:
+            // make sure the cache is not ahead of the log first.
+            if (commandOptions.completes === undefined) return fail
+            return Effect.flatMap(
+              instances.verifyBehind(codec, instanceId, loaded),
+              (reloaded) => reloaded === undefined ? fail : decideOn(reloaded, false)
             )
-          }
+          })
         }
-      })
-    return Effect.suspend(() => {
+        case "Failed":
+          return Effect.fail(Core.notAcceptedError(machine.name, instanceId, loaded.state._tag, command, decided))
+        case "Accepted": {
+          const payload = payloadOf(codec, instanceId, command, decided, commandOptions.payload)
+          if (Either.isLeft(payload)) return Effect.fail(payload.left)
+          return committer.commit({
+            codec,
+            instanceId,
+            loaded,
+            next: decided.next,
+            tag: decided.record.tag,
+            payload: payload.right,
+            timers: decided.timers,
+            timestamp: now,
+            source: command._tag === "Fire" ? "timeout" : commandOptions.source,
+            correlationId: commandOptions.correlationId,
+            timer: decided.record.timer ?? null,
+            commands: decided.commands,
+            completes: commandOptions.completes,
+            fence: commandOptions.held.fence,
+            committing: commandOptions.held.committing
+          }).pipe(
+            Effect.catchTag("SequenceConflict", (conflict) =>
+              Metric.increment(Metrics.conflicts).pipe(
+                Effect.zipRight(instances.resync(codec, instanceId, loaded, conflict)),
+                Effect.zipRight(Effect.fail(conflict))
+              )),
+            Effect.map((committed) => {
+              // What `Metric.increment` does, in this continuation.
+              codec.metrics.transitions[decided.outcome].unsafeUpdate(1, fiber.getFiberRef(FiberRef.currentMetricLabels))
+              return { accepted: decided, loaded: committed }
+            })
+          )
+        }
+      }
+    }
+    const decideOn = (loaded: Loaded, fromCache: boolean): Effect.Effect<Executed, ExecuteError> =>
+      Effect.withFiberRuntime((fiber) => decideWith(fiber, loaded, fromCache))
+    // On a cache hit one Effect reads the cache, the clock and the metric labels, and decides.
+    return Effect.withFiberRuntime((fiber) => {
       const cached = instances.cached(machine.name, instanceId)
       return cached !== undefined
-        ? decideOn(cached, true)
+        ? decideWith(fiber, cached, true)
         : Effect.flatMap(instances.load(codec, instanceId), (loaded) => decideOn(loaded, false))
     })
   }
