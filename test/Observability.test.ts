@@ -15,6 +15,7 @@ import {
   Metrics,
   TimeoutStore
 } from "effect-fsm"
+import * as Statement from "@effect/sql/Statement"
 import { Order } from "./fixtures/machines.js"
 import { sqlite } from "./utils/backends.js"
 import { eventually } from "./utils/eventually.js"
@@ -377,6 +378,31 @@ describe("spans", () => {
       expect(recorder.inside(appends[1]!, "FSMRuntime.send")).toBe(true)
       expect(recorder.inside(appends[0]!, "FSMRuntime.create")).toBe(true)
       expect(recorder.inside(appends[2]!, "FSMRuntime.stop")).toBe(true)
+    }))
+
+  it.scoped("on SQLite a commit's statements are sql.execute spans inside its append when a tracer is installed, and pass a statement transformer", () =>
+    Effect.gen(function*() {
+      const store = (yield* Layer.build(sqlite.layer())) as Context.Context<Stores>
+      const { runtime } = yield* runtimeOn(store, { machines: [Order] })
+      const recorder = yield* recordingTracer
+      yield* runtime.create(Order, "o", { _tag: "Pending", orderId: "o" }).pipe(Effect.withTracer(recorder.tracer))
+      const traced = recorder.named("sql.execute")
+        .filter((span) => recorder.inside(span, "SqlEventStore.append"))
+        .map((span) => String(span.attributes.get("db.query.text")))
+      expect(traced.some((text) => text.startsWith(`INSERT INTO "fsm_events"`))).toBe(true)
+      expect(traced.some((text) => text.startsWith(`INSERT INTO "fsm_instances"`))).toBe(true)
+      // Under the default tracer, a statement transformer still sees every statement of a commit.
+      const transformed: Array<string> = []
+      yield* runtime.send(Order, "o", { _tag: "Pay", amount: 2 }).pipe(
+        Statement.withTransformer((statement) =>
+          Effect.sync(() => {
+            transformed.push(statement.compile()[0])
+            return statement
+          })
+        )
+      )
+      expect(transformed.some((text) => text.startsWith(`INSERT INTO "fsm_events"`))).toBe(true)
+      expect(transformed.some((text) => text.startsWith(`INSERT INTO "fsm_instances"`))).toBe(true)
     }))
 
   it.scoped("a recovery is a span inside the operation that loaded the instance", () =>

@@ -9,10 +9,14 @@
  * @internal
  */
 import * as Effect from "effect/Effect"
+import type * as Fiber from "effect/Fiber"
 import type * as Tracer from "effect/Tracer"
 
 /** Effect's default tracer, which exports nothing. */
 const defaultTracer = Effect.runSync(Effect.tracer)
+
+/** Whether `fiber` runs with a tracer other than Effect's default one (spans are kept). */
+export const isTracing = (fiber: Fiber.RuntimeFiber<unknown, unknown>): boolean => fiber.currentTracer !== defaultTracer
 
 /** `traced(self)` when a tracer that exports spans is installed, else `self` as it is. */
 export const whenTraced = <A, E, R>(

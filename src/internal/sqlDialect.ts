@@ -44,7 +44,7 @@ import { span } from "./spans.js"
 
 /** Count rows per (machine, state) on PostgreSQL, so that concurrent commits rarely wait on one row lock. */
 const pgCountSlots = 16
-import { driverCode, type Tables, toBoolean, toNumber, transactionFailures } from "./sqlShared.js"
+import { driverCode, runner, type Tables, toBoolean, toNumber, transactionFailures } from "./sqlShared.js"
 
 /** An event of a commit with its sequence number assigned and its payload as JSON text. */
 export interface EncodedEvent {
@@ -964,15 +964,17 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
       onSequenceKeyViolation(
         c,
         writeTransaction(Effect.gen(function*() {
+          // Always there: both kinds of write transaction provide it.
+          const run = runner(yield* Effect.serviceOption(SqlClient.TransactionConnection))
           const m = c.machine
           const i = c.instanceId
-          const inserted = yield* sql`INSERT INTO ${E} (${sql.literal(eventColumns)}) SELECT ${m}, ${i}, v.* FROM (VALUES ${
+          const inserted = yield* run(sql`INSERT INTO ${E} (${sql.literal(eventColumns)}) SELECT ${m}, ${i}, v.* FROM (VALUES ${
             eventRows(c, typed)
-          }) AS v WHERE (SELECT COALESCE(MAX(seq_nr), 0) FROM ${E} WHERE machine = ${m} AND instance_id = ${i}) = ${c.expectedSeqNr} RETURNING seq_nr`
+          }) AS v WHERE (SELECT COALESCE(MAX(seq_nr), 0) FROM ${E} WHERE machine = ${m} AND instance_id = ${i}) = ${c.expectedSeqNr} RETURNING seq_nr`)
           // Read under the write lock the insert took: no takeover can come between.
           const fence = c.fence
           const fenced = fence === undefined ||
-            (yield* sql`SELECT 1 AS held FROM ${L} WHERE machine = ${m} AND instance_id = ${i} AND owner = ${fence.owner} AND token = ${fence.token}`)
+            (yield* run(sql`SELECT 1 AS held FROM ${L} WHERE machine = ${m} AND instance_id = ${i} AND owner = ${fence.owner} AND token = ${fence.token}`))
                 .length > 0
           if (inserted.length !== c.events.length) {
             return yield* Effect.flatMap(highest(m, i), (actual) => failUnapplied(c, actual, fenced, true, true))
@@ -980,27 +982,29 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           if (!fenced) return yield* failUnapplied(c, c.expectedSeqNr, fenced, true, true)
           const fired = c.fired
           if (fired !== undefined) {
-            const deleted = yield* sql`DELETE FROM ${T} WHERE machine = ${m} AND instance_id = ${i} AND name = ${fired.name} AND generation = ${fired.generation} RETURNING name`
+            const deleted = yield* run(
+              sql`DELETE FROM ${T} WHERE machine = ${m} AND instance_id = ${i} AND name = ${fired.name} AND generation = ${fired.generation} RETURNING name`
+            )
             if (deleted.length === 0) return yield* failUnapplied(c, c.expectedSeqNr, fenced, false, true)
           }
           const complete = c.complete
           if (complete !== undefined) {
-            const done = yield* sql`DELETE FROM ${O} WHERE ${commandKey(complete)} RETURNING idx`
+            const done = yield* run(sql`DELETE FROM ${O} WHERE ${commandKey(complete)} RETURNING idx`)
             if (done.length === 0) return yield* failUnapplied(c, c.expectedSeqNr, fenced, true, false)
           }
           if (c.produce.length > 0) {
-            yield* sql`INSERT INTO ${O} ${sql.insert(c.produce.map((command) => outboxRow(c, command)))}`
+            yield* run(sql`INSERT INTO ${O} ${sql.insert(c.produce.map((command) => outboxRow(c, command)))}`)
           }
-          if (c.cancelAll) yield* sql`DELETE FROM ${T} WHERE machine = ${m} AND instance_id = ${i}`
+          if (c.cancelAll) yield* run(sql`DELETE FROM ${T} WHERE machine = ${m} AND instance_id = ${i}`)
           if (c.schedule.length > 0) {
-            yield* scheduleTimers(c.schedule.map((timer) => ({ c, timer })))
+            yield* run(scheduleTimers(c.schedule.map((timer) => ({ c, timer }))))
           }
-          if (c.snapshot !== undefined) yield* snapshotWriter(m, i, c.snapshot)
+          if (c.snapshot !== undefined) yield* run(snapshotWriter(m, i, c.snapshot))
           const cur = c.current
           // The counts per state follow by trigger (see `countsTriggers`).
-          yield* sql`INSERT INTO ${I} (${sql.literal(instanceColumns)}) VALUES (${m}, ${i}, ${cur.stateTag}, ${cur.seqNr}, ${cur.enteredAt}, ${cur.updatedAt}, ${
+          yield* run(sql`INSERT INTO ${I} (${sql.literal(instanceColumns)}) VALUES (${m}, ${i}, ${cur.stateTag}, ${cur.seqNr}, ${cur.enteredAt}, ${cur.updatedAt}, ${
             bool(cur.stopped)
-          }) ${currentUpdate(cur)}`
+          }) ${currentUpdate(cur)}`)
         }))
       )
 
@@ -1015,7 +1019,8 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
       Effect.withMaxOpsBeforeYield(
         outermost(
           Effect.gen(function*() {
-            const rows = yield* sql<
+            const run = runner(yield* Effect.serviceOption(SqlClient.TransactionConnection))
+            const rows = yield* run(sql<
               {
                 readonly actual: unknown
                 readonly fenced: unknown
@@ -1030,7 +1035,7 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
                   c.fired?.generation ?? null
                 }, ${c.complete?.machine ?? null}, ${c.complete?.instanceId ?? null}, ${c.complete?.seqNr ?? null}, ${c.complete?.index ?? null})`
               ))
-            }) SELECT (SELECT COALESCE(MAX(seq_nr), 0) FROM ${E} WHERE machine = v.m AND instance_id = v.i) AS actual, (v.fence_owner IS NULL OR EXISTS (SELECT 1 FROM ${L} WHERE machine = v.m AND instance_id = v.i AND owner = v.fence_owner AND token = v.fence_token)) AS fenced, (v.fired_name IS NULL OR EXISTS (SELECT 1 FROM ${T} WHERE machine = v.m AND instance_id = v.i AND name = v.fired_name AND generation = v.fired_gen)) AS fired_pending, (v.c_machine IS NULL OR EXISTS (SELECT 1 FROM ${O} WHERE machine = v.c_machine AND instance_id = v.c_instance AND seq_nr = v.c_seq AND idx = v.c_idx)) AS complete_pending, c.state_tag AS cur_tag, c.entered_at AS cur_entered FROM v LEFT JOIN ${I} c ON c.machine = v.m AND c.instance_id = v.i ORDER BY v.k`
+            }) SELECT (SELECT COALESCE(MAX(seq_nr), 0) FROM ${E} WHERE machine = v.m AND instance_id = v.i) AS actual, (v.fence_owner IS NULL OR EXISTS (SELECT 1 FROM ${L} WHERE machine = v.m AND instance_id = v.i AND owner = v.fence_owner AND token = v.fence_token)) AS fenced, (v.fired_name IS NULL OR EXISTS (SELECT 1 FROM ${T} WHERE machine = v.m AND instance_id = v.i AND name = v.fired_name AND generation = v.fired_gen)) AS fired_pending, (v.c_machine IS NULL OR EXISTS (SELECT 1 FROM ${O} WHERE machine = v.c_machine AND instance_id = v.c_instance AND seq_nr = v.c_seq AND idx = v.c_idx)) AS complete_pending, c.state_tag AS cur_tag, c.entered_at AS cur_entered FROM v LEFT JOIN ${I} c ON c.machine = v.m AND c.instance_id = v.i ORDER BY v.k`)
             const checks: Array<GroupCheck> = []
             const ok: Array<{ readonly c: EncodedCommit; readonly enteredAt: number }> = []
             for (let k = 0; k < cs.length; k++) {
@@ -1056,59 +1061,59 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
               ok.push({ c, enteredAt })
             }
             if (ok.length === 0) return checks
-            yield* sql`INSERT INTO ${E} (${sql.literal(eventColumns)}) VALUES ${
+            yield* run(sql`INSERT INTO ${E} (${sql.literal(eventColumns)}) VALUES ${
               sql.csv(ok.map(({ c }) => {
                 const e = c.events[0]!
                 return sql`(${c.machine}, ${c.instanceId}, ${e.seqNr}, ${e.tag}, ${e.payload}, ${e.stateTag}, ${e.schemaVersion}, ${e.timestamp}, ${e.source}, ${e.correlationId}, ${e.node}, ${e.commitId}, ${e.timer})`
               }))
-            }`
+            }`)
             const fired = ok.filter(({ c }) => c.fired !== undefined)
             if (fired.length > 0) {
-              yield* sql`DELETE FROM ${T} WHERE (machine, instance_id, name, generation) IN (VALUES ${
+              yield* run(sql`DELETE FROM ${T} WHERE (machine, instance_id, name, generation) IN (VALUES ${
                 sql.csv(fired.map(({ c }) => sql`(${c.machine}, ${c.instanceId}, ${c.fired!.name}, ${c.fired!.generation})`))
-              })`
+              })`)
             }
             const completing = ok.filter(({ c }) => c.complete !== undefined)
             if (completing.length > 0) {
-              yield* sql`DELETE FROM ${O} WHERE (machine, instance_id, seq_nr, idx) IN (VALUES ${
+              yield* run(sql`DELETE FROM ${O} WHERE (machine, instance_id, seq_nr, idx) IN (VALUES ${
                 sql.csv(completing.map(({ c }) => {
                   const key = c.complete!
                   return sql`(${key.machine}, ${key.instanceId}, ${key.seqNr}, ${key.index})`
                 }))
-              })`
+              })`)
             }
             const produced = ok.flatMap(({ c }) => c.produce.map((command) => ({ c, command })))
             if (produced.length > 0) {
-              yield* sql`INSERT INTO ${O} ${
+              yield* run(sql`INSERT INTO ${O} ${
                 sql.insert(produced.map(({ c, command }) => outboxRow(c, command)))
-              }`
+              }`)
             }
             const cancelling = ok.filter(({ c }) => c.cancelAll)
             if (cancelling.length > 0) {
-              yield* sql`DELETE FROM ${T} WHERE (machine, instance_id) IN (VALUES ${
+              yield* run(sql`DELETE FROM ${T} WHERE (machine, instance_id) IN (VALUES ${
                 sql.csv(cancelling.map(({ c }) => sql`(${c.machine}, ${c.instanceId})`))
-              })`
+              })`)
             }
             const scheduled = ok.flatMap(({ c }) => c.schedule.map((timer) => ({ c, timer })))
             if (scheduled.length > 0) {
-              yield* scheduleTimers(scheduled)
+              yield* run(scheduleTimers(scheduled))
             }
             const snapshots = ok.filter(({ c }) => c.snapshot !== undefined)
             if (snapshots.length > 0) {
-              yield* sql`INSERT INTO ${S} (${sql.literal(snapshotColumns)}) VALUES ${
+              yield* run(sql`INSERT INTO ${S} (${sql.literal(snapshotColumns)}) VALUES ${
                 sql.csv(snapshots.map(({ c }) => {
                   const s = c.snapshot!
                   return sql`(${c.machine}, ${c.instanceId}, ${s.seqNr}, ${s.state}, ${bool(s.stopped)}, ${s.schemaVersion}, ${s.timestamp})`
                 }))
-              } ON CONFLICT (machine, instance_id) DO UPDATE SET ${sql.literal(snapshotUpdate)} WHERE ${S}.seq_nr < excluded.seq_nr`
+              } ON CONFLICT (machine, instance_id) DO UPDATE SET ${sql.literal(snapshotUpdate)} WHERE ${S}.seq_nr < excluded.seq_nr`)
             }
             // The counts per state follow by trigger (see `countsTriggers`).
-            yield* sql`INSERT INTO ${I} (${sql.literal(instanceColumns)}) VALUES ${
+            yield* run(sql`INSERT INTO ${I} (${sql.literal(instanceColumns)}) VALUES ${
               sql.csv(ok.map(({ c, enteredAt }) => {
                 const cur = c.current
                 return sql`(${c.machine}, ${c.instanceId}, ${cur.stateTag}, ${cur.seqNr}, ${enteredAt}, ${cur.updatedAt}, ${bool(cur.stopped)})`
               }))
-            } ON CONFLICT (machine, instance_id) DO UPDATE SET state_tag = excluded.state_tag, seq_nr = excluded.seq_nr, entered_at = excluded.entered_at, updated_at = excluded.updated_at, stopped = excluded.stopped`
+            } ON CONFLICT (machine, instance_id) DO UPDATE SET state_tag = excluded.state_tag, seq_nr = excluded.seq_nr, entered_at = excluded.entered_at, updated_at = excluded.updated_at, stopped = excluded.stopped`)
             return checks
           }),
           "BEGIN IMMEDIATE"

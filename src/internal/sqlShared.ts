@@ -5,11 +5,14 @@
  * @internal
  */
 import type * as SqlClient from "@effect/sql/SqlClient"
+import type { Connection } from "@effect/sql/SqlConnection"
 import { SqlError } from "@effect/sql/SqlError"
+import * as Statement from "@effect/sql/Statement"
 import type { Fragment } from "@effect/sql/Statement"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import { PersistenceError } from "../Errors.js"
+import { isTracing } from "./spans.js"
 
 /**
  * Lowercase so Postgres never case-folds a name differently from what we
@@ -198,3 +201,31 @@ export const nextClaimable = (
     mapSqlError("nextDueAt")
   )
 }
+
+/**
+ * Runs `statement` on `connection` (the open transaction's) as running the
+ * statement would, without `@effect/sql`'s per-statement span, scope and
+ * connection lookup: about 20 µs a statement, a fifth of a sequential SQLite
+ * commit. Only where nothing would tell the difference: with a tracer
+ * installed (which keeps the `sql.execute` spans) or a statement transformer
+ * set, the statement runs as usual. Rows come back untransformed, as the
+ * stores read them.
+ */
+export const executeOn = <A extends object>(
+  connection: Connection,
+  statement: Statement.Statement<A>
+): Effect.Effect<ReadonlyArray<A>, SqlError> =>
+  Effect.withFiberRuntime((fiber) => {
+    if (isTracing(fiber) || Option.isSome(fiber.getFiberRef(Statement.currentTransformer))) return statement
+    const [text, params] = statement.compile()
+    return connection.execute(text, params, undefined)
+  })
+
+/**
+ * `executeOn` the connection of `transaction` (what
+ * `Effect.serviceOption(SqlClient.TransactionConnection)` gave), or the
+ * statement as it is outside one.
+ */
+export const runner = (transaction: Option.Option<readonly [conn: Connection, depth: number]>) =>
+<A extends object>(statement: Statement.Statement<A>): Effect.Effect<ReadonlyArray<A>, SqlError> =>
+  Option.isSome(transaction) ? executeOn(transaction.value[0], statement) : statement
