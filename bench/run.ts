@@ -11,9 +11,9 @@
  *
  * `npm run bench` builds the package first and runs the scripts under
  * `bench/tsconfig.json`, so they measure the compiled `dist/`, as an
- * application runs it. Each script runs in a child process of its own, so one benchmark's heap
- * and JIT state do not leak into the next. Progress goes to stderr; the
- * `BENCH` lines, and nothing else, to stdout.
+ * application runs it. Each script runs in a child process of its own, so
+ * one benchmark's heap and JIT state do not leak into the next. Progress
+ * goes to stderr; the `BENCH` lines, and nothing else, to stdout.
  */
 import { spawnSync } from "node:child_process"
 import * as fs from "node:fs"
