@@ -109,7 +109,7 @@ export const pgConfig = (options: { readonly schema?: string; readonly maxConnec
 }
 
 export const pgClientLayer = (options: { readonly schema?: string; readonly maxConnections?: number } = {}) =>
-  PgClient.layer(pgConfig(options))
+  PgEventStore.layerClient(pgConfig(options))
 
 /** `undefined` when PostgreSQL answers at 127.0.0.1, else why not. */
 export const pgUnreachable: Effect.Effect<string | undefined> = Effect.scoped(

@@ -31,6 +31,7 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import type { PersistenceError } from "./Errors.js"
+import * as PgPool from "./internal/pgPool.js"
 import { persistenceError } from "./internal/sqlShared.js"
 import * as SqlEventStore from "./SqlEventStore.js"
 
@@ -44,7 +45,43 @@ import * as SqlEventStore from "./SqlEventStore.js"
  *
  * @since 0.1.0
  */
-export interface Options extends SqlEventStore.Options, PgClient.PgClientConfig {}
+export interface Options extends StoreOptions, PgClient.PgClientConfig {}
+
+/**
+ * Options of `layerClient`: the `@effect/sql-pg` client's and whether it
+ * sends repeated statements as prepared statements.
+ *
+ * @example
+ * ```ts
+ * const options: PgEventStore.ClientOptions = { url: Redacted.make(process.env.DATABASE_URL!), preparedStatements: false }
+ * ```
+ *
+ * @since 0.1.0
+ */
+export interface ClientOptions extends PgClient.PgClientConfig, Pick<StoreOptions, "preparedStatements"> {}
+
+/**
+ * The store's options on PostgreSQL: those of every SQL store and how the
+ * connections send statements.
+ *
+ * @example
+ * ```ts
+ * // Behind PgBouncer in transaction mode (before 1.21): no prepared statements.
+ * const options: PgEventStore.StoreOptions = { tablePrefix: "orders_", preparedStatements: false }
+ * ```
+ *
+ * @since 0.1.0
+ */
+export interface StoreOptions extends SqlEventStore.Options {
+  /**
+   * Send the statements a node repeats (the commits, claims and loads) as
+   * named prepared statements, so that PostgreSQL parses and plans each once
+   * per connection instead of on every execution. Default `true`; set `false`
+   * behind a pooler that does not keep prepared statements across
+   * transactions (PgBouncer in transaction mode before 1.21).
+   */
+  readonly preparedStatements?: boolean | undefined
+}
 
 const pgClient = <E>(
   client: Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, E | SqlError>
@@ -53,6 +90,28 @@ const pgClient = <E>(
     Layer.fail(
       error instanceof SqlError ? persistenceError("connect", error) : error as Exclude<E, SqlError>
     ))
+
+/**
+ * The `@effect/sql-pg` client (a connection pool) that `layer` opens: the
+ * pool `PgClient.layer(options)` opens, whose connections send the
+ * statements a node repeats as named prepared statements (unless
+ * `preparedStatements: false`). Provide it yourself to share the pool with
+ * your own queries; they are prepared by the same rule, on their second use.
+ *
+ * @example
+ * ```ts
+ * const Client = PgEventStore.layerClient({ host: "db", database: "app", maxConnections: 20 })
+ * const Store = SqlEventStore.layer().pipe(Layer.provideMerge(Client)) // store + SqlClient for your own tables
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const layerClient = (
+  options: ClientOptions
+): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, PersistenceError> => {
+  const { preparedStatements, ...client } = options
+  return pgClient(PgPool.layer(client, preparedStatements ?? true))
+}
 
 /**
  * The event store, timer store and lease store in PostgreSQL, with an `@effect/sql-pg`
@@ -70,8 +129,10 @@ const pgClient = <E>(
 export const layer = (
   options: Options
 ): Layer.Layer<SqlEventStore.Stores, SqlEventStore.MakeError> => {
-  const { groupCommit, migrate, schema, tablePrefix, ...client } = options
-  return SqlEventStore.layer({ tablePrefix, migrate, schema, groupCommit }).pipe(Layer.provide(pgClient(PgClient.layer(client))))
+  const { groupCommit, migrate, preparedStatements, schema, tablePrefix, ...client } = options
+  return SqlEventStore.layer({ tablePrefix, migrate, schema, groupCommit }).pipe(
+    Layer.provide(layerClient({ ...client, preparedStatements }))
+  )
 }
 
 const nonEmpty = (config: Config.Config<string>) =>
@@ -120,9 +181,9 @@ export const configFromEnv: Config.Config<PgClient.PgClientConfig> = Config.all(
  * @since 0.1.0
  */
 export const layerConfig = (
-  options?: SqlEventStore.Options
+  options: StoreOptions = {}
 ): Layer.Layer<SqlEventStore.Stores, SqlEventStore.MakeError | ConfigError.ConfigError> =>
-  SqlEventStore.layer(options).pipe(Layer.provide(pgClient(PgClient.layerConfig(configFromEnv))))
+  Layer.unwrapEffect(Effect.map(configFromEnv, (client) => layer({ ...options, ...client })))
 
 /**
  * `layer` with every option read from `Config`s.

@@ -29,6 +29,7 @@ import * as PgEventStore from "effect-fsm/PgEventStore"
 import * as SqliteEventStore from "effect-fsm/SqliteEventStore"
 import * as fs from "node:fs"
 import * as path from "node:path"
+import { makeNamer } from "../src/internal/pgPool.js"
 import { postgres, sqlite, tempDirectory } from "./utils/backends.js"
 import * as Pg from "./utils/pg.js"
 
@@ -719,7 +720,55 @@ describe("SqlEventStore on sqlite: one file, several connections", () => {
     }))
 })
 
+describe("PgEventStore's statement names", () => {
+  it("a text with parameters is named on its second use, each text its own name, up to the limit", () => {
+    const nameOf = makeNamer(2)
+    expect(nameOf("a")).toBeUndefined()
+    expect(nameOf("b")).toBeUndefined()
+    const a = nameOf("a")
+    expect(a).toBeDefined()
+    expect(nameOf("a")).toBe(a)
+    const b = nameOf("b")
+    expect(b).toBeDefined()
+    expect(b).not.toBe(a)
+    // Two texts are named: a third stays unnamed however often it comes, the named keep their names.
+    for (let i = 0; i < 3; i++) expect(nameOf("c")).toBeUndefined()
+    expect([nameOf("a"), nameOf("b")]).toEqual([a, b])
+  })
+
+  it("the texts seen once are bounded: when full they are forgotten, and a text then needs two more uses", () => {
+    const nameOf = makeNamer(2)
+    nameOf("a")
+    nameOf("b")
+    nameOf("c") // the set of texts seen once was full: it now holds only c
+    expect(nameOf("a")).toBeUndefined()
+    expect(nameOf("a")).toBeDefined()
+    expect(nameOf("c")).toBeDefined()
+  })
+})
+
 describe.skipIf(pgTarget.skip !== undefined)("SqlEventStore on postgres: statements and configuration", () => {
+  it.scoped("PgEventStore.layerClient prepares the store's repeated statements once per connection; preparedStatements: false prepares none", () =>
+    Effect.gen(function*() {
+      const prepared = (preparedStatements: boolean) =>
+        Effect.gen(function*() {
+          const schema = yield* Pg.freshSchema
+          const { sql, store } = yield* storeOn(
+            PgEventStore.layerClient({ ...Pg.clientConfig(schema), maxConnections: 1, preparedStatements })
+          )
+          for (let i = 0; i < 8; i++) yield* store.append(commit(`p${i}`, 0, [event("@created")]))
+          // One connection: the session that ran the commits answers.
+          return yield* sql<{ readonly statement: string; readonly plans: unknown }>`
+            SELECT statement, generic_plans + custom_plans AS plans FROM pg_prepared_statements`
+        })
+      const named = yield* Effect.scoped(prepared(true))
+      const commits = named.filter((row) => row.statement.includes("fsm_events") && row.statement.includes("INSERT"))
+      expect(commits).toHaveLength(1)
+      // The first use ran unnamed, the second prepared it, the rest reused it.
+      expect(Number(commits[0]!.plans)).toBe(7)
+      expect(yield* Effect.scoped(prepared(false))).toEqual([])
+    }))
+
   it.scoped("interrupting a commit blocked in the middle of its statement leaves nothing", () =>
     Effect.gen(function*() {
       const db = yield* pgTarget.fresh
