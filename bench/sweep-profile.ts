@@ -3,11 +3,14 @@
  * PostgreSQL (or SQLite, `BACKEND=sqlite`) with the durable sweeper, for
  * profiling. From the environment: `TIMERS`, `CONCURRENCY`, `SPANS=1` (time
  * per span name), `PROFILE=<file>` (a CPU profile of the sweep alone),
- * `UNTRACED=1` (the runtime's `disableTracing`).
+ * `UNTRACED=1` (the runtime's `disableTracing`), `OPS=1` (Effect operations
+ * per timer, counted by a scheduler whose `shouldYield`, asked once per
+ * operation, counts). It prints the process's CPU time per timer beside the
+ * wall time, and the commit groups the sweep formed.
  */
-import { Context, Duration, Effect, Layer, Option, Schema, Tracer } from "effect"
+import { Context, Duration, Effect, identity, Layer, Metric, Option, Scheduler, Schema, Tracer } from "effect"
 import * as SqlClient from "@effect/sql/SqlClient"
-import { FSMRuntime, Machine, SqlEventStore, TimeoutStrategy } from "effect-fsm"
+import { FSMRuntime, Machine, Metrics, SqlEventStore, TimeoutStrategy } from "effect-fsm"
 import * as fs from "node:fs"
 import * as inspector from "node:inspector"
 import * as SqliteEventStore from "effect-fsm/SqliteEventStore"
@@ -67,17 +70,28 @@ await runScript(Effect.scoped(Effect.gen(function*() {
     session.connect()
     yield* Effect.promise(() => new Promise<void>((resolve) => session.post("Profiler.enable", () => session.post("Profiler.start", () => resolve()))))
   }
+  const groupsBefore = yield* Metric.value(Metrics.commitGroupSize)
+  let ops = 0
+  const counting: Scheduler.Scheduler = {
+    scheduleTask: (task, priority) => Scheduler.defaultScheduler.scheduleTask(task, priority),
+    shouldYield: (fiber) => {
+      ops++
+      return Scheduler.defaultScheduler.shouldYield(fiber)
+    }
+  }
   const start = Date.now()
+  const cpuBefore = process.cpuUsage()
   yield* Layer.build(FSMRuntime.layer({ machines: [Tick], nodeId: "s", disableTracing: process.env["UNTRACED"] === "1" }).pipe(
     Layer.provide(TimeoutStrategy.layerDurable({ concurrency })),
     Layer.provide(Layer.succeedContext(store))
-  ))
+  )).pipe(process.env["OPS"] === "1" ? Effect.withScheduler(counting) : identity)
   while (true) {
     const rows = yield* sql<{ n: unknown }>`SELECT COUNT(*) AS n FROM fsm_timers`
     if (Number(rows[0]!.n) === 0) break
     yield* Effect.sleep("20 millis")
   }
   const took = Date.now() - start
+  const cpu = process.cpuUsage(cpuBefore)
   if (profileTo !== undefined) {
     yield* Effect.promise(() =>
       new Promise<void>((resolve) =>
@@ -89,6 +103,11 @@ await runScript(Effect.scoped(Effect.gen(function*() {
     )
   }
   console.log(`${timers} timers, concurrency ${concurrency}: ${took} ms = ${Math.round(timers / took * 1000)}/s`)
+  console.log(`CPU time ${Math.round((cpu.user + cpu.system) / 1000)} ms (every thread), ${Math.round((cpu.user + cpu.system) / timers)} us per timer`)
+  const groupsAfter = yield* Metric.value(Metrics.commitGroupSize)
+  const groups = groupsAfter.count - groupsBefore.count
+  console.log(`${groups} commit groups, ${((groupsAfter.sum - groupsBefore.sum) / Math.max(1, groups)).toFixed(1)} commits each`)
+  if (process.env["OPS"] === "1") console.log(`${(ops / timers).toFixed(1)} Effect operations per timer`)
   for (const [name, { n, total }] of [...spans].sort((a, b) => b[1].total - a[1].total).slice(0, 25)) {
     console.log(`${name.padEnd(40)} n=${String(n).padStart(6)} avg=${(total / n).toFixed(3)} ms`)
   }

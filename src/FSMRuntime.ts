@@ -867,7 +867,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
       execute: (codec, instanceId, command, held) =>
         execute(codec, instanceId, command, { source: "timeout", correlationId: null, held }),
       runActions: (codec, transition) =>
-        transition.entered && hasActions(codec) ? actions.runTransition(codec, transition) : Effect.void,
+        transition.entered && hasActions(codec) ? actions.runTransition(codec, transition) : undefined,
       scope,
       traced
     })

@@ -74,7 +74,8 @@ export const makeDeliver = (options: {
     command: Core.Command,
     held: LockingStrategy.Held
   ) => Effect.Effect<Executed, ExecuteError>
-  readonly runActions: (codec: MachineCodec, transition: Transition) => Effect.Effect<void, unknown>
+  /** The actions of a delivered timeout's transition; `undefined` when it has none to run. */
+  readonly runActions: (codec: MachineCodec, transition: Transition) => Effect.Effect<void, unknown> | undefined
   /** Where the actions of delivered timeouts run. */
   readonly scope: Scope.Scope
   readonly traced: Traced
@@ -135,6 +136,7 @@ export const makeDeliver = (options: {
     Effect.flatMap((result): Effect.Effect<TimeoutStrategy.DeliveryResult> => {
       if (!("accepted" in result)) return Effect.succeed(result)
       const { accepted, loaded } = result
+      const fired = { _tag: "Fired", seqNr: loaded.seqNr } as const
       const actions = options.runActions(codec, {
         instanceId: delivery.instanceId,
         seqNr: loaded.seqNr,
@@ -143,10 +145,16 @@ export const makeDeliver = (options: {
         event: accepted.record.event,
         entered: accepted.entered,
         initial: false
-      }).pipe(
-        Effect.catchAllCause((cause) => Effect.logWarning("timeout delivered, but an action failed", cause))
+      })
+      // Most deliveries have no action: no fiber for them.
+      if (actions === undefined) return Effect.succeed(fired)
+      return Effect.as(
+        Effect.forkIn(
+          Effect.catchAllCause(actions, (cause) => Effect.logWarning("timeout delivered, but an action failed", cause)),
+          options.scope
+        ),
+        fired
       )
-      return Effect.as(Effect.forkIn(actions, options.scope), { _tag: "Fired", seqNr: loaded.seqNr } as const)
     }),
     Effect.catchAll((error) => Effect.succeed(deliveryResultOf(error))),
     Effect.catchAllDefect((defect) => Effect.succeed({ _tag: "Failed", error: String(defect) } as const)),
