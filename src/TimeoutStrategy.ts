@@ -22,6 +22,7 @@
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
@@ -31,7 +32,7 @@ import * as RedBlackTree from "effect/RedBlackTree"
 import type * as Scope from "effect/Scope"
 import * as Clock from "effect/Clock"
 import { InvalidConfiguration } from "./Errors.js"
-import { nowMillis } from "./internal/clock.js"
+import { fiberNowMillis, nowMillis } from "./internal/clock.js"
 import { describeValue, storableText } from "./internal/describe.js"
 import { makePoller } from "./internal/poller.js"
 import * as LeaderElection from "./LeaderElection.js"
@@ -206,10 +207,13 @@ const logResult = (delivery: Delivery, result: DeliveryResult) => {
   const where = `${delivery.machine}/${delivery.instanceId} timer "${delivery.name}"`
   switch (result._tag) {
     case "Fired":
-      return Effect.zipRight(
-        Metric.increment(Metrics.timeoutsFired),
-        Effect.flatMap(Clock.currentTimeMillis, (now) => Metric.update(Metrics.timeoutsLateness, Math.max(0, now - delivery.dueAt)))
-      )
+      // One Effect for both metrics and the clock: this runs once per delivered timer.
+      return Effect.withFiberRuntime<void>((fiber) => {
+        const labels = fiber.getFiberRef(FiberRef.currentMetricLabels)
+        Metrics.timeoutsFired.unsafeUpdate(1, labels)
+        Metrics.timeoutsLateness.unsafeUpdate(Math.max(0, fiberNowMillis(fiber) - delivery.dueAt), labels)
+        return Effect.void
+      })
     case "Stale":
       return result.raced
         ? Effect.zipRight(
@@ -602,12 +606,12 @@ const startSweeper = (
       Effect.forkScoped
     )
 
-    const armed: Running["armed"] = (_machine, _instanceId, _generation, deadlines) =>
-      Effect.suspend(() => {
-        let earliest = Number.POSITIVE_INFINITY
-        for (const deadline of deadlines) if (deadline.dueAt < earliest) earliest = deadline.dueAt
-        return poller.wakeFor(earliest)
-      })
+    // Called when the instance's deadlines are known (after its commit or load).
+    const armed: Running["armed"] = (_machine, _instanceId, _generation, deadlines) => {
+      let earliest = Number.POSITIVE_INFINITY
+      for (const deadline of deadlines) if (deadline.dueAt < earliest) earliest = deadline.dueAt
+      return poller.wakeFor(earliest)
+    }
 
     return { durable: true, armed }
   })

@@ -242,6 +242,29 @@ for (const backend of backends) {
     const timeoutStore = (store: Context.Context<EventStore.EventStore | TimeoutStore.TimeoutStore>) =>
       Effect.provide(TimeoutStore.TimeoutStore, store)
 
+    it.scoped("a sweeper idling on a long interval is woken by a deadline armed before its next poll", () =>
+      Effect.gen(function*() {
+        yield* TestClock.setTime(0)
+        const store = (yield* buildStore(backend)) as Context.Context<EventStore.EventStore | TimeoutStore.TimeoutStore>
+        const runtime = yield* durableRuntime(store, { pollInterval: "1 second", maxIdleInterval: "1 hour", jitter: 0 })
+        // Nothing to do for a while: the idle interval doubles up to an hour.
+        for (let i = 0; i < 14; i++) {
+          yield* TestClock.adjust("10 minutes")
+          yield* eventually(Effect.void)
+        }
+        const createdAt = yield* TestClock.currentTimeMillis
+        yield* runtime.create(Order, "o1", { _tag: "Pending", orderId: "o1" })
+        // Due in 5 minutes, long before the hour the sweeper planned to sleep: the commit's arming wakes it.
+        yield* TestClock.adjust("5 minutes")
+        const fired = yield* eventually(
+          Effect.filterOrFail(runtime.inspect(Order, "o1"), (v) => v.state._tag === "Cancelled", () => "still pending")
+        )
+        expect(fired.state._tag).toBe("Cancelled")
+        const history = yield* runtime.history(Order, "o1")
+        expect(timeoutEvents(history)).toEqual([[2, "PaymentTimeout"]])
+        expect(history[1]!.metadata.timestamp).toBe(createdAt + 300_000)
+      }))
+
     it.scoped("an API-only node (sweep: false) writes timer rows and fires none; a sweeping node fires them", () =>
       Effect.gen(function*() {
         yield* TestClock.setTime(0)

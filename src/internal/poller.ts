@@ -176,8 +176,13 @@ export const makePoller = <A>(options: {
       plannedWake = Number.POSITIVE_INFINITY
     }).pipe(Effect.forever)
 
-    const wakeFor = (dueAt: number) =>
-      Effect.suspend(() => (dueAt < plannedWake ? Queue.offer(wake, undefined) : Effect.void)).pipe(Effect.asVoid)
+    // Synchronous: every commit and every batch load arms its instances, so
+    // this runs once or twice per delivery. A wake already pending in the
+    // queue (it holds one) is enough: then the offer is refused.
+    const wakeFor = (dueAt: number): Effect.Effect<void> =>
+      dueAt === Number.POSITIVE_INFINITY ? Effect.void : Effect.sync(() => {
+        if (dueAt < plannedWake) Queue.unsafeOffer(wake, undefined)
+      })
 
     const wakeNow = () => {
       if (plannedWake !== Number.POSITIVE_INFINITY) Queue.unsafeOffer(wake, undefined)
