@@ -50,7 +50,7 @@ import { nowMillis } from "./internal/clock.js"
 import { describeValue } from "./internal/describe.js"
 import { jsonProblem, stringProblem } from "./internal/jsonValue.js"
 import { makeKeyedLock } from "./internal/keyedLock.js"
-import { makeActions } from "./internal/runtime/actions.js"
+import { makeActions, type Transition } from "./internal/runtime/actions.js"
 import { makeCodec, type MachineCodec, parseMessage } from "./internal/runtime/codec.js"
 import { type CommitError, makeCommitter } from "./internal/runtime/commit.js"
 import { makeDeliver } from "./internal/runtime/delivery.js"
@@ -860,14 +860,17 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
         : Stream.withSpan(listed, "FSMRuntime.instances", { attributes: { machine: nameOf(machine) }, captureStackTrace: false })
     }
 
+    /** The actions of a transition committed by a timer or an outbox event; `undefined` when none runs. */
+    const transitionActions = (codec: MachineCodec, transition: Transition) =>
+      transition.entered && hasActions(codec) ? actions.runTransition(codec, transition) : undefined
+
     const deliver = makeDeliver({
       codecs,
       instances,
       writeLock,
       execute: (codec, instanceId, command, held) =>
         execute(codec, instanceId, command, { source: "timeout", correlationId: null, held }),
-      runActions: (codec, transition) =>
-        transition.entered && hasActions(codec) ? actions.runTransition(codec, transition) : undefined,
+      runActions: transitionActions,
       scope,
       traced
     })
@@ -947,8 +950,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
             correlationId: command.correlationId,
             completes: command
           }),
-        runActions: (codec, transition) =>
-          transition.entered && hasActions(codec) ? actions.runTransition(codec, transition) : Effect.void,
+        runActions: transitionActions,
         scope
       })
       dispatcher = yield* Outbox.start(outboxStore.value, {

@@ -242,6 +242,31 @@ for (const backend of backends) {
     const timeoutStore = (store: Context.Context<EventStore.EventStore | TimeoutStore.TimeoutStore>) =>
       Effect.provide(TimeoutStore.TimeoutStore, store)
 
+    it.scoped("a delivered timeout runs the exit action of the state it left and the entry action of the state it entered", () =>
+      Effect.gen(function*() {
+        yield* TestClock.setTime(0)
+        const ran = yield* Ref.make<ReadonlyArray<string>>([])
+        const record = (what: string) => Ref.update(ran, (all) => [...all, what])
+        const Alarm = Machine.make({
+          name: "alarm",
+          version: 1,
+          state: Schema.Union(Schema.TaggedStruct("Armed", {}), Schema.TaggedStruct("Rung", {})),
+          event: Schema.Union(Schema.TaggedStruct("Ring", {})),
+          transitions: { Armed: { Ring: "Rung" } },
+          timeouts: { Armed: { ring: { after: "1 minute", event: { _tag: "Ring" } } } },
+          exit: { Armed: () => record("exit Armed") },
+          entry: { Rung: () => record("entry Rung") }
+        })
+        const store = (yield* buildStore(backend)) as Context.Context<EventStore.EventStore | TimeoutStore.TimeoutStore>
+        const context = yield* withDurableTimeouts(store)
+        const { runtime } = yield* runtimeOn(context as Context.Context<EventStore.EventStore>, { machines: [Alarm], retry })
+        yield* runtime.create(Alarm, "a", { _tag: "Armed" })
+        yield* TestClock.adjust("1 minute")
+        yield* eventually(Effect.filterOrFail(Ref.get(ran), (all) => all.length === 2, () => "actions not run"))
+        expect(yield* Ref.get(ran)).toEqual(["exit Armed", "entry Rung"])
+        expect((yield* runtime.inspect(Alarm, "a")).state._tag).toBe("Rung")
+      }))
+
     it.scoped("a sweeper idling on a long interval is woken by a deadline armed before its next poll", () =>
       Effect.gen(function*() {
         yield* TestClock.setTime(0)

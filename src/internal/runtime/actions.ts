@@ -9,6 +9,7 @@
 import * as Cause from "effect/Cause"
 import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
 import { ActionFailed } from "../../Errors.js"
 import type * as Machine from "../../Machine.js"
 import type { MachineCodec } from "./codec.js"
@@ -27,6 +28,20 @@ export interface Transition {
   /** `true` for `create`: only the entry action runs. */
   readonly initial: boolean
 }
+
+/**
+ * Runs a committed transition's actions (`undefined`: it has none) in their
+ * own fiber in `scope`, so a slow or hung action holds nothing up; a failure
+ * is logged with `warning`. Nothing is forked when there is nothing to run.
+ */
+export const forkActions = (
+  actions: Effect.Effect<void, unknown> | undefined,
+  scope: Scope.Scope,
+  warning: string
+): Effect.Effect<void> =>
+  actions === undefined
+    ? Effect.void
+    : Effect.asVoid(Effect.forkIn(Effect.catchAllCause(actions, (cause) => Effect.logWarning(warning, cause)), scope))
 
 export const makeActions = (context: Context.Context<never>, traced: Traced) => {
   const run = (

@@ -19,7 +19,7 @@ import * as EventStore from "../../EventStore.js"
 import type * as LockingStrategy from "../../LockingStrategy.js"
 import type * as TimeoutStrategy from "../../TimeoutStrategy.js"
 import * as Core from "../core.js"
-import type { Transition } from "./actions.js"
+import { forkActions, type Transition } from "./actions.js"
 import { type MachineCodec, parseMessage } from "./codec.js"
 import type { ExecuteError, Executed } from "./execute.js"
 import type { Instances, Loaded, LoadError } from "./instances.js"
@@ -136,7 +136,6 @@ export const makeDeliver = (options: {
     Effect.flatMap((result): Effect.Effect<TimeoutStrategy.DeliveryResult> => {
       if (!("accepted" in result)) return Effect.succeed(result)
       const { accepted, loaded } = result
-      const fired = { _tag: "Fired", seqNr: loaded.seqNr } as const
       const actions = options.runActions(codec, {
         instanceId: delivery.instanceId,
         seqNr: loaded.seqNr,
@@ -146,14 +145,9 @@ export const makeDeliver = (options: {
         entered: accepted.entered,
         initial: false
       })
-      // Most deliveries have no action: no fiber for them.
-      if (actions === undefined) return Effect.succeed(fired)
       return Effect.as(
-        Effect.forkIn(
-          Effect.catchAllCause(actions, (cause) => Effect.logWarning("timeout delivered, but an action failed", cause)),
-          options.scope
-        ),
-        fired
+        forkActions(actions, options.scope, "timeout delivered, but an action failed"),
+        { _tag: "Fired", seqNr: loaded.seqNr } as const
       )
     }),
     Effect.catchAll((error) => Effect.succeed(deliveryResultOf(error))),

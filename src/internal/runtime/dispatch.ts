@@ -28,7 +28,7 @@ import type * as Outbox from "../../Outbox.js"
 import type * as OutboxStore from "../../OutboxStore.js"
 import { describeValue } from "../describe.js"
 import { jsonProblem } from "../jsonValue.js"
-import type { Transition } from "./actions.js"
+import { forkActions, type Transition } from "./actions.js"
 import { type MachineCodec, parseMessage } from "./codec.js"
 import type { ExecuteError, Executed } from "./execute.js"
 
@@ -94,7 +94,8 @@ export const makeRunCommand = (options: {
     payload: unknown,
     command: OutboxStore.CommandRecord
   ) => Effect.Effect<FSMRuntime.Outcome<Machine.Tagged>, FSMRuntime.CreateError | Errors.StaleCommand>
-  readonly runActions: (codec: MachineCodec, transition: Transition) => Effect.Effect<void, unknown>
+  /** The actions of a delivered event's transition; `undefined` when it has none to run. */
+  readonly runActions: (codec: MachineCodec, transition: Transition) => Effect.Effect<void, unknown> | undefined
   /** Where the actions of delivered events run. */
   readonly scope: Scope.Scope
 }) => {
@@ -130,8 +131,11 @@ export const makeRunCommand = (options: {
             event: accepted.record.event,
             entered: accepted.entered,
             initial: false
-          }).pipe(Effect.catchAllCause((cause) => Effect.logWarning("outbox event committed, but an action failed", cause)))
-          return Effect.as(Effect.forkIn(actions, options.scope), { _tag: "Delivered", seqNr: loaded.seqNr } as const)
+          })
+          return Effect.as(
+            forkActions(actions, options.scope, "outbox event committed, but an action failed"),
+            { _tag: "Delivered", seqNr: loaded.seqNr } as const
+          )
         }),
         Effect.catchAll((error) => Effect.succeed(commandResultOf(error)))
       )
