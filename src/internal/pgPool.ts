@@ -28,7 +28,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
-import * as Pg from "pg"
+import type * as Pg from "pg"
 
 /** At most this many statement texts get a name per pool. */
 export const maxNamed = 256
@@ -59,8 +59,8 @@ export const makeNamer = (limit: number, prefix = "effect_fsm_") => {
 const hasValues = (values: unknown): boolean => Array.isArray(values) && values.length > 0
 
 /** The client class of one pool: `query` names what `nameOf` names. */
-const namingClient = (nameOf: (text: string) => string | undefined): typeof Pg.Client =>
-  class NamingClient extends Pg.Client {
+const namingClient = (pg: typeof Pg, nameOf: (text: string) => string | undefined): typeof Pg.Client =>
+  class NamingClient extends pg.Client {
     // node-postgres's `query` has a dozen overloads; this one forwards them all.
     override query(config: any, values?: any, callback?: any): any {
       if (typeof config === "string" && hasValues(values)) {
@@ -81,11 +81,19 @@ const namingClient = (nameOf: (text: string) => string | undefined): typeof Pg.C
  * The pool `PgClient.make` opens for `config` (the same settings, its first
  * `SELECT 1` and its timeout), with connections of `namingClient`.
  */
+// `pg` is loaded here, not imported by the module: the driver module's only
+// static driver import stays `@effect/sql-pg` (which loads `pg` itself), so a
+// missing driver is reported the same way whatever the load order.
+const loadPg = Effect.tryPromise({
+  try: (): Promise<typeof Pg> => import("pg"),
+  catch: (cause) => new SqlError({ cause, message: "PgClient: Failed to load the pg driver" })
+})
+
 const acquirePool = (config: PgClient.PgClientConfig) =>
-  Effect.acquireRelease(
+  Effect.flatMap(loadPg, (pg) => Effect.acquireRelease(
     Effect.sync(() => {
-      const pool = new Pg.Pool({
-        Client: namingClient(makeNamer(maxNamed)),
+      const pool = new pg.Pool({
+        Client: namingClient(pg, makeNamer(maxNamed)),
         connectionString: config.url ? Redacted.value(config.url) : undefined,
         user: config.username,
         host: config.host,
@@ -108,7 +116,7 @@ const acquirePool = (config: PgClient.PgClientConfig) =>
       return pool
     }),
     (pool) => Effect.promise(() => pool.end()).pipe(Effect.interruptible, Effect.timeoutOption(1000))
-  ).pipe(
+  )).pipe(
     Effect.tap((pool) =>
       Effect.tryPromise({
         try: () => pool.query("SELECT 1"),
