@@ -362,9 +362,20 @@ export const makeBackend = (
         return sql`(${text(instanceId)}, ${bigint(from)}, ${bigint(from + limit)})`
       }))
       // In `readPage`'s column order, the instance id last.
-      const eventRows = yield* sql`WITH v (id, lo, hi) AS (VALUES ${ranges}) SELECT e.seq_nr, e.tag, ${
+      const columns = sql`e.seq_nr, e.tag, ${
         dialect.jsonText("payload")
-      } AS payload, e.state_tag, e.schema_version, e.ts, e.source, e.correlation_id, e.node, e.commit_id, e.timer, e.instance_id FROM v CROSS JOIN ${E} e WHERE e.machine = ${machine} AND e.instance_id = v.id AND e.seq_nr > v.lo AND e.seq_nr <= v.hi ORDER BY e.instance_id, e.seq_nr`.values
+      } AS payload, e.state_tag, e.schema_version, e.ts, e.source, e.correlation_id, e.node, e.commit_id, e.timer, e.instance_id`
+      const range = sql`e.machine = ${machine} AND e.instance_id = v.id AND e.seq_nr > v.lo AND e.seq_nr <= v.hi`
+      // On PostgreSQL one index range scan per instance, whatever the
+      // statistics: a plain join is planned from them, and with statistics
+      // that have not caught up with a machine's events (a new machine, a
+      // fast-growing log) PostgreSQL hashes the ids and reads every event of
+      // the machine, on every batch. The LIMIT keeps the lateral subquery
+      // from being flattened back into that join. SQLite has no LATERAL; its
+      // join already probes the primary key per id.
+      const eventRows = yield* (dialect.name === "pg"
+        ? sql`SELECT e.* FROM (VALUES ${ranges}) AS v (id, lo, hi) CROSS JOIN LATERAL (SELECT ${columns} FROM ${E} e WHERE ${range} ORDER BY e.seq_nr LIMIT v.hi - v.lo) AS e ORDER BY e.instance_id, e.seq_nr`
+        : sql`WITH v (id, lo, hi) AS (VALUES ${ranges}) SELECT ${columns} FROM v CROSS JOIN ${E} e WHERE ${range} ORDER BY e.instance_id, e.seq_nr`).values
       const events = new Map<string, Array<EventStore.EventRecord>>()
       for (
         const record of yield* decodeRows("recoveryBatch", eventRows, (row) => decodePositional(machine, String(row[11]))(row))
