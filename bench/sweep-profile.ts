@@ -48,7 +48,8 @@ const tracer = Tracer.make({
 void Option
 
 const timers = Number(process.env["TIMERS"] ?? 5000)
-const concurrency = Number(process.env["CONCURRENCY"] ?? 64)
+// The sweeper's default delivery concurrency unless CONCURRENCY says otherwise.
+const concurrency = process.env["CONCURRENCY"] === undefined ? undefined : Number(process.env["CONCURRENCY"])
 
 await runScript(Effect.scoped(Effect.gen(function*() {
   // BACKEND=sqlite: a temporary SQLite file instead of a PostgreSQL schema.
@@ -82,7 +83,7 @@ await runScript(Effect.scoped(Effect.gen(function*() {
   const start = Date.now()
   const cpuBefore = process.cpuUsage()
   yield* Layer.build(FSMRuntime.layer({ machines: [Tick], nodeId: "s", disableTracing: process.env["UNTRACED"] === "1" }).pipe(
-    Layer.provide(TimeoutStrategy.layerDurable({ concurrency })),
+    Layer.provide(TimeoutStrategy.layerDurable(concurrency === undefined ? {} : { concurrency })),
     Layer.provide(Layer.succeedContext(store))
   )).pipe(process.env["OPS"] === "1" ? Effect.withScheduler(counting) : identity)
   while (true) {
@@ -102,7 +103,7 @@ await runScript(Effect.scoped(Effect.gen(function*() {
       )
     )
   }
-  console.log(`${timers} timers, concurrency ${concurrency}: ${took} ms = ${Math.round(timers / took * 1000)}/s`)
+  console.log(`${timers} timers, concurrency ${concurrency ?? "default"}: ${took} ms = ${Math.round(timers / took * 1000)}/s`)
   console.log(`CPU time ${Math.round((cpu.user + cpu.system) / 1000)} ms (every thread), ${Math.round((cpu.user + cpu.system) / timers)} us per timer`)
   const groupsAfter = yield* Metric.value(Metrics.commitGroupSize)
   const groups = groupsAfter.count - groupsBefore.count

@@ -211,9 +211,9 @@ export interface DispatcherOptions {
   /** Commands claimed per poll. Default 100. */
   readonly batchSize?: number
   /**
-   * Commands run at once, at most (those a poll stopped waiting for after
-   * `commandTimeout` included): a poll claims only as many as there are free
-   * places. Default 16.
+   * Commands run at once, at most: a poll claims only as many as there are
+   * free places, once at least half of them (or `batchSize`) are free, and
+   * does not wait for a full batch's commands. Default 16.
    */
   readonly concurrency?: number
   /**
@@ -223,8 +223,10 @@ export interface DispatcherOptions {
    */
   readonly claimLease?: Duration.DurationInput
   /**
-   * Longest time a poll waits for one command before it goes on without it
-   * (the command keeps running, its claim refreshed). Must be shorter than
+   * Longest time a poll waits for the commands of a batch that emptied the
+   * backlog before it goes on without them (a full batch is not waited
+   * for); commands still running then are reported (a warning in the log)
+   * and keep running, their claims refreshed. Must be shorter than
    * `claimLease`. Default 10 seconds, or half the claim lease when shorter.
    */
   readonly commandTimeout?: Duration.DurationInput

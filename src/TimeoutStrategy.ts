@@ -409,17 +409,25 @@ export interface DurableOptions extends RetryOptions {
   /** How long a claim protects a timer from other nodes. Default 30 seconds. */
   readonly claimLease?: Duration.DurationInput
   /**
-   * Deliveries run at once, and so timers claimed per poll at most. Default
-   * 64: a claimed batch's instances are loaded with one read and its
-   * commits share group commits, so larger batches cost fewer statements.
+   * Deliveries run at once, at most. A poll claims as many timers as there
+   * are free places (at most `batchSize`), once at least half of them are
+   * free, and does not wait for a full batch's deliveries: with a backlog,
+   * one batch is claimed and its instances read while the batch before it
+   * commits.
+   * Default 128: a claimed batch's instances are loaded with one read and
+   * its commits share group commits, so larger batches cost fewer
+   * statements.
    */
   readonly concurrency?: number
   /**
-   * Longest time a poll waits for one delivery before it goes on without
-   * it (the delivery keeps running and settles its timer when it ends), so a
-   * delivery stuck on a slow database call never holds up the other timers.
-   * Must be shorter than `claimLease`. Default 10 seconds, or half the claim
-   * lease when that is shorter.
+   * Longest time a poll waits for the deliveries of a batch that emptied
+   * the backlog (then it reads the next due time, which their retries may
+   * have moved) before it goes on without them; a full batch is not waited
+   * for. Deliveries still running after it are reported (a warning in the
+   * log). So a delivery stuck on a slow database call holds up no other
+   * timer, only its own place among `concurrency`; it settles its timer
+   * when it ends. Must be shorter than `claimLease`. Default 10 seconds, or
+   * half the claim lease when that is shorter.
    */
   readonly deliveryTimeout?: Duration.DurationInput
   /**
@@ -474,7 +482,7 @@ const resolveDurable = (options: DurableOptions): Effect.Effect<SweeperConfig, I
       return yield* invalid("jitter", `must be a number from 0 to 10, got ${describeValue(jitter)}`)
     }
     const batchSize = yield* countOption("batchSize", options.batchSize, 200, 1)
-    const concurrency = yield* countOption("concurrency", options.concurrency, 64, 1)
+    const concurrency = yield* countOption("concurrency", options.concurrency, 128, 1)
     const retry = yield* resolveRetry(options)
     const leaderOnly = options.leaderOnly ?? false
     let leader: SweeperConfig["leader"]

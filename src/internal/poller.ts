@@ -1,7 +1,9 @@
 /**
  * The polling loop shared by the background workers that claim rows from a
  * table and settle them (the timeout sweeper, the outbox dispatcher): one
- * poll claims a batch and settles it, then says how long to wait; the wait
+ * poll claims a batch and settles it (waiting for it only when it emptied
+ * the backlog: otherwise the next batch is claimed while it runs), then
+ * says how long to wait; the wait
  * ends early when a row falls due sooner (`wakeFor`, `wakeNow`). Following
  * the background-work recipe: each poll is an Effect whose failure is
  * logged, and the idle interval is jittered to spread the polls of many
@@ -28,9 +30,12 @@ export interface PollerConfig {
   readonly jitter: number
   /** Rows claimed per poll, at most. */
   readonly batchSize: number
-  /** Rows settled at once, at most: a poll claims only as many as there are free places. */
+  /**
+   * Rows settled at once, at most: a poll claims only as many as there are
+   * free places, once at least half of them (or `batchSize`) are free.
+   */
   readonly concurrency: number
-  /** Longest time a poll waits for one row's settling before it goes on without it. */
+  /** Longest time a poll waits for the rows of a short batch; rows of any batch still running then are reported. */
   readonly settleMillis: number
 }
 
@@ -66,45 +71,65 @@ export const makePoller = <A>(options: {
     let idleMillis = pollMillis
     let eagerPolls = 0
 
-    // A poll waits for a row at most `settleMillis` (shorter than the claim
-    // lease), then goes on without it: a row stuck on a slow database call or
-    // handler holds up nothing but itself. It keeps running in the scope and
-    // settles its row when it ends.
-    // Rows being settled, those a poll stopped waiting for included: a poll
-    // claims only as many as there are free places (`concurrency` in all).
+    // Each row settles in a fiber of the scope. A poll does not wait for a
+    // full batch: more rows may be due, so the next batch is claimed (and
+    // its instances read) while this one is still committing. A short batch
+    // (nothing else is due) is waited for at most `settleMillis` (shorter
+    // than the claim lease), so that the next due time, read after it,
+    // includes its rows' retries. Either way a row stuck on a slow database
+    // call or handler holds up nothing but its own place.
+    // Rows being settled: a poll claims only as many as there are free
+    // places (`concurrency` in all), and only once at least `refill` of them
+    // are free, so a backlog is claimed in whole batches, not a few rows at
+    // a time as places free up one by one.
     let inFlight = 0
+    const refill = Math.min(batchSize, Math.ceil(concurrency / 2))
+    /** The poller waits for free places: the row whose end frees the `refill`th place wakes it. */
+    let waitingForPlaces = false
 
-    /** Settles one row in a fiber of the scope (it outlives a poll that stops waiting for it). */
+    const settled = () => {
+      inFlight--
+      if (waitingForPlaces && concurrency - inFlight >= refill) {
+        waitingForPlaces = false
+        wakeNow()
+      }
+    }
+
+    /** Settles one row in a fiber of the scope; its place is taken already. */
     const settleInScope = (row: A) =>
       Effect.forkIn(
-        Effect.suspend(() => {
-          inFlight++
-          return options.settle(row)
-        }).pipe(
+        options.settle(row).pipe(
           Effect.catchAllCause((cause) => Effect.logError(`${options.describe(row)}: settling failed`, cause)),
-          Effect.ensuring(Effect.sync(() => inFlight--))
+          Effect.ensuring(Effect.sync(settled))
         ),
         scope
       )
 
     /**
      * Settles a claimed batch, each row in its own fiber (every row has a
-     * free place), and waits for them together at most `settleMillis`: one
+     * free place, taken here at once so that the next poll counts it), and
+     * waits for them together (`wait`) or watches them in a fiber of its
+     * own, at most `settleMillis`, then warns of those still running: one
      * deadline per batch, not one timer per row.
      */
-    const settleBatch = (rows: ReadonlyArray<A>) =>
-      Effect.flatMap(Effect.forEach(rows, settleInScope), (fibers) =>
-        Fiber.awaitAll(fibers).pipe(
-          Effect.timeoutTo({
-            duration: settleMillis,
-            onSuccess: () => Effect.void,
-            onTimeout: () =>
-              Effect.logWarning(
-                `${fibers.filter((fiber) => fiber.unsafePoll() === null).length} of ${rows.length} rows still running after ${settleMillis} ms; the poller goes on`
-              )
-          }),
-          Effect.flatten
-        ))
+    const settleBatch = (rows: ReadonlyArray<A>, wait: boolean) =>
+      Effect.suspend(() => {
+        inFlight += rows.length
+        return Effect.flatMap(Effect.forEach(rows, settleInScope), (fibers) => {
+          const watched = Fiber.awaitAll(fibers).pipe(
+            Effect.timeoutTo({
+              duration: settleMillis,
+              onSuccess: () => Effect.void,
+              onTimeout: () =>
+                Effect.logWarning(
+                  `${fibers.filter((fiber) => fiber.unsafePoll() === null).length} of ${rows.length} rows still running after ${settleMillis} ms; the poller goes on`
+                )
+            }),
+            Effect.flatten
+          )
+          return wait ? watched : Effect.asVoid(Effect.forkIn(watched, scope))
+        })
+      })
 
     /**
      * One poll: claim a batch, settle it, and say how long to wait before
@@ -113,8 +138,12 @@ export const makePoller = <A>(options: {
      */
     const poll = Effect.gen(function*() {
       const free = Math.min(batchSize, concurrency - inFlight)
-      // Every place taken by rows still running: look again after the interval.
-      if (free <= 0) return pollMillis
+      if (free < refill) {
+        // Too few places free: wait until rows still running free enough
+        // of them (or the interval passes).
+        waitingForPlaces = true
+        return pollMillis
+      }
       const now = yield* nowMillis
       const claimed = yield* options.claim(now, free)
       yield* Effect.annotateCurrentSpan("claimed", claimed.length)
@@ -130,8 +159,9 @@ export const makePoller = <A>(options: {
           Effect.catchAllCause((cause) => Effect.logWarning("preparing a batch failed", cause))
         )
       }
-      yield* settleBatch(claimed)
-      if (claimed.length >= free) {
+      const full = claimed.length >= free
+      yield* settleBatch(claimed, !full)
+      if (full) {
         idleMillis = pollMillis
         eagerPolls = 0
         return 0

@@ -66,13 +66,13 @@ export interface Instances {
    */
   readonly preload: (codec: MachineCodec, instanceIds: ReadonlyArray<string>, fresh: boolean) => Effect.Effect<void>
   /**
-   * Whether the instance was read by the latest `preload` with `fresh` and
-   * nothing has used or replaced it since; clears the mark. A timer delivery
+   * Whether the instance was read by one of the two latest `preload`s with
+   * `fresh` and nothing has used or replaced it since; clears the mark. A timer delivery
    * then skips its catch-up, and catches up only before it would drop the
    * timer as stale.
    */
   readonly takePreloaded: (machine: string, instanceId: string) => boolean
-  /** Drops every mark of `preload` (a new batch begins: only its reads count as just made). */
+  /** A new batch begins: only its reads and those of the batch before it (maybe still being delivered) count as just made. */
   readonly forgetPreloaded: () => void
   /** Applies the events written after `loaded` (by other writers). */
   readonly catchUp: (codec: MachineCodec, instanceId: string, loaded: Loaded) => Effect.Effect<Loaded, ReplayError>
@@ -112,11 +112,21 @@ export const makeInstances = (options: {
     options.unloaded(key.slice(0, at), key.slice(at + 1))
   }
   const cache = new Lru<string, Loaded>(options.cacheSize, (key) => {
-    preloaded.delete(key)
+    unmark(key)
     unload(key)
   })
-  /** Keys the latest batch of `preload` marked as just read, that no command has used or replaced since (see `takePreloaded`). */
-  const preloaded = new Set<string>()
+  /**
+   * Keys the latest batch of `preload` marked as just read, that no command
+   * has used or replaced since (see `takePreloaded`), and those of the batch
+   * before it: the sweeper claims a batch while the one before it is still
+   * being delivered.
+   */
+  let preloaded = new Set<string>()
+  let preloadedBefore = new Set<string>()
+  const unmark = (key: string) => {
+    preloaded.delete(key)
+    preloadedBefore.delete(key)
+  }
 
   /** The typed failure of a record that does not follow from the instance. */
   const replayFailure = (machine: string, instanceId: string, problem: Core.EvolveProblem): ReplayError => {
@@ -296,7 +306,7 @@ export const makeInstances = (options: {
         Effect.flatMap(([took, loaded]) => {
           if (loaded === undefined) return Effect.fail(new InstanceNotFound({ machine: codec.machine.name, instanceId }))
           cache.set(key, loaded)
-          preloaded.delete(key)
+          unmark(key)
           const { metrics } = codec
           const replayed = loaded.seqNr - loaded.snapshotSeqNr
           return arm(codec, instanceId, loaded).pipe(
@@ -318,7 +328,7 @@ export const makeInstances = (options: {
       const next = fresh ?? loaded
       const key = cacheKey(codec.machine.name, instanceId)
       cache.set(key, next)
-      preloaded.delete(key)
+      unmark(key)
       return next.seqNr === loaded.seqNr ? Effect.succeed(next) : arm(codec, instanceId, next).pipe(
         Effect.zipRight(Metric.incrementBy(codec.metrics.replayedEvents, next.seqNr - loaded.seqNr)),
         Effect.as(next)
@@ -335,14 +345,14 @@ export const makeInstances = (options: {
       const key = cacheKey(codec.machine.name, instanceId)
       const hit = cache.get(key)
       if (hit === undefined) return load(codec, instanceId)
-      preloaded.delete(key)
+      unmark(key)
       return catchUp(codec, instanceId, hit)
     })
 
   const evict = (machine: string, instanceId: string) => {
     const key = cacheKey(machine, instanceId)
     cache.delete(key)
-    preloaded.delete(key)
+    unmark(key)
   }
 
   const resync = (codec: MachineCodec, instanceId: string, loaded: Loaded, conflict: SequenceConflict) =>
@@ -373,20 +383,27 @@ export const makeInstances = (options: {
     remember: (machine, instanceId, loaded) => {
       const key = cacheKey(machine, instanceId)
       cache.set(key, loaded)
-      preloaded.delete(key)
+      unmark(key)
     },
     evict,
     clear: () => {
       const keys = [...cache.keys()]
       cache.clear()
       preloaded.clear()
+      preloadedBefore.clear()
       keys.forEach(unload)
     },
     load,
     loadFresh,
     preload,
-    takePreloaded: (machine, instanceId) => preloaded.delete(cacheKey(machine, instanceId)),
-    forgetPreloaded: () => preloaded.clear(),
+    takePreloaded: (machine, instanceId) => {
+      const key = cacheKey(machine, instanceId)
+      return preloaded.delete(key) || preloadedBefore.delete(key)
+    },
+    forgetPreloaded: () => {
+      preloadedBefore = preloaded
+      preloaded = new Set()
+    },
     catchUp,
     resync
   }
