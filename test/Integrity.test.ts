@@ -430,6 +430,46 @@ for (const backend of backends) {
         expect((yield* runtime.history(Order, "first")).map((h) => h._tag)).toEqual(["Created"])
       }))
 
+    it.scoped("with a backlog, the next batch is claimed and delivered while the batch before it is still committing", () =>
+      Effect.gen(function*() {
+        yield* TestClock.setTime(0)
+        const store = (yield* buildStore(backend)) as Context.Context<EventStore.EventStore | TimeoutStore.TimeoutStore>
+        const gate = yield* Deferred.make<void>()
+        // The first batch's timeout commits wait on the gate: a slow database.
+        const wrapped = faulty(Context.get(store, EventStore.EventStore), (commit) =>
+          commit.instanceId.startsWith("early") && commit.events[0]?.metadata.source === "timeout"
+            ? { _tag: "Around", before: Deferred.await(gate), after: Effect.void }
+            : undefined)
+        // Batches of 2 among 4 places: the second batch fits while the first
+        // runs. A deliveryTimeout longer than the clock moves below: the poll
+        // must not merely stop waiting for the first batch.
+        const context = yield* withDurableTimeouts(withStore(store, wrapped.store), {
+          batchSize: 2,
+          concurrency: 4,
+          deliveryTimeout: "1 hour",
+          claimLease: "2 hours"
+        })
+        const { runtime } = yield* runtimeOn(context as Context.Context<EventStore.EventStore>, { machines: [Order], retry })
+        for (const id of ["early1", "early2"]) yield* runtime.create(Order, id, { _tag: "Pending", orderId: id })
+        yield* TestClock.adjust("1 second")
+        for (const id of ["late1", "late2"]) yield* runtime.create(Order, id, { _tag: "Pending", orderId: id })
+        yield* TestClock.adjust("10 minutes") // every deadline has passed: the early ones are claimed first
+        const state = (id: string) => Effect.map(runtime.inspect(Order, id), (v) => v.state._tag)
+        // No clock moves from here on: a poll waiting for its batch would wait for the gate (or its deliveryTimeout).
+        yield* eventually(Effect.filterOrFail(
+          Effect.all([state("late1"), state("late2")]),
+          (tags) => tags.every((tag) => tag === "Cancelled"),
+          () => "the late timers wait for the early batch"
+        ))
+        expect(wrapped.seen.filter((s) => s.commit.instanceId.startsWith("early")).length).toBe(4) // 2 creates, 2 held deliveries
+        yield* Deferred.succeed(gate, undefined)
+        for (const id of ["early1", "early2", "late1", "late2"]) {
+          yield* eventually(Effect.filterOrFail(state(id), (tag) => tag === "Cancelled", () => `${id} pending`))
+          const timeouts = (yield* runtime.history(Order, id)).filter((h) => h.metadata.source === "timeout")
+          expect(timeouts.map((h) => h._tag === "Event" ? h.event._tag : h._tag)).toEqual(["PaymentTimeout"])
+        }
+      }))
+
     it.scoped("a timer whose delivery fails with NUL or a lone surrogate in the error is still dead-lettered", () =>
       Effect.gen(function*() {
         yield* TestClock.setTime(0)
