@@ -461,6 +461,41 @@ for (const backend of backends) {
         void gateway
       }))
 
+    it.scoped("a handler's reply runs the exit action of the state it left and the entry action of the state it entered", () =>
+      Effect.gen(function*() {
+        const { store } = yield* setup
+        const ran = yield* Ref.make<ReadonlyArray<string>>([])
+        const record = (what: string) => Ref.update(ran, (all) => [...all, what])
+        const Job = Machine.make({
+          name: "job",
+          version: 1,
+          state: Schema.Union(Schema.TaggedStruct("Idle", {}), Schema.TaggedStruct("Running", {}), Schema.TaggedStruct("Done", {})),
+          event: Schema.Union(Schema.TaggedStruct("Start", {}), Schema.TaggedStruct("Finished", {})),
+          command: Schema.Union(Schema.TaggedStruct("Work", {})),
+          transitions: {
+            Idle: { Start: { to: "Running", build: () => ({}), commands: () => [{ _tag: "Work" }] } },
+            Running: { Finished: "Done" }
+          },
+          exit: { Running: () => record("exit Running") },
+          entry: { Done: () => record("entry Done") }
+        })
+        // The reply, committed by the dispatcher, moves the instance on.
+        const handlers = Outbox.handlers(Job, { Work: () => Effect.succeed({ _tag: "Finished" as const }) })
+        const runtime = yield* FSMRuntime.make({ machines: [Job] }).pipe(
+          Effect.provide(Context.merge(
+            store,
+            yield* Layer.build(Layer.merge(handlers, Outbox.layer({ pollInterval: "1 second", retry: quickRetry })))
+          )),
+          Effect.orDie
+        )
+        yield* runtime.create(Job, "j", { _tag: "Idle" })
+        yield* runtime.send(Job, "j", { _tag: "Start" })
+        yield* until(runtime.inspect(Job, "j"), (v) => v.state._tag === "Done", "not done")
+        yield* until(Ref.get(ran), (all) => all.length === 2, "actions not run")
+        expect(yield* Ref.get(ran)).toEqual(["exit Running", "entry Done"])
+        expect(sourcesOf(yield* runtime.history(Job, "j"))).toEqual(["1:Created:user", "2:Start:user", "3:Finished:outbox"])
+      }))
+
     it.scoped("a command produced by a fenced-off write never exists", () =>
       Effect.gen(function*() {
         const { store } = yield* setup
