@@ -95,13 +95,16 @@ export const makePoller = <A>(options: {
       }
     }
 
-    /** Settles one row in a fiber of the scope; its place is taken already. */
-    const settleInScope = (row: A) =>
+    /**
+     * Settles one row in a fiber of the scope; its place is taken already.
+     * Forked uninterruptibly (see `settleBatch`): the place is given back
+     * however the fiber ends, and only the settling itself is interruptible.
+     */
+    const settleInScope = (row: A, restore: <X, Y, Z>(effect: Effect.Effect<X, Y, Z>) => Effect.Effect<X, Y, Z>) =>
       Effect.forkIn(
-        options.settle(row).pipe(
-          Effect.catchAllCause((cause) => Effect.logError(`${options.describe(row)}: settling failed`, cause)),
-          Effect.ensuring(Effect.sync(settled))
-        ),
+        restore(
+          Effect.catchAllCause(options.settle(row), (cause) => Effect.logError(`${options.describe(row)}: settling failed`, cause))
+        ).pipe(Effect.ensuring(Effect.sync(settled))),
         scope
       )
 
@@ -113,9 +116,17 @@ export const makePoller = <A>(options: {
      * deadline per batch, not one timer per row.
      */
     const settleBatch = (rows: ReadonlyArray<A>, wait: boolean) =>
-      Effect.suspend(() => {
-        inFlight += rows.length
-        return Effect.flatMap(Effect.forEach(rows, settleInScope), (fibers) => {
+      Effect.flatMap(
+        // Not interrupted halfway (a leader stepping down interrupts the
+        // loop, and the poller's count outlives it): every place taken is
+        // given back by a fiber that was forked.
+        Effect.uninterruptibleMask((restore) =>
+          Effect.suspend(() => {
+            inFlight += rows.length
+            return Effect.forEach(rows, (row) => settleInScope(row, restore))
+          })
+        ),
+        (fibers) => {
           const watched = Fiber.awaitAll(fibers).pipe(
             Effect.timeoutTo({
               duration: settleMillis,
@@ -128,8 +139,8 @@ export const makePoller = <A>(options: {
             Effect.flatten
           )
           return wait ? watched : Effect.asVoid(Effect.forkIn(watched, scope))
-        })
-      })
+        }
+      )
 
     /**
      * One poll: claim a batch, settle it, and say how long to wait before
