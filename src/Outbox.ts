@@ -7,8 +7,8 @@
  * the outbox (`OutboxStore`) written in the same atomic commit as the event:
  * a command exists exactly when its event does. A dispatcher on every node
  * claims due rows (`FOR UPDATE SKIP LOCKED` on PostgreSQL, with a claim
- * lease renewed when a command starts and while its handler runs, at most
- * `concurrency` at once) and runs each command at least once, in no
+ * lease renewed when a command starts late and while its handler runs, at
+ * most `concurrency` at once) and runs each command at least once, in no
  * particular order:
  *
  * - one of the machine's own commands runs its handler (`Outbox.handlers`)
@@ -218,8 +218,10 @@ export interface DispatcherOptions {
   readonly concurrency?: number
   /**
    * How long a claim protects a command from other nodes. It is refreshed
-   * every third of it while the handler runs, so a slow handler is not run
-   * twice at once. Default 30 seconds.
+   * when the command starts more than a sixth of it after the claim (a
+   * slow batch read of its instances) and every third of it while the
+   * handler runs, so a slow handler is not run twice at once. Default 30
+   * seconds.
    */
   readonly claimLease?: Duration.DurationInput
   /**
@@ -518,13 +520,26 @@ export const start = (
         Effect.forever
       )
 
+    /** When this node claimed each command it holds (its clock, as the claim's end was computed). */
+    const claimedAt = new WeakMap<OutboxStore.CommandRecord, number>()
+    /** A claim older than this when its command starts is renewed first. */
+    const freshClaimMillis = Math.floor(leaseMillis / 6)
+
     const settle = (command: OutboxStore.CommandRecord) =>
       Effect.gen(function*() {
-        // The claim may have run out while the command waited for a free
-        // place; renewed here, or the command is another node's by now.
-        const claimedAt = yield* nowMillis
-        const held = yield* store.extendClaim(command, { nodeId: target.nodeId, claimUntil: claimedAt + leaseMillis })
-        if (!held) return yield* Effect.logDebug(`${describeCommand(command)}: its claim passed to another node before it started`)
+        // A command starts as soon as it is claimed (a poll claims only as
+        // many as there are free places), after the batch read of its
+        // instances. A claim taken at most a sixth of the lease ago keeps
+        // at least half of it until the first refresh below, so it is not
+        // renewed: that would be one more statement per command. An older
+        // one (a slow batch read) is renewed here, or the command is another
+        // node's by now.
+        const now = yield* nowMillis
+        const claimed = claimedAt.get(command)
+        if (claimed === undefined || now - claimed > freshClaimMillis) {
+          const held = yield* store.extendClaim(command, { nodeId: target.nodeId, claimUntil: now + leaseMillis })
+          if (!held) return yield* Effect.logDebug(`${describeCommand(command)}: its claim passed to another node before it started`)
+        }
         const startedAt = yield* Clock.currentTimeMillis
         if (command.attempts === 0) yield* Metric.update(Metrics.outboxLatency, Math.max(0, startedAt - command.createdAt))
         const context: CommandContext = {
@@ -580,7 +595,13 @@ export const start = (
         settleMillis: config.commandMillis
       },
       claim: (now, limit) =>
-        store.claimDue({ machines: target.machines, now, limit, nodeId: target.nodeId, claimUntil: now + leaseMillis }),
+        Effect.map(
+          store.claimDue({ machines: target.machines, now, limit, nodeId: target.nodeId, claimUntil: now + leaseMillis }),
+          (commands) => {
+            for (const command of commands) claimedAt.set(command, now)
+            return commands
+          }
+        ),
       settle,
       prepare: target.prepare,
       nextDueAt: store.nextDueAt(target.machines),

@@ -6,7 +6,7 @@
  * dispatchers; the checkout <-> payment saga.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Exit, Layer, Metric, Option, Ref, Schedule, Schema, TestClock } from "effect"
+import { Context, Deferred, Effect, Exit, Layer, Metric, Option, Ref, Schedule, Schema, TestClock } from "effect"
 import {
   EventStore,
   FSMRuntime,
@@ -97,6 +97,62 @@ for (const backend of backends) {
         expect(reads.batches).toBeGreaterThanOrEqual(1)
         expect(reads.batched).toBeGreaterThanOrEqual(ids.length)
         expect({ snapshots: reads.snapshots, pages: reads.pages }).toEqual({ snapshots: 0, pages: 0 })
+      }))
+
+    /** `store` with its outbox's `extendClaim` counted (how often a claim was renewed). */
+    const countingRenewals = (store: Context.Context<Stores>) => {
+      const inner = outboxOf(store)
+      const renewals = { count: 0 }
+      const counted = Context.add(store, OutboxStore.OutboxStore, {
+        ...inner,
+        extendClaim: (command, options) => Effect.zipRight(Effect.sync(() => renewals.count++), inner.extendClaim(command, options))
+      })
+      return { renewals, store: counted }
+    }
+
+    it.scoped("a command started right after its claim runs without renewing the claim first", () =>
+      Effect.gen(function*() {
+        const { gateway, store } = yield* setup
+        const { renewals, store: counted } = countingRenewals(store)
+        const runtime = yield* node(counted, gateway)
+        yield* runtime.create(Shop, "o1", { _tag: "Placed", orderId: "o1", amount: 42 })
+        yield* runtime.send(Shop, "o1", { _tag: "Checkout" })
+        yield* until(runtime.inspect(Shop, "o1"), (v) => v.state._tag === "Paid", "not paid")
+        yield* until(outboxOf(store).pending("shop", "o1"), (p) => p.length === 0, "commands pending")
+        // ChargeCard, then the receipt Paid produces: both ran, no claim renewed.
+        expect((yield* Ref.get(gateway.calls)).map((c) => c.command)).toEqual(["ChargeCard", "SendReceipt"])
+        expect(renewals.count).toBe(0)
+      }))
+
+    it.scoped("a command that starts over a sixth of the claim lease after its claim (a slow batch read) renews the claim first", () =>
+      Effect.gen(function*() {
+        const { gateway, store } = yield* setup
+        const writer = yield* node(store, gateway, { dispatch: false })
+        for (const id of ["s1", "s2"]) {
+          yield* writer.create(Shop, id, { _tag: "Placed", orderId: id, amount: 1 })
+          yield* writer.send(Shop, id, { _tag: "Checkout" })
+        }
+        // The dispatcher's batch read of the two instances takes 6 seconds (the lease: 30 s).
+        const reading = yield* Deferred.make<void>()
+        const events = Context.get(store, EventStore.EventStore)
+        const slow = Context.add(store, EventStore.EventStore, {
+          ...events,
+          recoveryBatch: (machine, ids, limit) =>
+            Effect.zipRight(
+              Effect.zipRight(Deferred.succeed(reading, undefined), Effect.sleep("6 seconds")),
+              events.recoveryBatch(machine, ids, limit)
+            )
+        })
+        const { renewals, store: counted } = countingRenewals(slow)
+        const dispatcher = yield* node(counted, gateway)
+        yield* Deferred.await(reading)
+        expect(renewals.count).toBe(0)
+        yield* TestClock.adjust("6 seconds")
+        for (const id of ["s1", "s2"]) {
+          yield* until(dispatcher.inspect(Shop, id), (v) => v.state._tag === "Paid", `${id} not paid`)
+        }
+        // Both ChargeCards renewed their claim before running; nothing else did.
+        expect(renewals.count).toBe(2)
       }))
 
     it.scoped("a command is written in the commit of its event and runs after it; the reply completes it", () =>
