@@ -67,9 +67,9 @@ export interface Instances {
   readonly preload: (codec: MachineCodec, instanceIds: ReadonlyArray<string>, fresh: boolean) => Effect.Effect<void>
   /**
    * Whether the instance was read by one of the two latest `preload`s with
-   * `fresh` and nothing has used or replaced it since; clears the mark. A timer delivery
-   * then skips its catch-up, and catches up only before it would drop the
-   * timer as stale.
+   * `fresh` and nothing has used or replaced it since; clears the mark. A
+   * timer delivery then skips its catch-up, and catches up only before it
+   * would drop the timer as stale.
    */
   readonly takePreloaded: (machine: string, instanceId: string) => boolean
   /** A new batch begins: only its reads and those of the batch before it (maybe still being delivered) count as just made. */
