@@ -60,7 +60,7 @@ export const makePoller = <A>(options: {
   readonly nextDueAt: Effect.Effect<Option.Option<number>, unknown>
   /** A row, for logs. */
   readonly describe: (row: A) => string
-  /** The span of one poll (its rows' settling runs inside it), with the number of rows it claimed. */
+  /** The span of one poll (the parent of its rows' settling, which may outlast it), with the number of rows it claimed. */
   readonly span: { readonly name: string; readonly attributes: Record<string, unknown> }
 }): Effect.Effect<Poller, never, Scope.Scope> =>
   Effect.gen(function*() {
