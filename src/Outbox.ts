@@ -520,12 +520,11 @@ export const start = (
         Effect.forever
       )
 
-    /** When this node claimed each command it holds (its clock, as the claim's end was computed). */
-    const claimedAt = new WeakMap<OutboxStore.CommandRecord, number>()
     /** A claim older than this when its command starts is renewed first. */
     const freshClaimMillis = Math.floor(leaseMillis / 6)
 
-    const settle = (command: OutboxStore.CommandRecord) =>
+    /** `claimedAt`: the time (this node's clock) the claim's end was computed from. */
+    const settle = (command: OutboxStore.CommandRecord, claimedAt: number) =>
       Effect.gen(function*() {
         // A command starts as soon as it is claimed (a poll claims only as
         // many as there are free places), after the batch read of its
@@ -535,8 +534,7 @@ export const start = (
         // one (a slow batch read) is renewed here, or the command is another
         // node's by now.
         const now = yield* nowMillis
-        const claimed = claimedAt.get(command)
-        if (claimed === undefined || now - claimed > freshClaimMillis) {
+        if (now - claimedAt > freshClaimMillis) {
           const held = yield* store.extendClaim(command, { nodeId: target.nodeId, claimUntil: now + leaseMillis })
           if (!held) return yield* Effect.logDebug(`${describeCommand(command)}: its claim passed to another node before it started`)
         }
@@ -595,13 +593,7 @@ export const start = (
         settleMillis: config.commandMillis
       },
       claim: (now, limit) =>
-        Effect.map(
-          store.claimDue({ machines: target.machines, now, limit, nodeId: target.nodeId, claimUntil: now + leaseMillis }),
-          (commands) => {
-            for (const command of commands) claimedAt.set(command, now)
-            return commands
-          }
-        ),
+        store.claimDue({ machines: target.machines, now, limit, nodeId: target.nodeId, claimUntil: now + leaseMillis }),
       settle,
       prepare: target.prepare,
       nextDueAt: store.nextDueAt(target.machines),

@@ -36,10 +36,17 @@ const statementsOf = <A, E>(effect: Effect.Effect<A, E>) =>
     return seen
   })
 
-/** The plan PostgreSQL ran a captured statement with. */
-const explain = (sql: SqlClient.SqlClient, [text, params]: readonly [string, ReadonlyArray<unknown>]) =>
+/** The plan PostgreSQL ran a captured statement with, or (`run: false`, for a write) would run it with. */
+const explain = (
+  sql: SqlClient.SqlClient,
+  [text, params]: readonly [string, ReadonlyArray<unknown>],
+  options: { readonly run: boolean } = { run: true }
+) =>
   Effect.map(
-    sql.unsafe<{ readonly "QUERY PLAN": string }>(`EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) ${text}`, params),
+    sql.unsafe<{ readonly "QUERY PLAN": string }>(
+      `EXPLAIN (${options.run ? "ANALYZE, COSTS OFF, TIMING OFF" : "COSTS OFF"}) ${text}`,
+      params
+    ),
     (lines) => lines.map((line) => line["QUERY PLAN"]).join("\n")
   )
 
@@ -152,10 +159,7 @@ describe.skipIf(postgres.skip !== undefined)("sweeper and dispatcher queries on 
       const group = statements.filter(([text]) => text.includes("fired AS"))
       expect(group.length).toBeGreaterThanOrEqual(1)
       for (const statement of group) {
-        const plan = yield* Effect.map(
-          sql.unsafe<{ readonly "QUERY PLAN": string }>(`EXPLAIN (COSTS OFF) ${statement[0]}`, statement[1]),
-          (lines) => lines.map((line) => line["QUERY PLAN"]).join("\n")
-        )
+        const plan = yield* explain(sql, statement, { run: false })
         const where = `${statement[0].slice(0, 200)}\n${plan}`
         // Primary-key probes per commit, never a scan of a table of 100,000 instances.
         expect(plan, where).not.toMatch(/Seq Scan on fsm_|Bitmap Heap Scan on fsm_/)

@@ -52,8 +52,8 @@ export const makePoller = <A>(options: {
   readonly config: PollerConfig
   /** Claims up to `limit` rows due at `now`. */
   readonly claim: (now: number, limit: number) => Effect.Effect<ReadonlyArray<A>, unknown>
-  /** Settles one claimed row; its failures are logged. */
-  readonly settle: (row: A) => Effect.Effect<void, unknown>
+  /** Settles one claimed row, claimed at `claimedAt` (the `now` its claim was made with); its failures are logged. */
+  readonly settle: (row: A, claimedAt: number) => Effect.Effect<void, unknown>
   /** Runs once per claimed batch before its rows are settled (a batch load); its failures are logged. */
   readonly prepare?: ((rows: ReadonlyArray<A>) => Effect.Effect<void, unknown>) | undefined
   /** When a row could next be claimed. */
@@ -100,10 +100,14 @@ export const makePoller = <A>(options: {
      * Forked uninterruptibly (see `settleBatch`): the place is given back
      * however the fiber ends, and only the settling itself is interruptible.
      */
-    const settleInScope = (row: A, restore: <X, Y, Z>(effect: Effect.Effect<X, Y, Z>) => Effect.Effect<X, Y, Z>) =>
+    const settleInScope = (
+      row: A,
+      claimedAt: number,
+      restore: <X, Y, Z>(effect: Effect.Effect<X, Y, Z>) => Effect.Effect<X, Y, Z>
+    ) =>
       Effect.forkIn(
         restore(
-          Effect.catchAllCause(options.settle(row), (cause) => Effect.logError(`${options.describe(row)}: settling failed`, cause))
+          Effect.catchAllCause(options.settle(row, claimedAt), (cause) => Effect.logError(`${options.describe(row)}: settling failed`, cause))
         ).pipe(Effect.ensuring(Effect.sync(settled))),
         scope
       )
@@ -115,7 +119,7 @@ export const makePoller = <A>(options: {
      * own, at most `settleMillis`, then warns of those still running: one
      * deadline per batch, not one timer per row.
      */
-    const settleBatch = (rows: ReadonlyArray<A>, wait: boolean) =>
+    const settleBatch = (rows: ReadonlyArray<A>, claimedAt: number, wait: boolean) =>
       Effect.flatMap(
         // Not interrupted halfway (a leader stepping down interrupts the
         // loop, and the poller's count outlives it): every place taken is
@@ -123,7 +127,7 @@ export const makePoller = <A>(options: {
         Effect.uninterruptibleMask((restore) =>
           Effect.suspend(() => {
             inFlight += rows.length
-            return Effect.forEach(rows, (row) => settleInScope(row, restore))
+            return Effect.forEach(rows, (row) => settleInScope(row, claimedAt, restore))
           })
         ),
         (fibers) => {
@@ -171,7 +175,7 @@ export const makePoller = <A>(options: {
         )
       }
       const full = claimed.length >= free
-      yield* settleBatch(claimed, !full)
+      yield* settleBatch(claimed, now, !full)
       if (full) {
         idleMillis = pollMillis
         eagerPolls = 0
