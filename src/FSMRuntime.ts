@@ -876,10 +876,8 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
     })
 
     /** Loads the instances at `keys` that are not cached, one batch read per machine (see `Instances.preload`). */
-    const preloadAll = (keys: Iterable<{ readonly machine: string; readonly instanceId: string }>, fresh: boolean) =>
+    const preloadAll = (keys: Iterable<{ readonly machine: string; readonly instanceId: string }>) =>
       Effect.suspend(() => {
-        // A new batch of timers: only its own reads count as just made.
-        if (fresh) instances.forgetPreloaded()
         const byMachine = new Map<string, Array<string>>()
         for (const key of keys) {
           let ids = byMachine.get(key.machine)
@@ -888,7 +886,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
         }
         return Effect.forEach(byMachine, ([machine, ids]) => {
           const codec = codecs.get(machine)
-          return codec === undefined ? Effect.void : instances.preload(codec, ids, fresh)
+          return codec === undefined ? Effect.void : instances.preload(codec, ids)
         }, { discard: true })
       })
 
@@ -897,7 +895,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
       nodeId,
       machines: [...codecs.keys()],
       deliver,
-      prepare: (deliveries) => preloadAll(deliveries, true)
+      prepare: preloadAll
     })
 
     // --- The outbox ----------------------------------------------------------
@@ -964,7 +962,7 @@ export const make = <const Ms extends ReadonlyArray<Machine.Any>>(
               : command.kind === "send" && command.target !== null
               ? [command.target]
               : []
-          ), false),
+          )),
         run: (command, context) =>
           run(command, context).pipe(
             traced("FSMRuntime.dispatch", {

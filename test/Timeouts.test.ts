@@ -388,6 +388,58 @@ for (const backend of backends) {
         expect(timeoutEvents(yield* writer.history(Reservation, "r1"))).toEqual([[3, "Remind"], [4, "Expire"]])
       }))
 
+    it.scoped("a timer of an instance the sweeping node has cached fires without reading the instance again", () =>
+      Effect.gen(function*() {
+        yield* TestClock.setTime(0)
+        const store = (yield* buildStore(backend)) as Context.Context<EventStore.EventStore | TimeoutStore.TimeoutStore>
+        const { reads, store: counted } = countingReads(store)
+        const runtime = yield* durableRuntime(counted, { pollInterval: "1 second" })
+        const ids = Array.from({ length: 12 }, (_, i) => `c${i}`)
+        // Created here, so cached here: the node's own writes are all the log holds.
+        for (const id of ids) yield* runtime.create(Order, id, { _tag: "Pending", orderId: id })
+        const before = { ...reads }
+        yield* TestClock.adjust("5 minutes")
+        // Waited for through `history`, which reads the log as a stream, not through the counted reads.
+        yield* eventually(
+          Effect.filterOrFail(
+            Effect.forEach(ids, (id) => Effect.map(runtime.history(Order, id), timeoutEvents)),
+            (all) => all.every((events) => events.length === 1),
+            () => "pending"
+          )
+        )
+        for (const id of ids) expect(timeoutEvents(yield* runtime.history(Order, id))).toEqual([[2, "PaymentTimeout"]])
+        // No batch load (all cached) and no catch-up page per timer.
+        expect(reads).toEqual(before)
+        expect((yield* runtime.inspect(Order, "c0")).state._tag).toBe("Cancelled")
+      }))
+
+    it.scoped("a cached instance behind the log, with the timer still armed there, is delivered on the log's state: its commit conflicts and the retry decides on the log", () =>
+      Effect.gen(function*() {
+        yield* TestClock.setTime(0)
+        const store = (yield* buildStore(backend)) as Context.Context<EventStore.EventStore | TimeoutStore.TimeoutStore>
+        const sweeper = yield* durableRuntime(store, { pollInterval: "1 second" })
+        const other = yield* durableRuntime(store, { sweep: false })
+        yield* sweeper.create(Reservation, "r", held("C3"))
+        // Another node moves the instance on without touching its timers (a stay): the sweeper's cache is behind.
+        yield* TestClock.adjust("1 minute")
+        yield* other.send(Reservation, "r", { _tag: "Touch" })
+        const conflicts = (yield* Metric.value(Metrics.conflicts)).count
+        // The reminder (armed in the cached state too) comes due.
+        yield* TestClock.adjust("1 minute")
+        yield* eventually(
+          Effect.filterOrFail(
+            Effect.map(other.history(Reservation, "r"), timeoutEvents),
+            (events) => events.length === 1,
+            () => "not yet delivered"
+          )
+        )
+        // Written once, after the other node's event, and only after the optimistic commit conflicted.
+        expect(timeoutEvents(yield* other.history(Reservation, "r"))).toEqual([[3, "Remind"]])
+        expect((yield* Metric.value(Metrics.conflicts)).count - conflicts).toBe(1)
+        expect((yield* TimeoutStore.TimeoutStore.pipe(Effect.flatMap((t) => t.pending("reservation", "r")), Effect.provide(store)))
+          .map((t) => t.name)).toEqual(["expire"])
+      }))
+
     it.scoped("drops a stale generation: the state was left and re-entered before delivery", () =>
       Effect.gen(function*() {
         yield* TestClock.setTime(0)

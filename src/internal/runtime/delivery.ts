@@ -1,11 +1,13 @@
 /**
  * Timer deliveries: a due deadline, handed over by the timeout strategy, is
  * decided as a `Fire` command through the same loop as a send, under the
- * same instance lock. It is valid only while its deadline is armed — checked
- * against the instance fresh from the log, and again by every retry — so an
- * arming fires at most once whatever the strategy; the durable strategy's
- * timer row (consumed in the same commit) adds the same guarantee across
- * nodes.
+ * same instance lock. It is valid only while its deadline is armed —
+ * checked against the loaded instance (caught up with the log first when the
+ * deadline is not armed in the cached one), and again by every retry; a
+ * cache behind the log makes the commit conflict (its expected seqNr) and
+ * the retry decide on the log — so an arming fires at most once whatever the
+ * strategy; the durable strategy's timer row (consumed in the same commit)
+ * adds the same guarantee across nodes.
  *
  * Entry and exit actions of a delivered timeout run in their own fiber, so a
  * slow or hung action never holds up the sweeper or other deliveries.
@@ -88,29 +90,25 @@ export const makeDeliver = (options: {
   if (idProblem !== undefined) return Effect.succeed({ _tag: "Rejected", reason: `invalid instance id: ${idProblem}` })
 
   /**
-   * The instance, fresh from the log (another node may have moved it on),
-   * unless this node's lease has kept every other writer out, or its claimed
-   * batch has just read it (`preloaded`: then a catch-up comes only before
-   * the timer would be dropped as stale).
+   * The instance to decide on: the cached one as it is, as a send would use
+   * it; only when the timer is not armed there does the delivery catch up
+   * first (the cache may be behind a write of another node that armed it),
+   * so a live timer is never dropped as stale on a cache's word. A cache
+   * behind the log in any other way makes the commit conflict, and the
+   * retry decides on the log (`execute`). With this node's lease kept
+   * since (`held.continuous`) no other writer came between.
    */
   const loadForDelivery = (held: LockingStrategy.Held) =>
-    Effect.suspend((): Effect.Effect<readonly [Loaded, boolean], LoadError> => {
-      if (held.continuous) return Effect.map(instances.load(codec, delivery.instanceId), (loaded) => [loaded, false] as const)
+    Effect.suspend((): Effect.Effect<Loaded, LoadError> => {
       const hit = instances.cached(codec.machine.name, delivery.instanceId)
-      if (hit !== undefined && instances.takePreloaded(codec.machine.name, delivery.instanceId)) {
-        return Effect.succeed([hit, true] as const)
-      }
-      return Effect.map(instances.loadFresh(codec, delivery.instanceId), (loaded) => [loaded, false] as const)
+      if (hit === undefined) return instances.load(codec, delivery.instanceId)
+      return held.continuous || Core.armedDeadline(hit, delivery.name, delivery.generation) !== undefined
+        ? Effect.succeed(hit)
+        : instances.catchUp(codec, delivery.instanceId, hit)
     })
 
-  const armedOrFresh = (held: LockingStrategy.Held) =>
-    Effect.flatMap(loadForDelivery(held), ([loaded, preloaded]) =>
-      preloaded && Core.armedDeadline(loaded, delivery.name, delivery.generation) === undefined
-        ? instances.catchUp(codec, delivery.instanceId, loaded)
-        : Effect.succeed(loaded))
-
   const underLock = (held: LockingStrategy.Held) => Effect.flatMap(
-    armedOrFresh(held),
+    loadForDelivery(held),
     (loaded): Effect.Effect<TimeoutStrategy.DeliveryResult | Executed, ExecuteError> => {
       if (Core.armedDeadline(loaded, delivery.name, delivery.generation) === undefined) {
         return Effect.succeed({ _tag: "Stale", raced: false })

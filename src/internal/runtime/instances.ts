@@ -59,21 +59,8 @@ export interface Instances {
     instanceId: string,
     loaded: Loaded
   ) => Effect.Effect<Loaded | undefined, LoadError>
-  /**
-   * Loads the uncached instances of `instanceIds` in one batch read, ahead
-   * of commands to them (see `preload`); with `fresh`, each is marked as just
-   * read, for `takePreloaded`.
-   */
-  readonly preload: (codec: MachineCodec, instanceIds: ReadonlyArray<string>, fresh: boolean) => Effect.Effect<void>
-  /**
-   * Whether the instance was read by one of the two latest `preload`s with
-   * `fresh` and nothing has used or replaced it since; clears the mark. A
-   * timer delivery then skips its catch-up, and catches up only before it
-   * would drop the timer as stale.
-   */
-  readonly takePreloaded: (machine: string, instanceId: string) => boolean
-  /** A new batch begins: only its reads and those of the batch before it (maybe still being delivered) count as just made. */
-  readonly forgetPreloaded: () => void
+  /** Loads the uncached instances of `instanceIds` in one batch read, ahead of commands to them (see `preload`). */
+  readonly preload: (codec: MachineCodec, instanceIds: ReadonlyArray<string>) => Effect.Effect<void>
   /** Applies the events written after `loaded` (by other writers). */
   readonly catchUp: (codec: MachineCodec, instanceId: string, loaded: Loaded) => Effect.Effect<Loaded, ReplayError>
   /**
@@ -111,22 +98,7 @@ export const makeInstances = (options: {
     const at = key.indexOf("\u0000")
     options.unloaded(key.slice(0, at), key.slice(at + 1))
   }
-  const cache = new Lru<string, Loaded>(options.cacheSize, (key) => {
-    unmark(key)
-    unload(key)
-  })
-  /**
-   * Keys the latest batch of `preload` marked as just read, that no command
-   * has used or replaced since (see `takePreloaded`), and those of the batch
-   * before it: the sweeper claims a batch while the one before it is still
-   * being delivered.
-   */
-  let preloaded = new Set<string>()
-  let preloadedBefore = new Set<string>()
-  const unmark = (key: string) => {
-    preloaded.delete(key)
-    preloadedBefore.delete(key)
-  }
+  const cache = new Lru<string, Loaded>(options.cacheSize, unload)
 
   /** The typed failure of a record that does not follow from the instance. */
   const replayFailure = (machine: string, instanceId: string, problem: Core.EvolveProblem): ReplayError => {
@@ -261,7 +233,7 @@ export const makeInstances = (options: {
    * makes the next command's commit conflict and catch up, as after any
    * other writer.
    */
-  const preload = (codec: MachineCodec, instanceIds: ReadonlyArray<string>, fresh: boolean): Effect.Effect<void> =>
+  const preload = (codec: MachineCodec, instanceIds: ReadonlyArray<string>): Effect.Effect<void> =>
     Effect.suspend(() => {
       const name = codec.machine.name
       // At most half the cache: a batch must not push out every instance in use.
@@ -285,7 +257,6 @@ export const makeInstances = (options: {
             const key = cacheKey(name, recovery.instanceId)
             if (instance === undefined || cache.has(key)) continue
             cache.set(key, instance)
-            if (fresh) preloaded.add(key)
             loaded.push([recovery.instanceId, instance])
           }
           return Effect.forEach(loaded, ([instanceId, instance]) => arm(codec, instanceId, instance), { discard: true })
@@ -306,7 +277,6 @@ export const makeInstances = (options: {
         Effect.flatMap(([took, loaded]) => {
           if (loaded === undefined) return Effect.fail(new InstanceNotFound({ machine: codec.machine.name, instanceId }))
           cache.set(key, loaded)
-          unmark(key)
           const { metrics } = codec
           const replayed = loaded.seqNr - loaded.snapshotSeqNr
           return arm(codec, instanceId, loaded).pipe(
@@ -328,7 +298,6 @@ export const makeInstances = (options: {
       const next = fresh ?? loaded
       const key = cacheKey(codec.machine.name, instanceId)
       cache.set(key, next)
-      unmark(key)
       return next.seqNr === loaded.seqNr ? Effect.succeed(next) : arm(codec, instanceId, next).pipe(
         Effect.zipRight(Metric.incrementBy(codec.metrics.replayedEvents, next.seqNr - loaded.seqNr)),
         Effect.as(next)
@@ -345,15 +314,10 @@ export const makeInstances = (options: {
       const key = cacheKey(codec.machine.name, instanceId)
       const hit = cache.get(key)
       if (hit === undefined) return load(codec, instanceId)
-      unmark(key)
       return catchUp(codec, instanceId, hit)
     })
 
-  const evict = (machine: string, instanceId: string) => {
-    const key = cacheKey(machine, instanceId)
-    cache.delete(key)
-    unmark(key)
-  }
+  const evict = (machine: string, instanceId: string) => cache.delete(cacheKey(machine, instanceId))
 
   const resync = (codec: MachineCodec, instanceId: string, loaded: Loaded, conflict: SequenceConflict) =>
     conflict.actual > loaded.seqNr
@@ -380,30 +344,16 @@ export const makeInstances = (options: {
   return {
     cached: (machine, instanceId) => cache.get(cacheKey(machine, instanceId)),
     verifyBehind,
-    remember: (machine, instanceId, loaded) => {
-      const key = cacheKey(machine, instanceId)
-      cache.set(key, loaded)
-      unmark(key)
-    },
+    remember: (machine, instanceId, loaded) => cache.set(cacheKey(machine, instanceId), loaded),
     evict,
     clear: () => {
       const keys = [...cache.keys()]
       cache.clear()
-      preloaded.clear()
-      preloadedBefore.clear()
       keys.forEach(unload)
     },
     load,
     loadFresh,
     preload,
-    takePreloaded: (machine, instanceId) => {
-      const key = cacheKey(machine, instanceId)
-      return preloaded.delete(key) || preloadedBefore.delete(key)
-    },
-    forgetPreloaded: () => {
-      preloadedBefore = preloaded
-      preloaded = new Set()
-    },
     catchUp,
     resync
   }
