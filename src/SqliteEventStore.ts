@@ -18,7 +18,7 @@
  *
  * @since 0.1.0
  */
-import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
+import type * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
@@ -27,6 +27,7 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import { InvalidConfiguration, type MachineDefinitionError, type PersistenceError } from "./Errors.js"
 import * as FSMRuntime from "./FSMRuntime.js"
+import * as SqliteConnection from "./internal/sqliteClient.js"
 import { mapSqlError, persistenceError } from "./internal/sqlShared.js"
 import type * as Machine from "./Machine.js"
 import * as SqlEventStore from "./SqlEventStore.js"
@@ -80,6 +81,13 @@ const maxBusyTimeoutMillis = 2 ** 31 - 1
  * corrupt the file) and a busy timeout. Provide it yourself to share the
  * database with your own queries.
  *
+ * It is `@effect/sql-sqlite-node`'s `SqliteClient` service (both tags) on a
+ * connection of its own: prepared statements are kept in a plain map, and
+ * the store's commits outside a transaction run in one synchronous step
+ * (`BEGIN`, the statements, `COMMIT`) while no transaction holds the
+ * connection; one of yours makes them wait, and inside one of yours they are
+ * written with it.
+ *
  * @example
  * ```ts
  * const Client = SqliteEventStore.layerClient({ filename: "orders.db" })
@@ -103,7 +111,7 @@ export const layerClient = (
     )
   }
   const busyMillis = Math.min(maxBusyTimeoutMillis, Math.max(0, Math.round(requested)))
-  const client = SqliteClient.layer({ filename: options.filename, disableWAL: options.wal === false }).pipe(
+  const client = SqliteConnection.layer({ filename: options.filename, disableWAL: options.wal === false }).pipe(
     Layer.catchAllCause((cause) =>
       Cause.isInterruptedOnly(cause)
         ? Layer.failCause(cause as Cause.Cause<never>)

@@ -9,6 +9,7 @@ import { Errors, EventStore, FSMRuntime, Machine, SqlEventStore, TimeoutStore, T
 import { Counter, Order } from "./fixtures/machines.js"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
+import * as SqliteEventStore from "effect-fsm/SqliteEventStore"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as path from "node:path"
 import { backends, postgres, tempDirectory } from "./utils/backends.js"
@@ -594,6 +595,15 @@ const sqlClients: ReadonlyArray<{
     client: () =>
       Layer.unwrapScoped(
         Effect.map(tempDirectory, (directory) => SqliteClient.layer({ filename: path.join(directory, "store.db") }))
+      ),
+    skip: undefined
+  },
+  {
+    // The store's own client, whose commits outside a transaction run in one synchronous step.
+    name: "sqlite (SqliteEventStore.layerClient)",
+    client: () =>
+      Layer.unwrapScoped(
+        Effect.map(tempDirectory, (directory) => SqliteEventStore.layerClient({ filename: path.join(directory, "store.db") }))
       ),
     skip: undefined
   },

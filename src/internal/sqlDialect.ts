@@ -23,7 +23,10 @@
  *   that fails leaves a SQLite transaction open, and it must be rolled back
  *   before the connection serves anyone else. A fenced commit reads its lease
  *   row after that insert, under the write lock, and rolls back when the
- *   token moved on.
+ *   token moved on. The statements of a commit are written once, as `Steps`
+ *   (`sqliteDirect.ts`): on the store's own client they run in one
+ *   synchronous step, BEGIN to COMMIT, when no transaction holds the
+ *   connection; otherwise statement by statement.
  *
  * Which check a commit that wrote nothing failed is reported in one order on
  * every backend (and in memory): `FencingRejected` first (a node that lost
@@ -33,14 +36,17 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import { SqlError } from "@effect/sql/SqlError"
+import * as Statement from "@effect/sql/Statement"
 import type { Fragment } from "@effect/sql/Statement"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import { FencingRejected, PersistenceError, SequenceConflict, StaleCommand, StaleTimer } from "../Errors.js"
 import { countSlot, type CurrentChange } from "./currentState.js"
-import { span } from "./spans.js"
+import { directOf, runSteps, type Steps } from "./sqliteDirect.js"
+import { isTracing, span } from "./spans.js"
 
 /** Count rows per (machine, state) on PostgreSQL, so that concurrent commits rarely wait on one row lock. */
 const pgCountSlots = 16
@@ -105,6 +111,21 @@ interface GroupCheck {
   readonly fenced: boolean
   readonly firedPending: boolean
   readonly completePending: boolean
+}
+
+/** The row of a SQLite group's check read, per commit. */
+interface GroupCheckRow {
+  readonly actual: unknown
+  readonly fenced: unknown
+  readonly fired_pending: unknown
+  readonly complete_pending: unknown
+  readonly cur_tag: string | null
+  readonly cur_entered: unknown
+}
+
+/** A write the steps asked to roll back, carrying their result through the transaction's failure path. */
+class RolledBack<A> {
+  constructor(readonly result: A) {}
 }
 
 /** A commit ready for SQL: JSON encoded, sequence numbers assigned, scheduled timers deduplicated by name. */
@@ -210,11 +231,10 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
   const D = sql(t.deadLetters)
   const empty = sql.literal("")
 
+  const highestStatement = (machine: string, instanceId: string) =>
+    sql<{ readonly seq_nr: unknown }>`SELECT COALESCE(MAX(seq_nr), 0) AS seq_nr FROM ${E} WHERE machine = ${machine} AND instance_id = ${instanceId}`
   const highest = (machine: string, instanceId: string) =>
-    Effect.map(
-      sql<{ readonly seq_nr: unknown }>`SELECT COALESCE(MAX(seq_nr), 0) AS seq_nr FROM ${E} WHERE machine = ${machine} AND instance_id = ${instanceId}`,
-      (rows) => toNumber(rows[0]?.seq_nr ?? 0)
-    )
+    Effect.map(highestStatement(machine, instanceId), (rows) => toNumber(rows[0]?.seq_nr ?? 0))
 
   const conflict = (commit: EncodedCommit, actual: number) =>
     new SequenceConflict({
@@ -951,61 +971,100 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           return exit.value
         }))
       ).pipe(span("sql.transaction", { kind: "client" }))
-    const writeTransaction = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>
+    const writeTransaction = <A, E, R>(effect: Effect.Effect<A, E, R>, begin = "BEGIN"): Effect.Effect<A, E | SqlError, R> =>
       Effect.withMaxOpsBeforeYield(
         Effect.flatMap(
           Effect.serviceOption(SqlClient.TransactionConnection),
-          (outer) => Option.isSome(outer) ? transactionFailures(sql.withTransaction(effect)) : outermost(effect)
+          (outer) => Option.isSome(outer) ? transactionFailures(sql.withTransaction(effect)) : outermost(effect, begin)
         ),
         Number.MAX_SAFE_INTEGER
       )
 
+    /**
+     * A write of `steps` as its own transaction (`begin`), rolled back when
+     * `rollback` accepts its result: in one synchronous step on the
+     * connection when the client offers one (`directOf`) and nothing would
+     * tell the difference (no tracer installed, which keeps the `sql.execute`
+     * spans; no statement transformer; not inside a caller's transaction,
+     * whose connection it must use), else statement by statement.
+     */
+    const direct = directOf(sql)
+    const writeSteps = <A>(
+      begin: "BEGIN" | "BEGIN IMMEDIATE",
+      steps: () => Steps<A>,
+      rollback: (result: A) => boolean
+    ): Effect.Effect<A, SqlError> => {
+      const usual = Effect.catchIf(
+        writeTransaction(
+          // Always there: both kinds of write transaction provide it.
+          Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (transaction) =>
+            Effect.flatMap(
+              runSteps(steps, runner(transaction)),
+              (result) => rollback(result) ? Effect.fail(new RolledBack(result)) : Effect.succeed(result)
+            )),
+          begin
+        ),
+        (error): error is RolledBack<A> => error instanceof RolledBack,
+        (rolledBack) => Effect.succeed(rolledBack.result)
+      )
+      if (direct === undefined) return usual
+      return Effect.withFiberRuntime((fiber) => {
+        if (
+          isTracing(fiber) || Option.isSome(fiber.getFiberRef(Statement.currentTransformer)) ||
+          Option.isSome(Context.getOption(fiber.currentContext, SqlClient.TransactionConnection))
+        ) return usual
+        return Effect.flatMap(direct.transaction(begin, steps, rollback), (ran) => Option.isSome(ran) ? Effect.succeed(ran.value) : usual)
+      })
+    }
+
+    /** The statements of a lone commit; `undefined` when it is written, else why it was not (and nothing was). */
+    function* appendSteps(c: EncodedCommit): Steps<AppendFailure | undefined> {
+      const m = c.machine
+      const i = c.instanceId
+      const inserted = yield sql`INSERT INTO ${E} (${sql.literal(eventColumns)}) SELECT ${m}, ${i}, v.* FROM (VALUES ${
+        eventRows(c, typed)
+      }) AS v WHERE (SELECT COALESCE(MAX(seq_nr), 0) FROM ${E} WHERE machine = ${m} AND instance_id = ${i}) = ${c.expectedSeqNr} RETURNING seq_nr`
+      // Read under the write lock the insert took: no takeover can come between.
+      const fence = c.fence
+      const fenced = fence === undefined ||
+        (yield sql`SELECT 1 AS held FROM ${L} WHERE machine = ${m} AND instance_id = ${i} AND owner = ${fence.owner} AND token = ${fence.token}`)
+            .length > 0
+      if (inserted.length !== c.events.length) {
+        const rows = yield highestStatement(m, i)
+        return unapplied(c, toNumber(rows[0]?.seq_nr ?? 0), fenced, true, true)
+      }
+      if (!fenced) return unapplied(c, c.expectedSeqNr, fenced, true, true)
+      const fired = c.fired
+      if (fired !== undefined) {
+        const deleted = yield sql`DELETE FROM ${T} WHERE machine = ${m} AND instance_id = ${i} AND name = ${fired.name} AND generation = ${fired.generation} RETURNING name`
+        if (deleted.length === 0) return unapplied(c, c.expectedSeqNr, fenced, false, true)
+      }
+      const complete = c.complete
+      if (complete !== undefined) {
+        const done = yield sql`DELETE FROM ${O} WHERE ${commandKey(complete)} RETURNING idx`
+        if (done.length === 0) return unapplied(c, c.expectedSeqNr, fenced, true, false)
+      }
+      if (c.produce.length > 0) {
+        yield sql`INSERT INTO ${O} ${sql.insert(c.produce.map((command) => outboxRow(c, command)))}`
+      }
+      if (c.cancelAll) yield sql`DELETE FROM ${T} WHERE machine = ${m} AND instance_id = ${i}`
+      if (c.schedule.length > 0) yield scheduleTimers(c.schedule.map((timer) => ({ c, timer })))
+      if (c.snapshot !== undefined) yield snapshotWriter(m, i, c.snapshot)
+      const cur = c.current
+      // The counts per state follow by trigger (see `countsTriggers`).
+      yield sql`INSERT INTO ${I} (${sql.literal(instanceColumns)}) VALUES (${m}, ${i}, ${cur.stateTag}, ${cur.seqNr}, ${cur.enteredAt}, ${cur.updatedAt}, ${
+        bool(cur.stopped)
+      }) ${currentUpdate(cur)}`
+      return undefined
+    }
+
     const append = (c: EncodedCommit) =>
       onSequenceKeyViolation(
         c,
-        writeTransaction(Effect.gen(function*() {
-          // Always there: both kinds of write transaction provide it.
-          const run = runner(yield* Effect.serviceOption(SqlClient.TransactionConnection))
-          const m = c.machine
-          const i = c.instanceId
-          const inserted = yield* run(sql`INSERT INTO ${E} (${sql.literal(eventColumns)}) SELECT ${m}, ${i}, v.* FROM (VALUES ${
-            eventRows(c, typed)
-          }) AS v WHERE (SELECT COALESCE(MAX(seq_nr), 0) FROM ${E} WHERE machine = ${m} AND instance_id = ${i}) = ${c.expectedSeqNr} RETURNING seq_nr`)
-          // Read under the write lock the insert took: no takeover can come between.
-          const fence = c.fence
-          const fenced = fence === undefined ||
-            (yield* run(sql`SELECT 1 AS held FROM ${L} WHERE machine = ${m} AND instance_id = ${i} AND owner = ${fence.owner} AND token = ${fence.token}`))
-                .length > 0
-          if (inserted.length !== c.events.length) {
-            return yield* Effect.flatMap(highest(m, i), (actual) => failUnapplied(c, actual, fenced, true, true))
-          }
-          if (!fenced) return yield* failUnapplied(c, c.expectedSeqNr, fenced, true, true)
-          const fired = c.fired
-          if (fired !== undefined) {
-            const deleted = yield* run(
-              sql`DELETE FROM ${T} WHERE machine = ${m} AND instance_id = ${i} AND name = ${fired.name} AND generation = ${fired.generation} RETURNING name`
-            )
-            if (deleted.length === 0) return yield* failUnapplied(c, c.expectedSeqNr, fenced, false, true)
-          }
-          const complete = c.complete
-          if (complete !== undefined) {
-            const done = yield* run(sql`DELETE FROM ${O} WHERE ${commandKey(complete)} RETURNING idx`)
-            if (done.length === 0) return yield* failUnapplied(c, c.expectedSeqNr, fenced, true, false)
-          }
-          if (c.produce.length > 0) {
-            yield* run(sql`INSERT INTO ${O} ${sql.insert(c.produce.map((command) => outboxRow(c, command)))}`)
-          }
-          if (c.cancelAll) yield* run(sql`DELETE FROM ${T} WHERE machine = ${m} AND instance_id = ${i}`)
-          if (c.schedule.length > 0) {
-            yield* run(scheduleTimers(c.schedule.map((timer) => ({ c, timer }))))
-          }
-          if (c.snapshot !== undefined) yield* run(snapshotWriter(m, i, c.snapshot))
-          const cur = c.current
-          // The counts per state follow by trigger (see `countsTriggers`).
-          yield* run(sql`INSERT INTO ${I} (${sql.literal(instanceColumns)}) VALUES (${m}, ${i}, ${cur.stateTag}, ${cur.seqNr}, ${cur.enteredAt}, ${cur.updatedAt}, ${
-            bool(cur.stopped)
-          }) ${currentUpdate(cur)}`)
-        }))
+        Effect.flatMap(
+          writeSteps("BEGIN", () => appendSteps(c), (failure) => failure !== undefined),
+          (failure) => failure === undefined ? Effect.void : Effect.fail(failure)
+        )
       )
 
     /**
@@ -1015,111 +1074,97 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
      * commits that passed. Under the write lock nothing can change between
      * the checks and the writes.
      */
+    function* groupSteps(cs: ReadonlyArray<EncodedCommit>): Steps<ReadonlyArray<GroupCheck>> {
+      const rows: ReadonlyArray<GroupCheckRow> = yield sql`WITH v (k, m, i, fence_owner, fence_token, fired_name, fired_gen, c_machine, c_instance, c_seq, c_idx) AS (VALUES ${
+        sql.csv(cs.map((c, k) =>
+          sql`(${k}, ${c.machine}, ${c.instanceId}, ${c.fence?.owner ?? null}, ${c.fence?.token ?? null}, ${c.fired?.name ?? null}, ${
+            c.fired?.generation ?? null
+          }, ${c.complete?.machine ?? null}, ${c.complete?.instanceId ?? null}, ${c.complete?.seqNr ?? null}, ${c.complete?.index ?? null})`
+        ))
+      }) SELECT (SELECT COALESCE(MAX(seq_nr), 0) FROM ${E} WHERE machine = v.m AND instance_id = v.i) AS actual, (v.fence_owner IS NULL OR EXISTS (SELECT 1 FROM ${L} WHERE machine = v.m AND instance_id = v.i AND owner = v.fence_owner AND token = v.fence_token)) AS fenced, (v.fired_name IS NULL OR EXISTS (SELECT 1 FROM ${T} WHERE machine = v.m AND instance_id = v.i AND name = v.fired_name AND generation = v.fired_gen)) AS fired_pending, (v.c_machine IS NULL OR EXISTS (SELECT 1 FROM ${O} WHERE machine = v.c_machine AND instance_id = v.c_instance AND seq_nr = v.c_seq AND idx = v.c_idx)) AS complete_pending, c.state_tag AS cur_tag, c.entered_at AS cur_entered FROM v LEFT JOIN ${I} c ON c.machine = v.m AND c.instance_id = v.i ORDER BY v.k`
+      const checks: Array<GroupCheck> = []
+      const ok: Array<{ readonly c: EncodedCommit; readonly enteredAt: number }> = []
+      for (let k = 0; k < cs.length; k++) {
+        const c = cs[k]!
+        const row = rows[k]
+        const check = {
+          written: false,
+          actual: toNumber(row?.actual ?? -1),
+          fenced: toBoolean(row?.fenced ?? false),
+          firedPending: toBoolean(row?.fired_pending ?? false),
+          completePending: toBoolean(row?.complete_pending ?? false)
+        }
+        const passes = row !== undefined && check.actual === c.expectedSeqNr && check.fenced && check.firedPending &&
+          check.completePending
+        checks.push(passes ? { ...check, written: true } : check)
+        if (!passes) continue
+        const cur = c.current
+        const storedTag = row.cur_tag
+        const enteredAt = storedTag === null || cur.entered === "yes" ||
+            (cur.entered === "ifTagChanged" && storedTag !== cur.stateTag)
+          ? cur.enteredAt
+          : toNumber(row.cur_entered)
+        ok.push({ c, enteredAt })
+      }
+      if (ok.length === 0) return checks
+      yield sql`INSERT INTO ${E} (${sql.literal(eventColumns)}) VALUES ${
+        sql.csv(ok.map(({ c }) => {
+          const e = c.events[0]!
+          return sql`(${c.machine}, ${c.instanceId}, ${e.seqNr}, ${e.tag}, ${e.payload}, ${e.stateTag}, ${e.schemaVersion}, ${e.timestamp}, ${e.source}, ${e.correlationId}, ${e.node}, ${e.commitId}, ${e.timer})`
+        }))
+      }`
+      const fired = ok.filter(({ c }) => c.fired !== undefined)
+      if (fired.length > 0) {
+        yield sql`DELETE FROM ${T} WHERE (machine, instance_id, name, generation) IN (VALUES ${
+          sql.csv(fired.map(({ c }) => sql`(${c.machine}, ${c.instanceId}, ${c.fired!.name}, ${c.fired!.generation})`))
+        })`
+      }
+      const completing = ok.filter(({ c }) => c.complete !== undefined)
+      if (completing.length > 0) {
+        yield sql`DELETE FROM ${O} WHERE (machine, instance_id, seq_nr, idx) IN (VALUES ${
+          sql.csv(completing.map(({ c }) => {
+            const key = c.complete!
+            return sql`(${key.machine}, ${key.instanceId}, ${key.seqNr}, ${key.index})`
+          }))
+        })`
+      }
+      const produced = ok.flatMap(({ c }) => c.produce.map((command) => ({ c, command })))
+      if (produced.length > 0) {
+        yield sql`INSERT INTO ${O} ${
+          sql.insert(produced.map(({ c, command }) => outboxRow(c, command)))
+        }`
+      }
+      const cancelling = ok.filter(({ c }) => c.cancelAll)
+      if (cancelling.length > 0) {
+        yield sql`DELETE FROM ${T} WHERE (machine, instance_id) IN (VALUES ${
+          sql.csv(cancelling.map(({ c }) => sql`(${c.machine}, ${c.instanceId})`))
+        })`
+      }
+      const scheduled = ok.flatMap(({ c }) => c.schedule.map((timer) => ({ c, timer })))
+      if (scheduled.length > 0) {
+        yield scheduleTimers(scheduled)
+      }
+      const snapshots = ok.filter(({ c }) => c.snapshot !== undefined)
+      if (snapshots.length > 0) {
+        yield sql`INSERT INTO ${S} (${sql.literal(snapshotColumns)}) VALUES ${
+          sql.csv(snapshots.map(({ c }) => {
+            const s = c.snapshot!
+            return sql`(${c.machine}, ${c.instanceId}, ${s.seqNr}, ${s.state}, ${bool(s.stopped)}, ${s.schemaVersion}, ${s.timestamp})`
+          }))
+        } ON CONFLICT (machine, instance_id) DO UPDATE SET ${sql.literal(snapshotUpdate)} WHERE ${S}.seq_nr < excluded.seq_nr`
+      }
+      // The counts per state follow by trigger (see `countsTriggers`).
+      yield sql`INSERT INTO ${I} (${sql.literal(instanceColumns)}) VALUES ${
+        sql.csv(ok.map(({ c, enteredAt }) => {
+          const cur = c.current
+          return sql`(${c.machine}, ${c.instanceId}, ${cur.stateTag}, ${cur.seqNr}, ${enteredAt}, ${cur.updatedAt}, ${bool(cur.stopped)})`
+        }))
+      } ON CONFLICT (machine, instance_id) DO UPDATE SET state_tag = excluded.state_tag, seq_nr = excluded.seq_nr, entered_at = excluded.entered_at, updated_at = excluded.updated_at, stopped = excluded.stopped`
+      return checks
+    }
+
     const appendGroup = (cs: ReadonlyArray<EncodedCommit>) =>
-      Effect.withMaxOpsBeforeYield(
-        outermost(
-          Effect.gen(function*() {
-            const run = runner(yield* Effect.serviceOption(SqlClient.TransactionConnection))
-            const rows = yield* run(sql<
-              {
-                readonly actual: unknown
-                readonly fenced: unknown
-                readonly fired_pending: unknown
-                readonly complete_pending: unknown
-                readonly cur_tag: string | null
-                readonly cur_entered: unknown
-              }
-            >`WITH v (k, m, i, fence_owner, fence_token, fired_name, fired_gen, c_machine, c_instance, c_seq, c_idx) AS (VALUES ${
-              sql.csv(cs.map((c, k) =>
-                sql`(${k}, ${c.machine}, ${c.instanceId}, ${c.fence?.owner ?? null}, ${c.fence?.token ?? null}, ${c.fired?.name ?? null}, ${
-                  c.fired?.generation ?? null
-                }, ${c.complete?.machine ?? null}, ${c.complete?.instanceId ?? null}, ${c.complete?.seqNr ?? null}, ${c.complete?.index ?? null})`
-              ))
-            }) SELECT (SELECT COALESCE(MAX(seq_nr), 0) FROM ${E} WHERE machine = v.m AND instance_id = v.i) AS actual, (v.fence_owner IS NULL OR EXISTS (SELECT 1 FROM ${L} WHERE machine = v.m AND instance_id = v.i AND owner = v.fence_owner AND token = v.fence_token)) AS fenced, (v.fired_name IS NULL OR EXISTS (SELECT 1 FROM ${T} WHERE machine = v.m AND instance_id = v.i AND name = v.fired_name AND generation = v.fired_gen)) AS fired_pending, (v.c_machine IS NULL OR EXISTS (SELECT 1 FROM ${O} WHERE machine = v.c_machine AND instance_id = v.c_instance AND seq_nr = v.c_seq AND idx = v.c_idx)) AS complete_pending, c.state_tag AS cur_tag, c.entered_at AS cur_entered FROM v LEFT JOIN ${I} c ON c.machine = v.m AND c.instance_id = v.i ORDER BY v.k`)
-            const checks: Array<GroupCheck> = []
-            const ok: Array<{ readonly c: EncodedCommit; readonly enteredAt: number }> = []
-            for (let k = 0; k < cs.length; k++) {
-              const c = cs[k]!
-              const row = rows[k]
-              const check = {
-                written: false,
-                actual: toNumber(row?.actual ?? -1),
-                fenced: toBoolean(row?.fenced ?? false),
-                firedPending: toBoolean(row?.fired_pending ?? false),
-                completePending: toBoolean(row?.complete_pending ?? false)
-              }
-              const passes = row !== undefined && check.actual === c.expectedSeqNr && check.fenced && check.firedPending &&
-                check.completePending
-              checks.push(passes ? { ...check, written: true } : check)
-              if (!passes) continue
-              const cur = c.current
-              const storedTag = row.cur_tag
-              const enteredAt = storedTag === null || cur.entered === "yes" ||
-                  (cur.entered === "ifTagChanged" && storedTag !== cur.stateTag)
-                ? cur.enteredAt
-                : toNumber(row.cur_entered)
-              ok.push({ c, enteredAt })
-            }
-            if (ok.length === 0) return checks
-            yield* run(sql`INSERT INTO ${E} (${sql.literal(eventColumns)}) VALUES ${
-              sql.csv(ok.map(({ c }) => {
-                const e = c.events[0]!
-                return sql`(${c.machine}, ${c.instanceId}, ${e.seqNr}, ${e.tag}, ${e.payload}, ${e.stateTag}, ${e.schemaVersion}, ${e.timestamp}, ${e.source}, ${e.correlationId}, ${e.node}, ${e.commitId}, ${e.timer})`
-              }))
-            }`)
-            const fired = ok.filter(({ c }) => c.fired !== undefined)
-            if (fired.length > 0) {
-              yield* run(sql`DELETE FROM ${T} WHERE (machine, instance_id, name, generation) IN (VALUES ${
-                sql.csv(fired.map(({ c }) => sql`(${c.machine}, ${c.instanceId}, ${c.fired!.name}, ${c.fired!.generation})`))
-              })`)
-            }
-            const completing = ok.filter(({ c }) => c.complete !== undefined)
-            if (completing.length > 0) {
-              yield* run(sql`DELETE FROM ${O} WHERE (machine, instance_id, seq_nr, idx) IN (VALUES ${
-                sql.csv(completing.map(({ c }) => {
-                  const key = c.complete!
-                  return sql`(${key.machine}, ${key.instanceId}, ${key.seqNr}, ${key.index})`
-                }))
-              })`)
-            }
-            const produced = ok.flatMap(({ c }) => c.produce.map((command) => ({ c, command })))
-            if (produced.length > 0) {
-              yield* run(sql`INSERT INTO ${O} ${
-                sql.insert(produced.map(({ c, command }) => outboxRow(c, command)))
-              }`)
-            }
-            const cancelling = ok.filter(({ c }) => c.cancelAll)
-            if (cancelling.length > 0) {
-              yield* run(sql`DELETE FROM ${T} WHERE (machine, instance_id) IN (VALUES ${
-                sql.csv(cancelling.map(({ c }) => sql`(${c.machine}, ${c.instanceId})`))
-              })`)
-            }
-            const scheduled = ok.flatMap(({ c }) => c.schedule.map((timer) => ({ c, timer })))
-            if (scheduled.length > 0) {
-              yield* run(scheduleTimers(scheduled))
-            }
-            const snapshots = ok.filter(({ c }) => c.snapshot !== undefined)
-            if (snapshots.length > 0) {
-              yield* run(sql`INSERT INTO ${S} (${sql.literal(snapshotColumns)}) VALUES ${
-                sql.csv(snapshots.map(({ c }) => {
-                  const s = c.snapshot!
-                  return sql`(${c.machine}, ${c.instanceId}, ${s.seqNr}, ${s.state}, ${bool(s.stopped)}, ${s.schemaVersion}, ${s.timestamp})`
-                }))
-              } ON CONFLICT (machine, instance_id) DO UPDATE SET ${sql.literal(snapshotUpdate)} WHERE ${S}.seq_nr < excluded.seq_nr`)
-            }
-            // The counts per state follow by trigger (see `countsTriggers`).
-            yield* run(sql`INSERT INTO ${I} (${sql.literal(instanceColumns)}) VALUES ${
-              sql.csv(ok.map(({ c, enteredAt }) => {
-                const cur = c.current
-                return sql`(${c.machine}, ${c.instanceId}, ${cur.stateTag}, ${cur.seqNr}, ${enteredAt}, ${cur.updatedAt}, ${bool(cur.stopped)})`
-              }))
-            } ON CONFLICT (machine, instance_id) DO UPDATE SET state_tag = excluded.state_tag, seq_nr = excluded.seq_nr, entered_at = excluded.entered_at, updated_at = excluded.updated_at, stopped = excluded.stopped`)
-            return checks
-          }),
-          "BEGIN IMMEDIATE"
-        ),
-        Number.MAX_SAFE_INTEGER
-      ).pipe(Effect.flatMap((checks) => groupOutcomes(cs, checks)))
+      Effect.flatMap(writeSteps("BEGIN IMMEDIATE", () => groupSteps(cs), () => false), (checks) => groupOutcomes(cs, checks))
 
     return {
       name: "sqlite",

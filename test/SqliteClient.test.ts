@@ -1,0 +1,139 @@
+/**
+ * The SQLite client of `SqliteEventStore.layerClient` (src/internal/sqliteClient.ts):
+ * the `SqliteClient` service of `@effect/sql-sqlite-node` on a better-sqlite3
+ * connection of its own, whose store commits outside a transaction run in
+ * one synchronous step, and which never runs one inside another fiber's
+ * transaction.
+ */
+import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
+import * as SqlClient from "@effect/sql/SqlClient"
+import { describe, expect, it } from "@effect/vitest"
+import { Context, Deferred, Effect, Exit, Fiber, Layer, Scheduler } from "effect"
+import { EventStore, SqlEventStore } from "effect-fsm"
+import * as SqliteEventStore from "effect-fsm/SqliteEventStore"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { tempDirectory } from "./utils/backends.js"
+
+const machine = "order"
+
+const created = (instanceId: string): EventStore.Commit => ({
+  machine,
+  instanceId,
+  expectedSeqNr: 0,
+  events: [{
+    tag: "@created",
+    payload: { _tag: "Pending" },
+    stateTag: "Pending",
+    schemaVersion: 1,
+    metadata: { timestamp: 1_700_000_000_000, source: "user", correlationId: null, node: "n", commitId: null, timer: null }
+  }]
+})
+
+/** A store and the client under it, on a new file. */
+const storeOn = (client: (filename: string) => Layer.Layer<SqlClient.SqlClient, unknown>) =>
+  Effect.gen(function*() {
+    const filename = path.join(yield* tempDirectory, "store.db")
+    const context = yield* Layer.build(SqlEventStore.layer().pipe(Layer.provideMerge(client(filename))))
+    return { filename, store: Context.get(context, EventStore.EventStore), sql: Context.get(context, SqlClient.SqlClient) }
+  })
+
+const ours = (filename: string) => SqliteEventStore.layerClient({ filename })
+const upstream = (filename: string) => SqliteClient.layer({ filename })
+
+/** The Effect operations `effect` runs (a scheduler whose `shouldYield`, asked once per operation, counts). */
+const operations = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.gen(function*() {
+    let count = 0
+    const counting: Scheduler.Scheduler = {
+      scheduleTask: (task, priority) => Scheduler.defaultScheduler.scheduleTask(task, priority),
+      shouldYield: (fiber) => {
+        count++
+        return Scheduler.defaultScheduler.shouldYield(fiber)
+      }
+    }
+    yield* Effect.withScheduler(effect, counting)
+    return count
+  })
+
+describe("SqliteEventStore.layerClient's client", () => {
+  it.scoped("is @effect/sql-sqlite-node's SqliteClient service: export, backup and a failed loadExtension as SqlErrors", () =>
+    Effect.gen(function*() {
+      const directory = yield* tempDirectory
+      const context = yield* Layer.build(SqliteEventStore.layerClient({ filename: path.join(directory, "a.db") }))
+      const client = Context.get(context, SqliteClient.SqliteClient)
+      expect(Context.get(context, SqlClient.SqlClient)).toBe(client)
+      yield* client`CREATE TABLE t (x INTEGER)`
+      yield* client`INSERT INTO t VALUES (1), (2)`
+      const bytes = yield* client.export
+      expect(Buffer.from(bytes.subarray(0, 15)).toString("latin1")).toBe("SQLite format 3")
+      const copy = path.join(directory, "copy.db")
+      yield* client.backup(copy)
+      expect(fs.existsSync(copy)).toBe(true)
+      const copied = Context.get(yield* Layer.build(SqliteEventStore.layerClient({ filename: copy })), SqlClient.SqlClient)
+      expect(yield* copied<{ readonly n: number }>`SELECT COUNT(*) AS n FROM t`).toEqual([{ n: 2 }])
+      const failed = yield* Effect.flip(client.loadExtension(path.join(directory, "no-such-extension")))
+      expect(failed._tag).toBe("SqlError")
+    }))
+
+  it.scoped("runs statements as @effect/sql-sqlite-node's does: rows, raw values, unprepared text, typed errors, and bigints only under SafeIntegers", () =>
+    Effect.gen(function*() {
+      const directory = yield* tempDirectory
+      const sql = Context.get(yield* Layer.build(SqliteEventStore.layerClient({ filename: path.join(directory, "b.db") })), SqlClient.SqlClient)
+      yield* sql`CREATE TABLE t (id INTEGER PRIMARY KEY, big INTEGER, name TEXT)`
+      yield* sql`INSERT INTO t ${sql.insert([{ id: 1, big: 2 ** 53 + 2, name: "a" }, { id: 2, big: 7, name: "b" }])}`
+      expect(yield* sql`SELECT id, name FROM t ORDER BY id`).toEqual([{ id: 1, name: "a" }, { id: 2, name: "b" }])
+      expect(yield* sql`SELECT id, name FROM t ORDER BY id`.values).toEqual([[1, "a"], [2, "b"]])
+      expect(yield* sql`SELECT id FROM t WHERE id = ${2}`.unprepared).toEqual([{ id: 2 }])
+      expect(yield* sql`UPDATE t SET name = 'c' WHERE id = 2`).toEqual([])
+      const safe = yield* Effect.provideService(sql`SELECT big FROM t WHERE id = 1`, SqlClient.SafeIntegers, true)
+      expect(safe).toEqual([{ big: 2n ** 53n + 2n }])
+      // The statement is cached: without SafeIntegers it reads numbers again.
+      expect(yield* sql`SELECT big FROM t WHERE id = 1`).toEqual([{ big: 2 ** 53 + 2 }])
+      const broken = yield* Effect.flip(sql`SELECT * FROM no_such_table`)
+      expect(broken._tag).toBe("SqlError")
+      expect(String((broken.cause as Error).message)).toMatch(/no such table/)
+    }))
+
+  it.scoped("a store commit outside any transaction runs in one synchronous step: under half the Effect operations of the same commit through @effect/sql-sqlite-node's client", () =>
+    Effect.gen(function*() {
+      const count = (client: (filename: string) => Layer.Layer<SqlClient.SqlClient, unknown>) =>
+        Effect.gen(function*() {
+          const { store } = yield* storeOn(client)
+          // Statements prepared, the store warmed up.
+          yield* store.append(created("warm"))
+          const ids = Array.from({ length: 20 }, (_, i) => `o${i}`)
+          const ops = yield* operations(Effect.forEach(ids, (id) => store.append(created(id)), { discard: true }))
+          expect(yield* store.highestSequenceNr(machine, "o19")).toBe(1)
+          return ops / ids.length
+        })
+      const direct = yield* count(ours)
+      const usual = yield* count(upstream)
+      expect(direct).toBeLessThan(usual / 2)
+    }))
+
+  it.scoped("a store commit while another fiber's transaction holds the connection waits for it, and is not part of it: that transaction's rollback leaves the commit", () =>
+    Effect.gen(function*() {
+      const { sql, store } = yield* storeOn(ours)
+      yield* sql`CREATE TABLE mine (x INTEGER)`
+      const inside = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const caller = yield* sql.withTransaction(
+        sql`INSERT INTO mine VALUES (1)`.pipe(
+          Effect.zipRight(Deferred.succeed(inside, undefined)),
+          Effect.zipRight(Deferred.await(release)),
+          Effect.zipRight(Effect.fail("rolled back" as const))
+        )
+      ).pipe(Effect.fork)
+      yield* Deferred.await(inside)
+      const commit = yield* Effect.fork(store.append(created("o1")))
+      // It waits for the connection while the caller's transaction is open.
+      yield* Effect.yieldNow({ priority: 1 })
+      expect(commit.unsafePoll()).toBeNull()
+      yield* Deferred.succeed(release, undefined)
+      expect(Exit.isFailure(yield* Fiber.await(caller))).toBe(true)
+      expect(yield* Fiber.join(commit)).toEqual({ durable: true })
+      expect(yield* sql`SELECT COUNT(*) AS n FROM mine`).toEqual([{ n: 0 }])
+      expect(yield* store.highestSequenceNr(machine, "o1")).toBe(1)
+    }))
+})
