@@ -128,12 +128,16 @@ export const make = <I, A, E>(options: {
   }))
 
   /** The leader's flush: its own item with up to `maxBatch - 1` queued ones (none of its key). */
-  const lead = (item: I, key: string) =>
+  const lead = (item: I, key: string): Effect.Effect<Outcomes<A, E>, E> =>
     Effect.suspend(() => {
       const batch = take(options.maxBatch - 1, key)
+      if (batch.length === 0) {
+        // Alone: nobody else to tell.
+        return Effect.ensuring(Effect.suspend(() => options.flush([item])), release)
+      }
       const items = batch.map((entry) => entry.item)
       items.unshift(item)
-      return flush(items, batch, 1)
+      return Effect.flatten(flush(items, batch, 1))
     })
 
   // Uninterruptible until the item is either in a flush (the leader's) or in
@@ -145,7 +149,7 @@ export const make = <I, A, E>(options: {
         if (inFlight < options.maxInFlight && queue.length === 0) {
           inFlight++
           return Effect.zipRight(Effect.yieldNow(), lead(item, options.key(item))).pipe(
-            Effect.flatMap((exit) => Effect.flatMap(exit, (outcomes) => outcomeAt(outcomes, 0)))
+            Effect.flatMap((outcomes) => outcomeAt(outcomes, 0))
           )
         }
         const done = Deferred.unsafeMake<A, E>(FiberId.none)
