@@ -18,22 +18,43 @@
  *
  * @internal
  */
-import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import type * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
-import * as FiberId from "effect/FiberId"
 
 export interface GroupCommit<I, A, E> {
   /** Writes `item` with whatever else is queued, and returns its own outcome. */
   readonly submit: (item: I) => Effect.Effect<A, E>
 }
 
+/**
+ * A queued item and its caller: `outcome` once its flush has ended, `resume`
+ * while the caller waits for it (a plain callback, not a `Deferred`: one
+ * entry per queued commit, on the hot path).
+ */
 interface Entry<I, A, E> {
   readonly item: I
   readonly key: string
-  readonly done: Deferred.Deferred<A, E>
+  outcome: Exit.Exit<A, E> | undefined
+  resume: ((outcome: Exit.Exit<A, E>) => void) | undefined
 }
+
+const tell = <I, A, E>(entry: Entry<I, A, E>, outcome: Exit.Exit<A, E>) => {
+  entry.outcome = outcome
+  const resume = entry.resume
+  entry.resume = undefined
+  resume?.(outcome)
+}
+
+/** The outcome of `entry`, once it is there; interruptible (the item stays in its batch). */
+const outcomeOf = <I, A, E>(entry: Entry<I, A, E>): Effect.Effect<A, E> =>
+  Effect.async<A, E>((resume) => {
+    if (entry.outcome !== undefined) return resume(entry.outcome)
+    entry.resume = resume
+    return Effect.sync(() => {
+      entry.resume = undefined
+    })
+  })
 
 type Outcomes<A, E> = ReadonlyArray<Either.Either<A, E>>
 
@@ -87,11 +108,11 @@ export const make = <I, A, E>(options: {
   /** Tells the callers of `batch` their outcomes: `outcomes[offset + i]` is the `i`th's. */
   const settle = (batch: ReadonlyArray<Entry<I, A, E>>, exit: Exit.Exit<Outcomes<A, E>, E>, offset: number) => {
     if (Exit.isFailure(exit)) {
-      for (const entry of batch) Deferred.unsafeDone(entry.done, exit as Exit.Exit<never, E>)
+      for (const entry of batch) tell(entry, exit as Exit.Exit<never, E>)
       return
     }
     for (let index = 0; index < batch.length; index++) {
-      Deferred.unsafeDone(batch[index]!.done, outcomeAt(exit.value, offset + index))
+      tell(batch[index]!, outcomeAt(exit.value, offset + index))
     }
   }
 
@@ -152,10 +173,10 @@ export const make = <I, A, E>(options: {
             Effect.flatMap((outcomes) => outcomeAt(outcomes, 0))
           )
         }
-        const done = Deferred.unsafeMake<A, E>(FiberId.none)
-        queue.push({ item, key: options.key(item), done })
+        const entry: Entry<I, A, E> = { item, key: options.key(item), outcome: undefined, resume: undefined }
+        queue.push(entry)
         // A place may have freed while this fiber was queueing.
-        return Effect.zipRight(drain, restore(Deferred.await(done)))
+        return Effect.zipRight(drain, restore(outcomeOf(entry)))
       })
     )
 
