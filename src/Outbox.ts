@@ -219,9 +219,10 @@ export interface DispatcherOptions {
   /**
    * How long a claim protects a command from other nodes. It is refreshed
    * when the command starts more than a sixth of it after the claim (a
-   * slow batch read of its instances) and every third of it while the
-   * handler runs, so a slow handler is not run twice at once. Default 30
-   * seconds.
+   * slow batch read of its instances) and, while the handler runs, once it
+   * is a third of it old (the dispatcher looks every sixth of it: a claim
+   * is refreshed at most half a lease after the last time), so a slow
+   * handler is not run twice at once. Default 30 seconds.
    */
   readonly claimLease?: Duration.DurationInput
   /**
@@ -507,18 +508,43 @@ export const start = (
         yield* Effect.logWarning(`${describeCommand(command)}: attempt ${attempts} failed, retrying in ${delay.value} ms: ${error}`)
       })
 
-    // The claim is extended every third of the lease while the command runs,
-    // so that no other node takes it over from a slow handler.
-    const refreshClaim = (command: OutboxStore.CommandRecord) =>
-      Effect.sleep(Math.max(1, Math.floor(leaseMillis / 3))).pipe(
-        Effect.zipRight(nowMillis),
-        Effect.flatMap((now) => store.extendClaim(command, { nodeId: target.nodeId, claimUntil: now + leaseMillis })),
-        Effect.flatMap((held) =>
-          held ? Effect.void : Effect.logWarning(`${describeCommand(command)}: its claim was lost while it ran`)
-        ),
-        Effect.catchAllCause((cause) => Effect.logWarning(`${describeCommand(command)}: refreshing its claim failed`, cause)),
-        Effect.forever
+    /**
+     * The commands running on this node, each with the time (this node's
+     * clock) its claim's end was last computed from. One fiber of the
+     * dispatcher (`refresher`) looks at them every sixth of the lease and
+     * extends each claim older than a third of it, so a claim is extended at
+     * most half a lease after the last time: no other node takes a command
+     * over from a slow handler. One fiber for all of them, instead of a
+     * sleeping fiber raced against every command.
+     */
+    const running = new Set<{ readonly command: OutboxStore.CommandRecord; extendedAt: number; lost: boolean }>()
+    const refreshAfterMillis = Math.floor(leaseMillis / 3)
+    const refresh = (entry: { readonly command: OutboxStore.CommandRecord; extendedAt: number; lost: boolean }, now: number) =>
+      store.extendClaim(entry.command, { nodeId: target.nodeId, claimUntil: now + leaseMillis }).pipe(
+        Effect.flatMap((held) => {
+          if (held) {
+            entry.extendedAt = now
+            return Effect.void
+          }
+          // Another node has it now: nothing more to extend.
+          entry.lost = true
+          return Effect.logWarning(`${describeCommand(entry.command)}: its claim was lost while it ran`)
+        }),
+        Effect.catchAllCause((cause) => Effect.logWarning(`${describeCommand(entry.command)}: refreshing its claim failed`, cause))
       )
+    yield* Effect.sleep(Math.max(1, Math.floor(leaseMillis / 6))).pipe(
+      Effect.zipRight(nowMillis),
+      Effect.flatMap((now) =>
+        Effect.forEach(
+          [...running].filter((entry) => !entry.lost && now - entry.extendedAt >= refreshAfterMillis),
+          (entry) => refresh(entry, now),
+          { concurrency: "unbounded", discard: true }
+        )
+      ),
+      Effect.forever,
+      Effect.annotateLogs({ component: "OutboxDispatcher", node: target.nodeId }),
+      Effect.forkScoped
+    )
 
     /** A claim older than this when its command starts is renewed first. */
     const freshClaimMillis = Math.floor(leaseMillis / 6)
@@ -534,9 +560,11 @@ export const start = (
         // one (a slow batch read) is renewed here, or the command is another
         // node's by now.
         const now = yield* nowMillis
+        const entry = { command, extendedAt: claimedAt, lost: false }
         if (now - claimedAt > freshClaimMillis) {
           const held = yield* store.extendClaim(command, { nodeId: target.nodeId, claimUntil: now + leaseMillis })
           if (!held) return yield* Effect.logDebug(`${describeCommand(command)}: its claim passed to another node before it started`)
+          entry.extendedAt = now
         }
         const startedAt = yield* Clock.currentTimeMillis
         if (command.attempts === 0) yield* Metric.update(Metrics.outboxLatency, Math.max(0, startedAt - command.createdAt))
@@ -551,15 +579,14 @@ export const start = (
           fencingToken: command.fenceToken,
           createdAt: command.createdAt
         }
-        const result = yield* Effect.raceFirst(
-          target.run(command, context).pipe(
-            Effect.catchAllCause((cause): Effect.Effect<CommandResult> =>
-              Cause.isInterruptedOnly(cause)
-                ? Effect.failCause(cause as Cause.Cause<never>)
-                : Effect.succeed({ _tag: "Failed", error: failureText(cause) })
-            )
+        running.add(entry)
+        const result = yield* target.run(command, context).pipe(
+          Effect.catchAllCause((cause): Effect.Effect<CommandResult> =>
+            Cause.isInterruptedOnly(cause)
+              ? Effect.failCause(cause as Cause.Cause<never>)
+              : Effect.succeed({ _tag: "Failed", error: failureText(cause) })
           ),
-          Effect.as(refreshClaim(command), { _tag: "Stale" } as CommandResult)
+          Effect.ensuring(Effect.sync(() => running.delete(entry)))
         )
         switch (result._tag) {
           case "Completed":
