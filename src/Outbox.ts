@@ -515,7 +515,9 @@ export const start = (
      * extends each claim older than a third of it, so a claim is extended at
      * most half a lease after the last time: no other node takes a command
      * over from a slow handler. One fiber for all of them, instead of a
-     * sleeping fiber raced against every command.
+     * sleeping fiber raced against every command; and only while some run,
+     * so an idle dispatcher sets no timer (a test's `TestClock.adjust` of a
+     * day would otherwise wake it thousands of times).
      */
     const running = new Set<{ readonly command: OutboxStore.CommandRecord; extendedAt: number; lost: boolean }>()
     const refreshAfterMillis = Math.floor(leaseMillis / 3)
@@ -532,7 +534,9 @@ export const start = (
         }),
         Effect.catchAllCause((cause) => Effect.logWarning(`${describeCommand(entry.command)}: refreshing its claim failed`, cause))
       )
-    yield* Effect.sleep(Math.max(1, Math.floor(leaseMillis / 6))).pipe(
+    const scope = yield* Effect.scope
+    let refreshing = false
+    const refresher: Effect.Effect<void> = Effect.sleep(Math.max(1, Math.floor(leaseMillis / 6))).pipe(
       Effect.zipRight(nowMillis),
       Effect.flatMap((now) =>
         Effect.forEach(
@@ -541,10 +545,23 @@ export const start = (
           { concurrency: "unbounded", discard: true }
         )
       ),
-      Effect.forever,
-      Effect.annotateLogs({ component: "OutboxDispatcher", node: target.nodeId }),
-      Effect.forkScoped
+      Effect.repeat({
+        while: () => {
+          if (running.size > 0) return true
+          refreshing = false
+          return false
+        }
+      }),
+      Effect.annotateLogs({ component: "OutboxDispatcher", node: target.nodeId })
     )
+    /** `entry` runs from now on; the refresher starts if it was not running. */
+    const track = (entry: { readonly command: OutboxStore.CommandRecord; extendedAt: number; lost: boolean }) =>
+      Effect.suspend(() => {
+        running.add(entry)
+        if (refreshing) return Effect.void
+        refreshing = true
+        return Effect.asVoid(Effect.forkIn(refresher, scope))
+      })
 
     /** A claim older than this when its command starts is renewed first. */
     const freshClaimMillis = Math.floor(leaseMillis / 6)
@@ -579,7 +596,7 @@ export const start = (
           fencingToken: command.fenceToken,
           createdAt: command.createdAt
         }
-        running.add(entry)
+        yield* track(entry)
         const result = yield* target.run(command, context).pipe(
           Effect.catchAllCause((cause): Effect.Effect<CommandResult> =>
             Cause.isInterruptedOnly(cause)

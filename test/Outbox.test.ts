@@ -343,6 +343,22 @@ for (const backend of backends) {
         expect((yield* Ref.get(gateway.tokens))[0]).toBe(command!.fenceToken)
       }))
 
+    it.scoped("the claim refresher runs only while commands do: an idle dispatcher keeps no timer of it", () =>
+      Effect.gen(function*() {
+        const { gateway, store } = yield* setup
+        // Refreshes would be looked for every 5 seconds (a sixth of the lease).
+        const runtime = yield* node(store, gateway, { claimLease: "30 seconds", maxIdleInterval: "1 hour" })
+        yield* runtime.create(Shop, "o1", { _tag: "Placed", orderId: "o1", amount: 42 })
+        yield* runtime.send(Shop, "o1", { _tag: "Checkout" })
+        yield* until(outboxOf(store).pending("shop", "o1"), (p) => p.length === 0, "commands pending")
+        // An hour later the poller's idle interval has grown to many seconds, and nothing else is waiting.
+        yield* TestClock.adjust("1 hour")
+        yield* eventually(Effect.void)
+        const now = yield* TestClock.currentTimeMillis
+        const soon = Array.from(yield* TestClock.sleeps()).filter((dueAt) => dueAt <= now + 5_000)
+        expect(soon).toEqual([])
+      }))
+
     it.scoped("a handler slower than the claim lease is not run twice at once: its claim is refreshed", () =>
       Effect.gen(function*() {
         const { gateway, store } = yield* setup
