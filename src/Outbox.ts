@@ -472,6 +472,13 @@ const failureText = (cause: Cause.Cause<unknown>): string => {
   return describeValue(error)
 }
 
+/** A command running on this node: when its claim was last extended (this node's clock), and whether it was found lost. */
+interface RunningCommand {
+  readonly command: OutboxStore.CommandRecord
+  extendedAt: number
+  lost: boolean
+}
+
 const describeCommand = (command: OutboxStore.CommandRecord) =>
   `${command.machine}/${command.instanceId} command ${command.index} (${command.tag}) of seqNr ${command.seqNr}`
 
@@ -519,9 +526,9 @@ export const start = (
      * so an idle dispatcher sets no timer (a test's `TestClock.adjust` of a
      * day would otherwise wake it thousands of times).
      */
-    const running = new Set<{ readonly command: OutboxStore.CommandRecord; extendedAt: number; lost: boolean }>()
+    const running = new Set<RunningCommand>()
     const refreshAfterMillis = Math.floor(leaseMillis / 3)
-    const refresh = (entry: { readonly command: OutboxStore.CommandRecord; extendedAt: number; lost: boolean }, now: number) =>
+    const refresh = (entry: RunningCommand, now: number) =>
       store.extendClaim(entry.command, { nodeId: target.nodeId, claimUntil: now + leaseMillis }).pipe(
         Effect.flatMap((held) => {
           if (held) {
@@ -555,7 +562,7 @@ export const start = (
       Effect.annotateLogs({ component: "OutboxDispatcher", node: target.nodeId })
     )
     /** `entry` runs from now on; the refresher starts if it was not running. */
-    const track = (entry: { readonly command: OutboxStore.CommandRecord; extendedAt: number; lost: boolean }) =>
+    const track = (entry: RunningCommand) =>
       Effect.suspend(() => {
         running.add(entry)
         if (refreshing) return Effect.void
@@ -577,7 +584,7 @@ export const start = (
         // one (a slow batch read) is renewed here, or the command is another
         // node's by now.
         const now = yield* nowMillis
-        const entry = { command, extendedAt: claimedAt, lost: false }
+        const entry: RunningCommand = { command, extendedAt: claimedAt, lost: false }
         if (now - claimedAt > freshClaimMillis) {
           const held = yield* store.extendClaim(command, { nodeId: target.nodeId, claimUntil: now + leaseMillis })
           if (!held) return yield* Effect.logDebug(`${describeCommand(command)}: its claim passed to another node before it started`)
