@@ -5,13 +5,15 @@
  * one on release; taking a free lock is a flag flip.
  */
 import * as Cause from "effect/Cause"
-import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
-import * as FiberId from "effect/FiberId"
 
+/**
+ * A fiber waiting for its turn: `resume` while it waits (a plain callback,
+ * not a `Deferred`, which costs a copy of Effect's whole commit prototype
+ * per wait), `handedOver` once the lock is its.
+ */
 interface Waiter {
-  readonly turn: Deferred.Deferred<void>
+  resume: ((turn: Effect.Effect<void>) => void) | undefined
   handedOver: boolean
 }
 
@@ -47,7 +49,9 @@ export const makeKeyedLock = (): KeyedLock => {
       slot.held = false
     } else {
       next.handedOver = true
-      Deferred.unsafeDone(next.turn, Exit.void)
+      const resume = next.resume
+      next.resume = undefined
+      resume?.(Effect.void)
     }
   }
 
@@ -80,9 +84,16 @@ export const makeKeyedLock = (): KeyedLock => {
             s.held = true
             return run
           }
-          const waiter: Waiter = { turn: Deferred.unsafeMake<void>(FiberId.none), handedOver: false }
+          const waiter: Waiter = { resume: undefined, handedOver: false }
           s.waiters.push(waiter)
-          return restore(Deferred.await(waiter.turn)).pipe(
+          const turn = Effect.async<void>((resume) => {
+            if (waiter.handedOver) return resume(Effect.void)
+            waiter.resume = resume
+            return Effect.sync(() => {
+              waiter.resume = undefined
+            })
+          })
+          return restore(turn).pipe(
             Effect.onInterrupt(() =>
               Effect.sync(() => {
                 // Interrupted while waiting: leave the queue, or pass on a lock handed over meanwhile.
