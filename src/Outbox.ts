@@ -528,6 +528,8 @@ export const start = (
      */
     const running = new Set<RunningCommand>()
     const refreshAfterMillis = Math.floor(leaseMillis / 3)
+    /** How often the refresher looks; also how old a claim may be when its command starts (see `settle`). */
+    const sixthOfLeaseMillis = Math.floor(leaseMillis / 6)
     const refresh = (entry: RunningCommand, now: number) =>
       store.extendClaim(entry.command, { nodeId: target.nodeId, claimUntil: now + leaseMillis }).pipe(
         Effect.flatMap((held) => {
@@ -543,7 +545,7 @@ export const start = (
       )
     const scope = yield* Effect.scope
     let refreshing = false
-    const refresher: Effect.Effect<void> = Effect.sleep(Math.max(1, Math.floor(leaseMillis / 6))).pipe(
+    const refresher: Effect.Effect<void> = Effect.sleep(Math.max(1, sixthOfLeaseMillis)).pipe(
       Effect.zipRight(nowMillis),
       Effect.flatMap((now) =>
         Effect.forEach(
@@ -570,9 +572,6 @@ export const start = (
         return Effect.asVoid(Effect.forkIn(refresher, scope))
       })
 
-    /** A claim older than this when its command starts is renewed first. */
-    const freshClaimMillis = Math.floor(leaseMillis / 6)
-
     /** `claimedAt`: the time (this node's clock) the claim's end was computed from. */
     const settle = (command: OutboxStore.CommandRecord, claimedAt: number) =>
       Effect.gen(function*() {
@@ -585,7 +584,7 @@ export const start = (
         // node's by now.
         const now = yield* nowMillis
         const entry: RunningCommand = { command, extendedAt: claimedAt, lost: false }
-        if (now - claimedAt > freshClaimMillis) {
+        if (now - claimedAt > sixthOfLeaseMillis) {
           const held = yield* store.extendClaim(command, { nodeId: target.nodeId, claimUntil: now + leaseMillis })
           if (!held) return yield* Effect.logDebug(`${describeCommand(command)}: its claim passed to another node before it started`)
           entry.extendedAt = now

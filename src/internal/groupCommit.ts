@@ -21,40 +21,19 @@
 import * as Effect from "effect/Effect"
 import type * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import * as Signal from "./signal.js"
 
 export interface GroupCommit<I, A, E> {
   /** Writes `item` with whatever else is queued, and returns its own outcome. */
   readonly submit: (item: I) => Effect.Effect<A, E>
 }
 
-/**
- * A queued item and its caller: `outcome` once its flush has ended, `resume`
- * while the caller waits for it (a plain callback, not a `Deferred`: one
- * entry per queued commit, on the hot path).
- */
+/** A queued item, and the outcome its caller waits for (see `signal.ts`). */
 interface Entry<I, A, E> {
   readonly item: I
   readonly key: string
-  outcome: Exit.Exit<A, E> | undefined
-  resume: ((outcome: Exit.Exit<A, E>) => void) | undefined
+  readonly done: Signal.Signal<A, E>
 }
-
-const tell = <I, A, E>(entry: Entry<I, A, E>, outcome: Exit.Exit<A, E>) => {
-  entry.outcome = outcome
-  const resume = entry.resume
-  entry.resume = undefined
-  resume?.(outcome)
-}
-
-/** The outcome of `entry`, once it is there; interruptible (the item stays in its batch). */
-const outcomeOf = <I, A, E>(entry: Entry<I, A, E>): Effect.Effect<A, E> =>
-  Effect.async<A, E>((resume) => {
-    if (entry.outcome !== undefined) return resume(entry.outcome)
-    entry.resume = resume
-    return Effect.sync(() => {
-      entry.resume = undefined
-    })
-  })
 
 type Outcomes<A, E> = ReadonlyArray<Either.Either<A, E>>
 
@@ -108,11 +87,11 @@ export const make = <I, A, E>(options: {
   /** Tells the callers of `batch` their outcomes: `outcomes[offset + i]` is the `i`th's. */
   const settle = (batch: ReadonlyArray<Entry<I, A, E>>, exit: Exit.Exit<Outcomes<A, E>, E>, offset: number) => {
     if (Exit.isFailure(exit)) {
-      for (const entry of batch) tell(entry, exit as Exit.Exit<never, E>)
+      for (const entry of batch) Signal.complete(entry.done, exit as Exit.Exit<never, E>)
       return
     }
     for (let index = 0; index < batch.length; index++) {
-      tell(batch[index]!, outcomeAt(exit.value, offset + index))
+      Signal.complete(batch[index]!.done, outcomeAt(exit.value, offset + index))
     }
   }
 
@@ -173,10 +152,11 @@ export const make = <I, A, E>(options: {
             Effect.flatMap((outcomes) => outcomeAt(outcomes, 0))
           )
         }
-        const entry: Entry<I, A, E> = { item, key: options.key(item), outcome: undefined, resume: undefined }
-        queue.push(entry)
+        const done = Signal.make<A, E>()
+        queue.push({ item, key: options.key(item), done })
         // A place may have freed while this fiber was queueing.
-        return Effect.zipRight(drain, restore(outcomeOf(entry)))
+        // Interruptible: an interrupted caller stops waiting, its item stays in its batch.
+        return Effect.zipRight(drain, restore(Signal.wait(done)))
       })
     )
 

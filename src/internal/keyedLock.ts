@@ -6,16 +6,11 @@
  */
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Signal from "./signal.js"
 
-/**
- * A fiber waiting for its turn: `resume` while it waits (a plain callback,
- * not a `Deferred`, which costs a copy of Effect's whole commit prototype
- * per wait), `handedOver` once the lock is its.
- */
-interface Waiter {
-  resume: ((turn: Effect.Effect<void>) => void) | undefined
-  handedOver: boolean
-}
+/** A fiber waiting for its turn: completed once the lock is handed over to it. */
+type Waiter = Signal.Signal<void, never>
 
 interface Slot {
   held: boolean
@@ -48,10 +43,7 @@ export const makeKeyedLock = (): KeyedLock => {
     if (next === undefined) {
       slot.held = false
     } else {
-      next.handedOver = true
-      const resume = next.resume
-      next.resume = undefined
-      resume?.(Effect.void)
+      Signal.complete(next, Exit.void)
     }
   }
 
@@ -84,20 +76,13 @@ export const makeKeyedLock = (): KeyedLock => {
             s.held = true
             return run
           }
-          const waiter: Waiter = { resume: undefined, handedOver: false }
+          const waiter: Waiter = Signal.make()
           s.waiters.push(waiter)
-          const turn = Effect.async<void>((resume) => {
-            if (waiter.handedOver) return resume(Effect.void)
-            waiter.resume = resume
-            return Effect.sync(() => {
-              waiter.resume = undefined
-            })
-          })
-          return restore(turn).pipe(
+          return restore(Signal.wait(waiter)).pipe(
             Effect.onInterrupt(() =>
               Effect.sync(() => {
                 // Interrupted while waiting: leave the queue, or pass on a lock handed over meanwhile.
-                if (waiter.handedOver) unlock(s)
+                if (waiter.outcome !== undefined) unlock(s)
                 else s.waiters.splice(s.waiters.indexOf(waiter), 1)
                 leave(key, s)
               })

@@ -103,11 +103,14 @@ const make = (options: Options): Effect.Effect<SqliteClient.SqliteClient, SqlErr
       return result
     }
     const fail = sqlError("Failed to execute statement")
-    /** `f` on the statement of `sql`, returning integers as bigints under `SqlClient.SafeIntegers`. */
-    const run = <A>(sql: string | Sqlite.Statement, f: (statement: Sqlite.Statement) => A) =>
+    /**
+     * `f` on the statement of `sql` (prepared once, or by `prepare` each
+     * time), returning integers as bigints under `SqlClient.SafeIntegers`.
+     */
+    const run = <A>(sql: string, f: (statement: Sqlite.Statement) => A, prepare: (sql: string) => Sqlite.Statement = prepared) =>
       Effect.withFiberRuntime<A, SqlError>((fiber) => {
         try {
-          const statement = typeof sql === "string" ? prepared(sql) : sql
+          const statement = prepare(sql)
           statement.safeIntegers(Context.get(fiber.currentContext, Client.SafeIntegers))
           return Effect.succeed(f(statement))
         } catch (error) {
@@ -135,17 +138,10 @@ const make = (options: Options): Effect.Effect<SqliteClient.SqliteClient, SqlErr
           }
         }),
       executeUnprepared: (sql, params, transformRows) =>
-        Effect.suspend(() => {
-          try {
-            const statement = db.prepare(sql)
-            return run(statement, (statement) => {
-              const result = rows(statement, params ?? [])
-              return transformRows === undefined ? result : transformRows(result)
-            })
-          } catch (error) {
-            return Effect.fail(fail(error))
-          }
-        }),
+        run(sql, (statement) => {
+          const result = rows(statement, params ?? [])
+          return transformRows === undefined ? result : transformRows(result)
+        }, (sql) => db.prepare(sql)),
       // As `@effect/sql-sqlite-node`'s client: better-sqlite3 holds the connection while it iterates.
       executeStream: () => Effect.dieMessage("executeStream not implemented") as never
     }
