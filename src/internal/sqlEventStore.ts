@@ -153,13 +153,31 @@ export const makeBackend = (
   const E = sql(t.events)
   const S = sql(t.snapshots)
 
-  /** A row of `readPage`, in its column order. */
-  const decodePositional = (machine: string, instanceId: string) => (row: ReadonlyArray<unknown>): EventStore.EventRecord => ({
+  /** The columns of `readPage`, in order. */
+  const pageColumns = [
+    "seq_nr",
+    "tag",
+    "payload",
+    "state_tag",
+    "schema_version",
+    "ts",
+    "source",
+    "correlation_id",
+    "node",
+    "commit_id",
+    "timer"
+  ] as const
+
+  /** A row of `readPage`, in its column order, its payload parsed by `payload`. */
+  const decodePositional = (machine: string, instanceId: string, payload: (value: unknown) => unknown) =>
+  (
+    row: ReadonlyArray<unknown>
+  ): EventStore.EventRecord => ({
     machine,
     instanceId,
     seqNr: toNumber(row[0]),
     tag: row[1] as string,
-    payload: JSON.parse(row[2] as string),
+    payload: payload(row[2]),
     stateTag: row[3] as string,
     schemaVersion: toNumber(row[4]),
     metadata: {
@@ -171,15 +189,44 @@ export const makeBackend = (
       timer: toStringOrNull(row[10])
     }
   })
+  const parsePayload = (value: unknown) => JSON.parse(value as string)
+  const parsedPayload = (value: unknown) => value
+
+  const pageQuery = (machine: string, instanceId: string, from: number, limit: number, payload: Fragment) =>
+    sql`SELECT seq_nr, tag, ${payload} AS payload, state_tag, schema_version, ts, source, correlation_id, node, commit_id, timer FROM ${E} WHERE machine = ${machine} AND instance_id = ${instanceId} AND seq_nr >= ${from} ORDER BY seq_nr LIMIT ${limit}`
 
   // Rows as arrays (`.values`): the drivers build no object with eleven keys
   // per row, which was most of a replay's time on SQLite.
-  const readPage = (machine: string, instanceId: string, from: number, limit: number) =>
-    sql`SELECT seq_nr, tag, ${
-      dialect.jsonText("payload")
-    } AS payload, state_tag, schema_version, ts, source, correlation_id, node, commit_id, timer FROM ${E} WHERE machine = ${machine} AND instance_id = ${instanceId} AND seq_nr >= ${from} ORDER BY seq_nr LIMIT ${limit}`.values.pipe(
+  const readRows = (machine: string, instanceId: string, from: number, limit: number) =>
+    pageQuery(machine, instanceId, from, limit, dialect.jsonText("payload")).values.pipe(
       mapSqlError("events"),
-      Effect.flatMap((rows) => decodeRows("events", rows, decodePositional(machine, instanceId)))
+      Effect.flatMap((rows) => decodeRows("events", rows, decodePositional(machine, instanceId, parsePayload)))
+    )
+
+  // Where the dialect has it, the page as one JSON text, parsed once (on
+  // SQLite the store reads 1.6x as many events a second as with a driver
+  // row each). A page SQLite cannot build (a stored payload that is not
+  // JSON, a text over its length limit), that does not parse, or whose
+  // seqNrs do not ascend is read as rows instead, whose error names the
+  // row at fault.
+  const rowsAsJson = dialect.rowsAsJson
+  const readPage = rowsAsJson === undefined ? readRows : (machine: string, instanceId: string, from: number, limit: number) =>
+    sql<never>`${
+      rowsAsJson({ columns: pageColumns, json: "payload", page: pageQuery(machine, instanceId, from, limit, sql.literal("payload")) })
+    }`.values.pipe(
+      Effect.flatMap((rows) =>
+        Effect.try(() => {
+          const text = rows[0]?.[0]
+          const parsed: unknown = text === null || text === undefined ? [] : JSON.parse(text as string)
+          if (!Array.isArray(parsed)) throw new Error("not an array")
+          const records = parsed.map(decodePositional(machine, instanceId, parsedPayload))
+          for (let i = 1; i < records.length; i++) {
+            if (!(records[i]!.seqNr > records[i - 1]!.seqNr)) throw new Error("out of order")
+          }
+          return records
+        })
+      ),
+      Effect.orElse(() => readRows(machine, instanceId, from, limit))
     )
 
   const events = (machine: string, instanceId: string, fromSeqNr: number) => {
@@ -383,7 +430,7 @@ export const makeBackend = (
         : sql`WITH v (id, lo, hi) AS (VALUES ${ranges}) SELECT ${columns} FROM v CROSS JOIN ${E} e WHERE ${range} ORDER BY e.instance_id, e.seq_nr`).values
       const events = new Map<string, Array<EventStore.EventRecord>>()
       for (
-        const record of yield* decodeRows("recoveryBatch", eventRows, (row) => decodePositional(machine, String(row[11]))(row))
+        const record of yield* decodeRows("recoveryBatch", eventRows, (row) => decodePositional(machine, String(row[11]), parsePayload)(row))
       ) {
         let log = events.get(record.instanceId)
         if (log === undefined) events.set(record.instanceId, log = [])

@@ -399,6 +399,8 @@ export const eventStoreSuite = (name: string, layer: Layer.Layer<Stores, unknown
           "clé avec espaces & ü": "ß",
           "": "empty key",
           nested: { emoji: "🦄", list: [1, -2.5, 1e21, 0.1, 9007199254740991, true, false, null, "ä", []] },
+          // Numbers at the edges of a double and a control character JSON.stringify escapes.
+          edges: [5e-324, 1.7976931348623157e308, -1e-7, 2 ** 60, 0.1 + 0.2, "\u001f\u007f"],
           empty: {}
         }
         const big = { blob: "ab€😀\"\\\n".repeat(Math.ceil((1024 * 1024) / 8)) }
