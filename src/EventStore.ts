@@ -114,6 +114,45 @@ export interface EventRecord extends NewEvent {
 }
 
 /**
+ * What replaying a stored event reads of it (`EventStore.replayPage`): an
+ * `EventRecord` without the metadata a fold has no use for (the
+ * correlation id, the node, the commit id itself, the schema version),
+ * which a backend then need not read or decode.
+ *
+ * @since 0.1.0
+ */
+export interface ReplayRecord {
+  readonly seqNr: number
+  readonly tag: string
+  readonly payload: unknown
+  readonly stateTag: string
+  /** `Metadata.timestamp`. */
+  readonly timestamp: number
+  /** `Metadata.source`. */
+  readonly source: Source
+  /** `Metadata.timer`. */
+  readonly timer: string | null
+  /** Whether `Metadata.commitId` is set (events written before commit ids were stored have none). */
+  readonly hasCommitId: boolean
+}
+
+/**
+ * The `ReplayRecord` of a stored event.
+ *
+ * @since 0.1.0
+ */
+export const replayRecord = (record: EventRecord): ReplayRecord => ({
+  seqNr: record.seqNr,
+  tag: record.tag,
+  payload: record.payload,
+  stateTag: record.stateTag,
+  timestamp: record.metadata.timestamp,
+  source: record.metadata.source,
+  timer: record.metadata.timer ?? null,
+  hasCommitId: record.metadata.commitId !== null && record.metadata.commitId !== undefined
+})
+
+/**
  * A stored snapshot: the encoded state after event `seqNr`.
  *
  * @since 0.1.0
@@ -320,6 +359,16 @@ export interface Backend {
     fromSeqNr: number,
     limit: number
   ) => Effect.Effect<ReadonlyArray<EventRecord>, PersistenceError>
+  /**
+   * `replayPage`, with the same arguments as `eventsPage`. Optional: a
+   * backend without it replays from `eventsPage`.
+   */
+  readonly replayPage?: (
+    machine: string,
+    instanceId: string,
+    fromSeqNr: number,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<ReplayRecord>, PersistenceError>
   /** `recoveryBatch`, with ids validated and distinct and `limit` a whole number from 1 to `maxPageSize`. */
   readonly recoveryBatch: (
     machine: string,
@@ -380,6 +429,17 @@ export class EventStore extends Context.Tag("effect-fsm/EventStore")<EventStore,
     fromSeqNr: number,
     limit: number
   ) => Effect.Effect<ReadonlyArray<EventRecord>, PersistenceError | InvalidInstanceId>
+  /**
+   * `eventsPage` as a replay reads it: the same events, each as its
+   * `ReplayRecord` (what the runtime folds when it recovers an instance).
+   * Same arguments and errors as `eventsPage`.
+   */
+  readonly replayPage: (
+    machine: string,
+    instanceId: string,
+    fromSeqNr: number,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<ReplayRecord>, PersistenceError | InvalidInstanceId>
   /**
    * What recovering many instances of one machine needs, in two reads
    * whatever their number (the timeout sweeper loads the instances of a
@@ -517,6 +577,12 @@ export const validateInstanceId = (
 
 const staleCommand = (key: OutboxStore.CommandKey) =>
   new StaleCommand({ machine: key.machine, instanceId: key.instanceId, seqNr: key.seqNr, index: key.index })
+
+/** The failure of a page read whose `limit` is not a whole number from 1 to `maxPageSize`, or `undefined`. */
+const pageProblem = (operation: string, limit: number): Effect.Effect<never, PersistenceError> | undefined =>
+  Number.isSafeInteger(limit) && limit >= 1 && limit <= maxPageSize ? undefined : Effect.fail(
+    new PersistenceError({ operation, reason: `limit must be a whole number from 1 to ${maxPageSize}, got ${limit}` })
+  )
 
 const invalidCommit = (reason: string) => Effect.fail(new PersistenceError({ operation: "append", reason }))
 
@@ -703,10 +769,15 @@ export const make = (backend: Backend): EventStore["Type"] => ({
   events: (machine, instanceId, fromSeqNr) =>
     Stream.unwrap(Effect.as(validateInstanceId(machine, instanceId), backend.events(machine, instanceId, fromSeqNr))),
   eventsPage: (machine, instanceId, fromSeqNr, limit) =>
-    Number.isSafeInteger(limit) && limit >= 1 && limit <= maxPageSize
-      ? Effect.zipRight(validateInstanceId(machine, instanceId), backend.eventsPage(machine, instanceId, fromSeqNr, limit))
-      : Effect.fail(
-        new PersistenceError({ operation: "eventsPage", reason: `limit must be a whole number from 1 to ${maxPageSize}, got ${limit}` })
+    pageProblem("eventsPage", limit) ??
+      Effect.zipRight(validateInstanceId(machine, instanceId), backend.eventsPage(machine, instanceId, fromSeqNr, limit)),
+  replayPage: (machine, instanceId, fromSeqNr, limit) =>
+    pageProblem("replayPage", limit) ??
+      Effect.zipRight(
+        validateInstanceId(machine, instanceId),
+        backend.replayPage !== undefined
+          ? backend.replayPage(machine, instanceId, fromSeqNr, limit)
+          : Effect.map(backend.eventsPage(machine, instanceId, fromSeqNr, limit), (records) => records.map(replayRecord))
       ),
   recoveryBatch: (machine, instanceIds, limit) =>
     Effect.suspend((): Effect.Effect<ReadonlyArray<Recovery>, PersistenceError | InvalidInstanceId> => {

@@ -143,6 +143,12 @@ const wrapStore = (
         blindSpots.delete(keyOf(machine, instanceId))
           ? Effect.fail(new Errors.PersistenceError({ operation: "eventsPage", reason: "injected fault: connection dropped" }))
           : faults.store.eventsPage(machine, instanceId, fromSeqNr, limit)
+      ),
+    replayPage: (machine, instanceId, fromSeqNr, limit) =>
+      Effect.suspend(() =>
+        blindSpots.delete(keyOf(machine, instanceId))
+          ? Effect.fail(new Errors.PersistenceError({ operation: "replayPage", reason: "injected fault: connection dropped" }))
+          : faults.store.replayPage(machine, instanceId, fromSeqNr, limit)
       )
   }
 }

@@ -153,54 +153,79 @@ export const makeBackend = (
   const E = sql(t.events)
   const S = sql(t.snapshots)
 
-  /** The columns of `readPage`, in order. */
-  const pageColumns = [
-    "seq_nr",
-    "tag",
-    "payload",
-    "state_tag",
-    "schema_version",
-    "ts",
-    "source",
-    "correlation_id",
-    "node",
-    "commit_id",
-    "timer"
-  ] as const
+  /**
+   * What a page of the log is read as: the columns before and after the
+   * payload (each `expression AS name` or a column name), and how a row of
+   * them, in order and with its payload parsed by `payload`, is decoded.
+   */
+  interface PageShape<A> {
+    readonly operation: string
+    readonly before: string
+    readonly after: string
+    readonly decode: (machine: string, instanceId: string, payload: (value: unknown) => unknown) => (row: ReadonlyArray<unknown>) => A
+  }
 
-  /** A row of `readPage`, in its column order, its payload parsed by `payload`. */
-  const decodePositional = (machine: string, instanceId: string, payload: (value: unknown) => unknown) =>
-  (
-    row: ReadonlyArray<unknown>
-  ): EventStore.EventRecord => ({
-    machine,
-    instanceId,
-    seqNr: toNumber(row[0]),
-    tag: row[1] as string,
-    payload: payload(row[2]),
-    stateTag: row[3] as string,
-    schemaVersion: toNumber(row[4]),
-    metadata: {
-      timestamp: toNumber(row[5]),
-      source: row[6] as EventStore.Source,
-      correlationId: toStringOrNull(row[7]),
-      node: toStringOrNull(row[8]),
-      commitId: toStringOrNull(row[9]),
-      timer: toStringOrNull(row[10])
-    }
-  })
+  const recordShape: PageShape<EventStore.EventRecord> = {
+    operation: "events",
+    before: "seq_nr, tag",
+    after: "state_tag, schema_version, ts, source, correlation_id, node, commit_id, timer",
+    decode: (machine, instanceId, payload) => (row) => ({
+      machine,
+      instanceId,
+      seqNr: toNumber(row[0]),
+      tag: row[1] as string,
+      payload: payload(row[2]),
+      stateTag: row[3] as string,
+      schemaVersion: toNumber(row[4]),
+      metadata: {
+        timestamp: toNumber(row[5]),
+        source: row[6] as EventStore.Source,
+        correlationId: toStringOrNull(row[7]),
+        node: toStringOrNull(row[8]),
+        commitId: toStringOrNull(row[9]),
+        timer: toStringOrNull(row[10])
+      }
+    })
+  }
+
+  // A replay reads no metadata strings it does not fold (the commit id is
+  // 36 characters an event).
+  const replayShape: PageShape<EventStore.ReplayRecord> = {
+    operation: "replayPage",
+    before: "seq_nr, tag",
+    after: "state_tag, ts, source, timer, commit_id IS NOT NULL AS has_commit_id",
+    decode: (_machine, _instanceId, payload) => (row) => ({
+      seqNr: toNumber(row[0]),
+      tag: row[1] as string,
+      payload: payload(row[2]),
+      stateTag: row[3] as string,
+      timestamp: toNumber(row[4]),
+      source: row[5] as EventStore.Source,
+      timer: toStringOrNull(row[6]),
+      hasCommitId: toBoolean(row[7])
+    })
+  }
   const parsePayload = (value: unknown) => JSON.parse(value as string)
   const parsedPayload = (value: unknown) => value
 
-  const pageQuery = (machine: string, instanceId: string, from: number, limit: number, payload: Fragment) =>
-    sql`SELECT seq_nr, tag, ${payload} AS payload, state_tag, schema_version, ts, source, correlation_id, node, commit_id, timer FROM ${E} WHERE machine = ${machine} AND instance_id = ${instanceId} AND seq_nr >= ${from} ORDER BY seq_nr LIMIT ${limit}`
+  const pageQuery = <A>(
+    shape: PageShape<A>,
+    payload: Fragment,
+    machine: string,
+    instanceId: string,
+    from: number,
+    limit: number
+  ) =>
+    sql`SELECT ${sql.literal(shape.before)}, ${payload} AS payload, ${
+      sql.literal(shape.after)
+    } FROM ${E} WHERE machine = ${machine} AND instance_id = ${instanceId} AND seq_nr >= ${from} ORDER BY seq_nr LIMIT ${limit}`
 
-  // Rows as arrays (`.values`): the drivers build no object with eleven keys
-  // per row, which was most of a replay's time on SQLite.
-  const readRows = (machine: string, instanceId: string, from: number, limit: number) =>
-    pageQuery(machine, instanceId, from, limit, dialect.jsonText("payload")).values.pipe(
-      mapSqlError("events"),
-      Effect.flatMap((rows) => decodeRows("events", rows, decodePositional(machine, instanceId, parsePayload)))
+  // Rows as arrays (`.values`): the drivers build no object with a key per
+  // column per row, which was most of a replay's time on SQLite.
+  const readRows = <A>(shape: PageShape<A>) => (machine: string, instanceId: string, from: number, limit: number) =>
+    pageQuery(shape, dialect.jsonText("payload"), machine, instanceId, from, limit).values.pipe(
+      mapSqlError(shape.operation),
+      Effect.flatMap((rows) => decodeRows(shape.operation, rows, shape.decode(machine, instanceId, parsePayload)))
     )
 
   // Where the dialect has it, the page as one JSON text, parsed once (on
@@ -210,24 +235,33 @@ export const makeBackend = (
   // seqNrs do not ascend is read as rows instead, whose error names the
   // row at fault.
   const rowsAsJson = dialect.rowsAsJson
-  const readPage = rowsAsJson === undefined ? readRows : (machine: string, instanceId: string, from: number, limit: number) =>
-    sql<never>`${
-      rowsAsJson({ columns: pageColumns, json: "payload", page: pageQuery(machine, instanceId, from, limit, sql.literal("payload")) })
-    }`.values.pipe(
-      Effect.flatMap((rows) =>
-        Effect.try(() => {
-          const text = rows[0]?.[0]
-          const parsed: unknown = text === null || text === undefined ? [] : JSON.parse(text as string)
-          if (!Array.isArray(parsed)) throw new Error("not an array")
-          const records = parsed.map(decodePositional(machine, instanceId, parsedPayload))
-          for (let i = 1; i < records.length; i++) {
-            if (!(records[i]!.seqNr > records[i - 1]!.seqNr)) throw new Error("out of order")
-          }
-          return records
-        })
-      ),
-      Effect.orElse(() => readRows(machine, instanceId, from, limit))
+  const pageReader = <A extends { readonly seqNr: number }>(shape: PageShape<A>) => {
+    const rows = readRows(shape)
+    if (rowsAsJson === undefined) return rows
+    const columns = [...shape.before.split(", "), "payload", ...shape.after.split(", ")].map((column) =>
+      column.split(" AS ").pop()!
     )
+    return (machine: string, instanceId: string, from: number, limit: number) =>
+      sql<never>`${
+        rowsAsJson({ columns, json: "payload", page: pageQuery(shape, sql.literal("payload"), machine, instanceId, from, limit) })
+      }`.values.pipe(
+        Effect.flatMap((result) =>
+          Effect.try(() => {
+            const text = result[0]?.[0]
+            const parsed: unknown = text === null || text === undefined ? [] : JSON.parse(text as string)
+            if (!Array.isArray(parsed)) throw new Error("not an array")
+            const records = parsed.map(shape.decode(machine, instanceId, parsedPayload))
+            for (let i = 1; i < records.length; i++) {
+              if (!(records[i]!.seqNr > records[i - 1]!.seqNr)) throw new Error("out of order")
+            }
+            return records
+          })
+        ),
+        Effect.orElse(() => rows(machine, instanceId, from, limit))
+      )
+  }
+  const readPage = pageReader(recordShape)
+  const readReplayPage = pageReader(replayShape)
 
   const events = (machine: string, instanceId: string, fromSeqNr: number) => {
     const start = firstSeqNr(fromSeqNr)
@@ -382,16 +416,20 @@ export const makeBackend = (
       })
     )
 
-  const eventsPage = (machine: string, instanceId: string, fromSeqNr: number, limit: number) => {
+  /** A page read by `read`, traced as `name`; none from a `fromSeqNr` past any log (Infinity). */
+  const tracedPage = <A>(
+    name: string,
+    read: (machine: string, instanceId: string, from: number, limit: number) => Effect.Effect<ReadonlyArray<A>, PersistenceError>
+  ) =>
+  (machine: string, instanceId: string, fromSeqNr: number, limit: number): Effect.Effect<ReadonlyArray<A>, PersistenceError> => {
     const start = firstSeqNr(fromSeqNr)
     return Number.isFinite(start)
-      ? readPage(machine, instanceId, start, limit).pipe(
-        span("SqlEventStore.eventsPage", {
-          attributes: { machine, instanceId, fromSeqNr, limit }
-        })
-      )
+      ? read(machine, instanceId, start, limit).pipe(span(name, { attributes: { machine, instanceId, fromSeqNr, limit } }))
       : Effect.succeed([])
   }
+  const eventsPage = tracedPage("SqlEventStore.eventsPage", readPage)
+  const replayPage = tracedPage("SqlEventStore.replayPage", readReplayPage)
+
 
   // Two reads for any number of instances: their snapshots, then one range
   // of each log (seqNrs are gapless, so `(from, from + limit]` is exactly the
@@ -430,7 +468,7 @@ export const makeBackend = (
         : sql`WITH v (id, lo, hi) AS (VALUES ${ranges}) SELECT ${columns} FROM v CROSS JOIN ${E} e WHERE ${range} ORDER BY e.instance_id, e.seq_nr`).values
       const events = new Map<string, Array<EventStore.EventRecord>>()
       for (
-        const record of yield* decodeRows("recoveryBatch", eventRows, (row) => decodePositional(machine, String(row[11]), parsePayload)(row))
+        const record of yield* decodeRows("recoveryBatch", eventRows, (row) => recordShape.decode(machine, String(row[11]), parsePayload)(row))
       ) {
         let log = events.get(record.instanceId)
         if (log === undefined) events.set(record.instanceId, log = [])
@@ -525,6 +563,7 @@ export const makeBackend = (
     append,
     events,
     eventsPage,
+    replayPage,
     recoveryBatch,
     highestSequenceNr,
     saveSnapshot,

@@ -12,7 +12,7 @@ export interface Reads {
   pages: number
 }
 
-/** `store` with its `EventStore` counting `recoveryBatch` calls (and ids), `loadSnapshot` and `eventsPage` calls in `reads`. */
+/** `store` with its `EventStore` counting `recoveryBatch` calls (and ids), `loadSnapshot` and `eventsPage` / `replayPage` calls in `reads`. */
 export const countingReads = <R>(store: Context.Context<R | EventStore.EventStore>) => {
   const reads: Reads = { batches: 0, batched: 0, snapshots: 0, pages: 0 }
   const inner = Context.get(store as Context.Context<EventStore.EventStore>, EventStore.EventStore)
@@ -25,7 +25,9 @@ export const countingReads = <R>(store: Context.Context<R | EventStore.EventStor
     },
     loadSnapshot: (machine, instanceId) => Effect.zipRight(Effect.sync(() => reads.snapshots++), inner.loadSnapshot(machine, instanceId)),
     eventsPage: (machine, instanceId, from, limit) =>
-      Effect.zipRight(Effect.sync(() => reads.pages++), inner.eventsPage(machine, instanceId, from, limit))
+      Effect.zipRight(Effect.sync(() => reads.pages++), inner.eventsPage(machine, instanceId, from, limit)),
+    replayPage: (machine, instanceId, from, limit) =>
+      Effect.zipRight(Effect.sync(() => reads.pages++), inner.replayPage(machine, instanceId, from, limit))
   })
   return { reads, store: counted }
 }

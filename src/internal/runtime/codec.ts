@@ -107,26 +107,26 @@ export const parseMessage = (error: ParseResult.ParseError): string => {
 /** A stored record decoded for `Core.evolve`, or why it does not decode. */
 export const decodeRecord = (
   codec: MachineCodec,
-  record: EventStore.EventRecord
+  record: EventStore.ReplayRecord
 ): Either.Either<Core.StoredRecord, string> => {
   if (record.tag === EventStore.StoppedTag) return Either.right({ _tag: "Stopped", seqNr: record.seqNr })
   if (record.tag === EventStore.CreatedTag) {
     const state = codec.decodeState(record.payload)
     return Either.isLeft(state)
       ? Either.left(parseMessage(state.left))
-      : Either.right({ _tag: "Created", seqNr: record.seqNr, state: state.right, timestamp: record.metadata.timestamp })
+      : Either.right({ _tag: "Created", seqNr: record.seqNr, state: state.right, timestamp: record.timestamp })
   }
   const event = codec.decodeEvent(record.payload)
   if (Either.isLeft(event)) return Either.left(parseMessage(event.left))
-  const timer = record.metadata.timer ?? null
+  const timer = record.timer
   return Either.right({
     _tag: "Event",
     seqNr: record.seqNr,
     event: event.right,
     stateTag: record.stateTag,
-    timestamp: record.metadata.timestamp,
+    timestamp: record.timestamp,
     timer,
     // Written before commit ids and timer names were stored (SQL migration 2).
-    legacyTimeout: timer === null && record.metadata.commitId === null && record.metadata.source === "timeout"
+    legacyTimeout: timer === null && !record.hasCommitId && record.source === "timeout"
   })
 }

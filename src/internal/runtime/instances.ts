@@ -24,7 +24,7 @@ import {
   SequenceConflict as SequenceConflictError,
   type SequenceConflict
 } from "../../Errors.js"
-import type * as EventStore from "../../EventStore.js"
+import * as EventStore from "../../EventStore.js"
 import * as Core from "../core.js"
 import { Lru } from "../lru.js"
 import { decodeRecord, type MachineCodec, parseMessage } from "./codec.js"
@@ -135,7 +135,7 @@ export const makeInstances = (options: {
     // Per run of the returned Effect (a retry replays from `start` again).
     let acc: Core.InstanceState | undefined
     const page = (from: number): Effect.Effect<Loaded | undefined, ReplayError> =>
-      Effect.flatMap(store.eventsPage(machine.name, instanceId, from, replayPage), (records) => {
+      Effect.flatMap(store.replayPage(machine.name, instanceId, from, replayPage), (records) => {
         const folded = fold(codec, instanceId, acc, records)
         if (Either.isLeft(folded)) return Effect.fail(folded.left)
         acc = folded.right
@@ -153,7 +153,7 @@ export const makeInstances = (options: {
     codec: MachineCodec,
     instanceId: string,
     acc: Core.InstanceState | undefined,
-    records: ReadonlyArray<EventStore.EventRecord>
+    records: ReadonlyArray<EventStore.ReplayRecord>
   ): Either.Either<Core.InstanceState | undefined, ReplayError> => {
     const machine = codec.machine
     for (let i = 0; i < records.length; i++) {
@@ -251,7 +251,7 @@ export const makeInstances = (options: {
               if (Either.isLeft(fromSnapshot)) continue
               start = fromSnapshot.right
             }
-            const folded = fold(codec, recovery.instanceId, start, recovery.events)
+            const folded = fold(codec, recovery.instanceId, start, recovery.events.map(EventStore.replayRecord))
             if (Either.isLeft(folded)) continue
             const instance = loadedAfter(start, folded.right)
             const key = cacheKey(name, recovery.instanceId)
