@@ -136,6 +136,51 @@ export const eventStoreSuite = (name: string, layer: Layer.Layer<Stores, unknown
         expect((yield* Effect.flip(store.eventsPage(machine, "s\uD800", 1, 5)))._tag).toBe("InvalidInstanceId")
       }))
 
+    it.scoped("replayPage reads the page eventsPage reads, each event as its ReplayRecord", () =>
+      Effect.gen(function*() {
+        const { store } = yield* setup
+        yield* store.append(commit("r", 0, [
+          event("@created", { _tag: "Pending", items: [1, 2] }),
+          event("Paid", { _tag: "Paid", amount: 12.5, note: "ünï ✓" }, "Paid", metadata({ commitId: "c-1", correlationId: "k", timestamp: 7 })),
+          event("Expired", { _tag: "Expired" }, "Expired", metadata({ source: "timeout", commitId: "c-2", timer: "expire" })),
+          event("Expired", { _tag: "Expired" }, "Expired", metadata({ source: "timeout", node: null })),
+          event("@stopped", null, "Expired", metadata({ source: "system" }), 2)
+        ]))
+        const replayed = yield* store.replayPage(machine, "r", 1, 10)
+        expect(replayed).toEqual((yield* store.eventsPage(machine, "r", 1, 10)).map(EventStore.replayRecord))
+        expect(replayed.map((r) => [r.seqNr, r.source, r.timer, r.hasCommitId])).toEqual([
+          [1, "user", null, false],
+          [2, "user", null, true],
+          [3, "timeout", "expire", true],
+          [4, "timeout", null, false],
+          [5, "system", null, false]
+        ])
+        expect(replayed[1]).toEqual({
+          seqNr: 2,
+          tag: "Paid",
+          payload: { _tag: "Paid", amount: 12.5, note: "ünï ✓" },
+          stateTag: "Paid",
+          timestamp: 7,
+          source: "user",
+          timer: null,
+          hasCommitId: true
+        })
+        const seqNrs = (from: number, limit: number) =>
+          Effect.map(store.replayPage(machine, "r", from, limit), (records) => records.map((r) => r.seqNr))
+        expect(yield* seqNrs(2, 2)).toEqual([2, 3])
+        expect(yield* seqNrs(6, 3)).toEqual([])
+        expect(yield* seqNrs(Number.NaN, 1)).toEqual([1])
+        expect(yield* seqNrs(Number.POSITIVE_INFINITY, 1)).toEqual([])
+        expect(yield* store.replayPage(machine, "unknown", 1, 5)).toEqual([])
+        for (const limit of [0, 1.5, Number.NaN, EventStore.maxPageSize + 1]) {
+          expect(yield* Effect.flip(store.replayPage(machine, "r", 1, limit))).toMatchObject({
+            _tag: "PersistenceError",
+            operation: "replayPage"
+          })
+        }
+        expect((yield* Effect.flip(store.replayPage(machine, "s\uD800", 1, 5)))._tag).toBe("InvalidInstanceId")
+      }))
+
     it.scoped("recoveryBatch reads each instance's latest snapshot and the events after it, in the order asked; malformed requests are refused", () =>
       Effect.gen(function*() {
         const { store } = yield* setup
