@@ -136,4 +136,56 @@ describe("SqliteEventStore.layerClient's client", () => {
       expect(yield* sql`SELECT COUNT(*) AS n FROM mine`).toEqual([{ n: 0 }])
       expect(yield* store.highestSequenceNr(machine, "o1")).toBe(1)
     }))
+
+  it.scoped("store reads outside any transaction run in one synchronous step: under half the Effect operations of the same reads through @effect/sql-sqlite-node's client", () =>
+    Effect.gen(function*() {
+      const count = (client: (filename: string) => Layer.Layer<SqlClient.SqlClient, unknown>) =>
+        Effect.gen(function*() {
+          const { store } = yield* storeOn(client)
+          yield* store.append(created("o1"))
+          const reads = Effect.all([
+            store.highestSequenceNr(machine, "o1"),
+            store.loadSnapshot(machine, "o1"),
+            store.eventsPage(machine, "o1", 1, 10),
+            store.replayPage(machine, "o1", 1, 10),
+            store.instance(machine, "o1")
+          ])
+          // Statements prepared.
+          yield* reads
+          const ops = yield* operations(Effect.repeatN(reads, 9))
+          const [highest, , page, replay] = yield* reads
+          expect([highest, page.length, replay.length]).toEqual([1, 1, 1])
+          return ops
+        })
+      const direct = yield* count(ours)
+      const usual = yield* count(upstream)
+      expect(direct).toBeLessThan(usual / 2)
+    }))
+
+  it.scoped("a store read while another fiber's transaction holds the connection waits for it and does not see its writes", () =>
+    Effect.gen(function*() {
+      const { sql, store } = yield* storeOn(ours)
+      const inside = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const caller = yield* sql.withTransaction(
+        store.append(created("o1")).pipe(
+          Effect.zipRight(Deferred.succeed(inside, undefined)),
+          Effect.zipRight(Deferred.await(release)),
+          Effect.zipRight(Effect.fail("rolled back" as const))
+        )
+      ).pipe(Effect.fork)
+      yield* Deferred.await(inside)
+      const reads = yield* Effect.fork(Effect.all([
+        store.highestSequenceNr(machine, "o1"),
+        store.replayPage(machine, "o1", 1, 10),
+        store.eventsPage(machine, "o1", 1, 10),
+        store.instance(machine, "o1")
+      ]))
+      yield* Effect.yieldNow({ priority: 1 })
+      expect(reads.unsafePoll()).toBeNull()
+      yield* Deferred.succeed(release, undefined)
+      expect(Exit.isFailure(yield* Fiber.await(caller))).toBe(true)
+      const [highest, replay, page, instance] = yield* Fiber.join(reads)
+      expect([highest, replay, page, instance._tag]).toEqual([0, [], [], "None"])
+    }))
 })

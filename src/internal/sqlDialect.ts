@@ -42,6 +42,7 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import type * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import { FencingRejected, PersistenceError, SequenceConflict, StaleCommand, StaleTimer } from "../Errors.js"
 import { countSlot, type CurrentChange } from "./currentState.js"
@@ -156,6 +157,15 @@ export interface Dialect {
   readonly jsonText: (column: string) => Fragment
   /** A boolean as the driver can bind it. */
   readonly bool: (value: boolean) => boolean | number
+  /**
+   * Runs a read: its rows, or with `values` its rows as arrays. On the
+   * store's own SQLite client in one synchronous step when nothing would
+   * tell the difference (as the dialect's writes: no tracer installed, no
+   * statement transformer, not inside a caller's transaction, no
+   * transaction holding the connection), else as `statement` runs.
+   */
+  readonly read: <A extends object>(statement: Statement.Statement<A>) => Effect.Effect<ReadonlyArray<A>, SqlError>
+  readonly readValues: (statement: Statement.Statement<any>) => Effect.Effect<ReadonlyArray<ReadonlyArray<unknown>>, SqlError>
   /**
    * A query of one row and one column: the rows of `page` (a subquery) as
    * one JSON text, an array of one array per row of `columns` (the `json`
@@ -803,6 +813,8 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
     return {
       name: "pg",
       json,
+      read: (statement) => statement,
+      readValues: (statement) => statement.values,
       jsonText: (column) => sql`${sql(column)}::text`,
       bool,
       // json_agg on the server: a replay read 385k events a second against 507k with rows.
@@ -1007,6 +1019,16 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
      * whose connection it must use), else statement by statement.
      */
     const direct = directOf(sql)
+    /** Whether a statement may run on `direct` in `fiber` without anything telling the difference. */
+    const directAllowed = (fiber: Fiber.RuntimeFiber<unknown, unknown>) =>
+      !isTracing(fiber) && Option.isNone(fiber.getFiberRef(Statement.currentTransformer)) &&
+      Option.isNone(Context.getOption(fiber.currentContext, SqlClient.TransactionConnection))
+    const readDirect = <A>(statement: Statement.Statement<any>, asValues: boolean, usual: Effect.Effect<ReadonlyArray<A>, SqlError>) =>
+      direct === undefined ? usual : Effect.withFiberRuntime<ReadonlyArray<A>, SqlError>((fiber) => {
+        if (!directAllowed(fiber)) return usual
+        const [text, params] = statement.compile()
+        return Effect.flatMap(direct.query(text, params, asValues), (ran) => Option.isSome(ran) ? Effect.succeed(ran.value) : usual)
+      })
     const writeSteps = <A>(
       begin: "BEGIN" | "BEGIN IMMEDIATE",
       steps: () => Steps<A>,
@@ -1027,10 +1049,7 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
       )
       if (direct === undefined) return usual
       return Effect.withFiberRuntime((fiber) => {
-        if (
-          isTracing(fiber) || Option.isSome(fiber.getFiberRef(Statement.currentTransformer)) ||
-          Option.isSome(Context.getOption(fiber.currentContext, SqlClient.TransactionConnection))
-        ) return usual
+        if (!directAllowed(fiber)) return usual
         return Effect.flatMap(direct.transaction(begin, steps, rollback), (ran) => Option.isSome(ran) ? Effect.succeed(ran.value) : usual)
       })
     }
@@ -1187,6 +1206,8 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
     return {
       name: "sqlite",
       json,
+      read: (statement) => readDirect(statement, false, statement),
+      readValues: (statement) => readDirect(statement, true, statement.values),
       jsonText: (column) => sql`${sql(column)}`,
       bool,
       // The aggregate sees the rows in the order of the subquery (an ORDER BY

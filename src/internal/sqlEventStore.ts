@@ -223,7 +223,7 @@ export const makeBackend = (
   // Rows as arrays (`.values`): the drivers build no object with a key per
   // column per row, which was most of a replay's time on SQLite.
   const readRows = <A>(shape: PageShape<A>) => (machine: string, instanceId: string, from: number, limit: number) =>
-    pageQuery(shape, dialect.jsonText("payload"), machine, instanceId, from, limit).values.pipe(
+    dialect.readValues(pageQuery(shape, dialect.jsonText("payload"), machine, instanceId, from, limit)).pipe(
       mapSqlError(shape.operation),
       Effect.flatMap((rows) => decodeRows(shape.operation, rows, shape.decode(machine, instanceId, parsePayload)))
     )
@@ -242,9 +242,9 @@ export const makeBackend = (
       column.split(" AS ").pop()!
     )
     return (machine: string, instanceId: string, from: number, limit: number) =>
-      sql<never>`${
+      dialect.readValues(sql<never>`${
         rowsAsJson({ columns, json: "payload", page: pageQuery(shape, sql.literal("payload"), machine, instanceId, from, limit) })
-      }`.values.pipe(
+      }`).pipe(
         Effect.flatMap((result) =>
           Effect.try(() => {
             const text = result[0]?.[0]
@@ -277,7 +277,7 @@ export const makeBackend = (
   }
 
   const highestSequenceNr = (machine: string, instanceId: string) =>
-    sql<{ readonly seq_nr: unknown }>`SELECT COALESCE(MAX(seq_nr), 0) AS seq_nr FROM ${E} WHERE machine = ${machine} AND instance_id = ${instanceId}`.pipe(
+    dialect.read(sql<{ readonly seq_nr: unknown }>`SELECT COALESCE(MAX(seq_nr), 0) AS seq_nr FROM ${E} WHERE machine = ${machine} AND instance_id = ${instanceId}`).pipe(
       Effect.map((rows) => toNumber(rows[0]?.seq_nr ?? 0)),
       mapSqlError("highestSequenceNr"),
       span("SqlEventStore.highestSequenceNr", { attributes: { machine, instanceId } })
@@ -311,9 +311,9 @@ export const makeBackend = (
   })
 
   const loadSnapshot = (machine: string, instanceId: string) =>
-    sql<SnapshotRow>`SELECT seq_nr, ${
+    dialect.read(sql<SnapshotRow>`SELECT seq_nr, ${
       dialect.jsonText("state")
-    } AS state, stopped, schema_version, ts FROM ${S} WHERE machine = ${machine} AND instance_id = ${instanceId}`.pipe(
+    } AS state, stopped, schema_version, ts FROM ${S} WHERE machine = ${machine} AND instance_id = ${instanceId}`).pipe(
       mapSqlError("loadSnapshot"),
       Effect.flatMap((rows) => decodeRows("loadSnapshot", rows, decodeSnapshot(machine, () => instanceId))),
       Effect.map((snapshots) => Option.fromNullable(snapshots[0])),
@@ -323,7 +323,7 @@ export const makeBackend = (
   // Every log starts at seqNr 1, so the partial index on the first events
   // holds exactly one entry per instance.
   const instancesPage = (machine: string, after: string) =>
-    sql<{ readonly instance_id: string }>`SELECT instance_id FROM ${E} WHERE machine = ${machine} AND seq_nr = 1 AND instance_id > ${after} ORDER BY instance_id LIMIT ${pageSize}`
+    dialect.read(sql<{ readonly instance_id: string }>`SELECT instance_id FROM ${E} WHERE machine = ${machine} AND seq_nr = 1 AND instance_id > ${after} ORDER BY instance_id LIMIT ${pageSize}`)
       .pipe(
         mapSqlError("instances"),
         Effect.map((rows) => rows.map((row) => String(row.instance_id)))
@@ -438,9 +438,9 @@ export const makeBackend = (
   // would otherwise scan the machine's whole log and probe the ranges.
   const recoveryBatch = (machine: string, instanceIds: ReadonlyArray<string>, limit: number) =>
     Effect.gen(function*() {
-      const snapshotRows = yield* sql<SnapshotRow & { readonly instance_id: string }>`SELECT instance_id, seq_nr, ${
+      const snapshotRows = yield* dialect.read(sql<SnapshotRow & { readonly instance_id: string }>`SELECT instance_id, seq_nr, ${
         dialect.jsonText("state")
-      } AS state, stopped, schema_version, ts FROM ${S} WHERE machine = ${machine} AND instance_id IN ${sql.in(instanceIds)}`
+      } AS state, stopped, schema_version, ts FROM ${S} WHERE machine = ${machine} AND instance_id IN ${sql.in(instanceIds)}`)
       const snapshots = new Map<string, EventStore.SnapshotRecord>()
       for (
         const snapshot of yield* decodeRows("recoveryBatch", snapshotRows, decodeSnapshot(machine, (row) => String(row.instance_id)))
@@ -463,9 +463,9 @@ export const makeBackend = (
       // the machine, on every batch. The LIMIT keeps the lateral subquery
       // from being flattened back into that join. SQLite has no LATERAL; its
       // join already probes the primary key per id.
-      const eventRows = yield* (dialect.name === "pg"
+      const eventRows = yield* dialect.readValues(dialect.name === "pg"
         ? sql`SELECT e.* FROM (VALUES ${ranges}) AS v (id, lo, hi) CROSS JOIN LATERAL (SELECT ${columns} FROM ${E} e WHERE ${range} ORDER BY e.seq_nr LIMIT v.hi - v.lo) AS e ORDER BY e.instance_id, e.seq_nr`
-        : sql`WITH v (id, lo, hi) AS (VALUES ${ranges}) SELECT ${columns} FROM v CROSS JOIN ${E} e WHERE ${range} ORDER BY e.instance_id, e.seq_nr`).values
+        : sql`WITH v (id, lo, hi) AS (VALUES ${ranges}) SELECT ${columns} FROM v CROSS JOIN ${E} e WHERE ${range} ORDER BY e.instance_id, e.seq_nr`)
       const events = new Map<string, Array<EventStore.EventRecord>>()
       for (
         const record of yield* decodeRows("recoveryBatch", eventRows, (row) => recordShape.decode(machine, String(row[11]), parsePayload)(row))
@@ -505,7 +505,7 @@ export const makeBackend = (
   })
 
   const instance = (machine: string, instanceId: string) =>
-    sql<InstanceRow>`SELECT instance_id, state_tag, seq_nr, entered_at, updated_at, stopped FROM ${I} WHERE machine = ${machine} AND instance_id = ${instanceId}`
+    dialect.read(sql<InstanceRow>`SELECT instance_id, state_tag, seq_nr, entered_at, updated_at, stopped FROM ${I} WHERE machine = ${machine} AND instance_id = ${instanceId}`)
       .pipe(
         mapSqlError("instance"),
         Effect.flatMap((rows) => decodeRows("instance", rows, decodeSummary(machine))),
@@ -523,9 +523,9 @@ export const makeBackend = (
     if (query.stopped !== undefined) conditions.push(sql`stopped = ${dialect.bool(query.stopped)}`)
     const after = query.after
     if (after !== undefined) conditions.push(sql`(entered_at, instance_id) > (${after.enteredAt}, ${after.instanceId})`)
-    return sql<InstanceRow>`SELECT instance_id, state_tag, seq_nr, entered_at, updated_at, stopped FROM ${I} WHERE ${
+    return dialect.read(sql<InstanceRow>`SELECT instance_id, state_tag, seq_nr, entered_at, updated_at, stopped FROM ${I} WHERE ${
       sql.and(conditions)
-    } ORDER BY entered_at, instance_id LIMIT ${query.limit}`.pipe(
+    } ORDER BY entered_at, instance_id LIMIT ${query.limit}`).pipe(
       mapSqlError("listInstances"),
       Effect.flatMap((rows) => decodeRows("listInstances", rows, decodeSummary(query.machine))),
       Effect.map((rows) => instancePage(rows, query.limit)),
@@ -536,7 +536,7 @@ export const makeBackend = (
   }
 
   const stateCounts = (machine: string) =>
-    sql<{ readonly state_tag: string; readonly stopped: unknown; readonly count: unknown }>`SELECT state_tag, stopped, SUM(n) AS count FROM ${C} WHERE machine = ${machine} GROUP BY state_tag, stopped HAVING SUM(n) > 0 ORDER BY state_tag, stopped`
+    dialect.read(sql<{ readonly state_tag: string; readonly stopped: unknown; readonly count: unknown }>`SELECT state_tag, stopped, SUM(n) AS count FROM ${C} WHERE machine = ${machine} GROUP BY state_tag, stopped HAVING SUM(n) > 0 ORDER BY state_tag, stopped`)
       .pipe(
         mapSqlError("stateCounts"),
         Effect.flatMap((rows) =>
@@ -551,7 +551,7 @@ export const makeBackend = (
 
   // The partial index on (machine, correlation_id); the few matches sorted in code-point order.
   const instancesByCorrelation = (machine: string, correlationId: string, limit: number) =>
-    sql<{ readonly id: string }>`SELECT DISTINCT instance_id ${dialect.collateC} AS id FROM ${E} WHERE machine = ${machine} AND correlation_id = ${correlationId} ORDER BY id LIMIT ${limit}`
+    dialect.read(sql<{ readonly id: string }>`SELECT DISTINCT instance_id ${dialect.collateC} AS id FROM ${E} WHERE machine = ${machine} AND correlation_id = ${correlationId} ORDER BY id LIMIT ${limit}`)
       .pipe(
         mapSqlError("instancesByCorrelation"),
         Effect.map((rows) => rows.map((row) => String(row.id))),

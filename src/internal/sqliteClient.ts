@@ -71,6 +71,19 @@ const make = (options: Options): Effect.Effect<SqliteClient.SqliteClient, SqlErr
       statement.run(...params)
       return []
     }
+    /** Rows as arrays (`raw`), the statement left in object mode. */
+    const values = (statement: Sqlite.Statement, params: ReadonlyArray<unknown>): ReadonlyArray<ReadonlyArray<unknown>> => {
+      if (!statement.reader) {
+        statement.run(...params)
+        return []
+      }
+      statement.raw(true)
+      try {
+        return statement.all(...params) as ReadonlyArray<ReadonlyArray<unknown>>
+      } finally {
+        statement.raw(false)
+      }
+    }
     /** A statement of the store's own, synchronously (no bigints: the store reads numbers). */
     const exec = (sql: string, params: ReadonlyArray<unknown>) => rows(prepared(sql).safeIntegers(false), params)
     const transactionSync = <A>(begin: string, steps: () => Steps<A>, rollback: (result: A) => boolean): A => {
@@ -124,19 +137,7 @@ const make = (options: Options): Effect.Effect<SqliteClient.SqliteClient, SqlErr
           return transformRows === undefined ? result : transformRows(result)
         }),
       executeRaw: (sql, params) => run(sql, (statement) => statement.reader ? statement.all(...params) : statement.run(...params)),
-      executeValues: (sql, params) =>
-        run(sql, (statement) => {
-          if (!statement.reader) {
-            statement.run(...params)
-            return []
-          }
-          statement.raw(true)
-          try {
-            return statement.all(...params) as ReadonlyArray<ReadonlyArray<unknown>>
-          } finally {
-            statement.raw(false)
-          }
-        }),
+      executeValues: (sql, params) => run(sql, (statement) => values(statement, params)),
       executeUnprepared: (sql, params, transformRows) =>
         run(sql, (statement) => {
           const result = rows(statement, params ?? [])
@@ -165,6 +166,16 @@ const make = (options: Options): Effect.Effect<SqliteClient.SqliteClient, SqlErr
             return Effect.succeed(transactionSync(begin, steps, rollback))
           } catch (error) {
             return isDriverError(error) ? Effect.fail(fail(error)) : Effect.die(error)
+          }
+        })),
+      // As `execute` / `executeValues` with no SafeIntegers: a failure of any kind is the statement's SqlError.
+      query: (sql, params, asValues) =>
+        semaphore.withPermitsIfAvailable(1)(Effect.suspend(() => {
+          try {
+            const statement = prepared(sql).safeIntegers(false)
+            return Effect.succeed(asValues ? values(statement, params) : rows(statement, params))
+          } catch (error) {
+            return Effect.fail(fail(error))
           }
         }))
     }

@@ -2,7 +2,8 @@
  * The synchronous way onto a SQLite connection, as the store's SQLite
  * dialect sees it: a write of several statements as `Steps`, run
  * statement by statement (`runSteps`) or, on the store's own client
- * (`sqliteClient.ts`, which offers a `Direct`), in one synchronous step.
+ * (`sqliteClient.ts`, which offers a `Direct`), in one synchronous step;
+ * and a read in one step on that client.
  * Apart from that client so that the dialect (loaded with `effect-fsm`'s
  * main entry) never loads the driver.
  *
@@ -50,6 +51,16 @@ export interface Direct {
     steps: () => Steps<A>,
     rollback: (result: A) => boolean
   ) => Effect.Effect<Option.Option<A>, SqlError>
+  /**
+   * One statement (a read) in one synchronous step when no transaction
+   * holds the connection: its rows as objects, or as arrays with `values`;
+   * `None` when a transaction holds the connection.
+   */
+  readonly query: (
+    sql: string,
+    params: ReadonlyArray<unknown>,
+    values: boolean
+  ) => Effect.Effect<Option.Option<ReadonlyArray<any>>, SqlError>
 }
 
 export const DirectId: unique symbol = Symbol.for("effect-fsm/internal/sqliteDirect/Direct")

@@ -144,7 +144,7 @@ export const eventStoreSuite = (name: string, layer: Layer.Layer<Stores, unknown
           event("Paid", { _tag: "Paid", amount: 12.5, note: "ünï ✓" }, "Paid", metadata({ commitId: "c-1", correlationId: "k", timestamp: 7 })),
           event("Expired", { _tag: "Expired" }, "Expired", metadata({ source: "timeout", commitId: "c-2", timer: "expire" })),
           event("Expired", { _tag: "Expired" }, "Expired", metadata({ source: "timeout", node: null })),
-          event("@stopped", null, "Expired", metadata({ source: "system" }), 2)
+          event("@stopped", null, "Expired", metadata({ source: "outbox" }), 2)
         ]))
         const replayed = yield* store.replayPage(machine, "r", 1, 10)
         expect(replayed).toEqual((yield* store.eventsPage(machine, "r", 1, 10)).map(EventStore.replayRecord))
@@ -153,7 +153,7 @@ export const eventStoreSuite = (name: string, layer: Layer.Layer<Stores, unknown
           [2, "user", null, true],
           [3, "timeout", "expire", true],
           [4, "timeout", null, false],
-          [5, "system", null, false]
+          [5, "outbox", null, false]
         ])
         expect(replayed[1]).toEqual({
           seqNr: 2,
