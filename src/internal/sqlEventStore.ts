@@ -218,7 +218,7 @@ export const makeBackend = (
   ) =>
     sql`SELECT ${sql.literal(shape.before)}, ${payload} AS payload, ${
       sql.literal(shape.after)
-    } FROM ${E} WHERE machine = ${machine} AND instance_id = ${instanceId} AND seq_nr >= ${from} ORDER BY seq_nr LIMIT ${limit}`
+    } FROM ${E} WHERE machine = ${machine} AND instance_id = ${instanceId} AND seq_nr >= ${from} ORDER BY seq_nr LIMIT ${dialect.limit(limit)}`
 
   // Rows as arrays (`.values`): the drivers build no object with a key per
   // column per row, which was most of a replay's time on SQLite.
