@@ -31,7 +31,11 @@ const Counter = Machine.make({
 const snapshotTargetMs = 10
 const replayTarget: Record<Backend, number> = { sqlite: 1_000_000, pg: 300_000 }
 
-/** Appends `count` Add events after `from`, a thousand per commit (filling, untimed). */
+/**
+ * Appends `count` Add events after `from`, a thousand per commit (filling,
+ * untimed), each with the metadata a runtime writes: its node and a commit
+ * id of its own (a UUID).
+ */
 const fill = (store: EventStore.EventStore["Type"], instanceId: string, from: number, count: number) =>
   Effect.gen(function*() {
     const metadata = (timestamp: number): EventStore.Metadata => ({
@@ -39,7 +43,7 @@ const fill = (store: EventStore.EventStore["Type"], instanceId: string, from: nu
       source: "user",
       correlationId: null,
       node: "bench",
-      commitId: null,
+      commitId: crypto.randomUUID(),
       timer: null
     })
     if (from === 0) {
