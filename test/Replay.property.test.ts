@@ -5,13 +5,13 @@
  * events.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, FastCheck as fc, Ref, Schedule } from "effect"
-import { Machine } from "effect-fsm"
+import { Context, Effect, FastCheck as fc, Ref, Schedule, Schema } from "effect"
+import { EventStore, Machine } from "effect-fsm"
 import {
   ActionLog,
   Counter, type CounterEvent, type CounterState, Order, type OrderEvent, type OrderState
 } from "./fixtures/machines.js"
-import { memory } from "./utils/backends.js"
+import { backends, memory } from "./utils/backends.js"
 import { buildStore, runtimeOn } from "./utils/runtime.js"
 
 const counterEvent: fc.Arbitrary<CounterEvent> = fc.oneof(
@@ -107,4 +107,63 @@ describe("replay equivalence", () => {
       { numRuns: 150 }
     )
   })
+})
+
+/** A tally whose every `Add` stays in `Counting`: a log of any length folds to the sum of its events. */
+const Tally = Machine.make({
+  name: "tally",
+  version: 1,
+  state: Schema.Union(Schema.TaggedStruct("Counting", { total: Schema.Number, last: Schema.Number })),
+  event: Schema.Union(Schema.TaggedStruct("Add", { by: Schema.Number })),
+  transitions: { Counting: { Add: { to: "Counting", build: (s, e) => ({ total: s.total + e.by, last: e.by }) } } }
+})
+
+/** Writes `@created` and `events - 1` Adds of 1, 2, 3, ... to `instanceId`, a thousand per commit. */
+const writeLog = (store: EventStore.EventStore["Type"], instanceId: string, events: number) =>
+  Effect.gen(function*() {
+    const metadata = (commitId: string): EventStore.Metadata => ({
+      timestamp: 1_700_000_000_000,
+      source: "user",
+      correlationId: null,
+      node: "n",
+      commitId,
+      timer: null
+    })
+    const created: EventStore.NewEvent = {
+      tag: EventStore.CreatedTag,
+      payload: { _tag: "Counting", total: 0, last: 0 },
+      stateTag: "Counting",
+      schemaVersion: 1,
+      metadata: metadata("c0")
+    }
+    for (let from = 0; from < events; from += 1_000) {
+      const batch = Array.from({ length: Math.min(1_000, events - from) }, (_, i): EventStore.NewEvent =>
+        from + i === 0 ? created : {
+          tag: "Add",
+          payload: { _tag: "Add", by: from + i },
+          stateTag: "Counting",
+          schemaVersion: 1,
+          metadata: metadata(`c${from + i}`)
+        })
+      yield* store.append({ machine: Tally.name, instanceId, expectedSeqNr: from, events: batch })
+    }
+  })
+
+describe.each(backends)("replay of a log of several pages on $name", (backend) => {
+  it.scoped("recovers every event once and in order, whatever the log's length against the page", () =>
+    Effect.gen(function*() {
+      const store = yield* buildStore(backend)
+      const lengths = [1, 3_999, 4_000, 4_001, 8_000, 12_345]
+      for (const events of lengths) yield* writeLog(Context.get(store, EventStore.EventStore), `t${events}`, events)
+      const { runtime } = yield* runtimeOn(store, { machines: [Tally], snapshotEvery: 0 })
+      for (const events of lengths) {
+        const view = yield* runtime.inspect(Tally, `t${events}`)
+        // Adds of 1 .. events - 1.
+        expect([view.seqNr, view.state]).toEqual([events, {
+          _tag: "Counting",
+          total: (events - 1) * events / 2,
+          last: events - 1
+        }])
+      }
+    }), { timeout: 60_000 })
 })
