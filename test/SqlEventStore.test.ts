@@ -610,6 +610,21 @@ const sqlSuite = (target: Target) =>
         yield* expectNothingStored(billing.store, billing.timers, "o1")
       }))
 
+    it.scoped("a log with gaps (rows another writer deleted): a page still holds the first limit events from fromSeqNr", () =>
+      Effect.gen(function*() {
+        const db = yield* target.fresh
+        const { sql, store } = yield* storeOn(db.client())
+        yield* store.append(commit("g", 0, Array.from({ length: 12 }, (_, i) => event(`e${i + 1}`))))
+        yield* sql`DELETE FROM fsm_events WHERE instance_id = ${"g"} AND seq_nr IN (5, 6, 11)`
+        const seqNrs = (records: ReadonlyArray<{ readonly seqNr: number }>) => records.map((r) => r.seqNr)
+        const pages = [[1, 4], [1, 6], [3, 3], [4, 5], [7, 4], [7, 10], [12, 3], [13, 2]] as const
+        for (const [from, limit] of pages) {
+          const expected = [1, 2, 3, 4, 7, 8, 9, 10, 12].filter((n) => n >= from).slice(0, limit)
+          expect([from, limit, seqNrs(yield* store.eventsPage(machine, "g", from, limit))]).toEqual([from, limit, expected])
+          expect([from, limit, seqNrs(yield* store.replayPage(machine, "g", from, limit))]).toEqual([from, limit, expected])
+        }
+      }))
+
     it.scoped("driver failures and unreadable rows are PersistenceErrors naming the operation", () =>
       Effect.gen(function*() {
         const db = yield* target.fresh

@@ -173,21 +173,14 @@ export interface Dialect {
   readonly read: <A extends object>(statement: Statement.Statement<A>) => Effect.Effect<ReadonlyArray<A>, SqlError>
   readonly readValues: (statement: Statement.Statement<any>) => Effect.Effect<ReadonlyArray<ReadonlyArray<unknown>>, SqlError>
   /**
-   * A query of one row and one column: the rows of `page` (a subquery) as
-   * one JSON text, an array of one array per row of `columns` (the `json`
-   * column embedded as JSON, the others as JSON values), in the order the
-   * subquery yields them as far as the database keeps it (the caller
-   * checks); `[]` or null for no rows. One text and one `JSON.parse`
-   * instead of a driver row and a parse per row (SQLite), or `undefined`
-   * where rows read faster.
+   * An aggregate of the rows a query reads as one JSON text: an array of
+   * one array per row of `columns` (SQL expressions, the `json` one a
+   * column of JSON text embedded as JSON), in the order the query reads
+   * the rows (the caller checks it); `[]` for no rows. One text and one
+   * `JSON.parse` instead of a driver row and a parse per row (SQLite), or
+   * `undefined` where rows read faster.
    */
-  readonly rowsAsJson:
-    | ((options: {
-      readonly columns: ReadonlyArray<string>
-      readonly json: string
-      readonly page: Fragment
-    }) => Fragment)
-    | undefined
+  readonly jsonArrays: ((columns: ReadonlyArray<string>, json: string) => Fragment) | undefined
   /** Orders text by code points: `COLLATE "C"` on PostgreSQL, nothing on SQLite (BINARY already is). */
   readonly collateC: Fragment
   /** `FOR UPDATE SKIP LOCKED` where the database has it. */
@@ -825,7 +818,7 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
       jsonText: (column) => sql`${sql(column)}::text`,
       bool,
       // json_agg on the server: a replay read 385k events a second against 507k with rows.
-      rowsAsJson: undefined,
+      jsonArrays: undefined,
       skipLocked: sql.literal("FOR UPDATE SKIP LOCKED"),
       collateC: sql.literal('COLLATE "C"'),
       createTables: Effect.all([
@@ -1218,12 +1211,10 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
       limit: (rows) => Number.isSafeInteger(rows) ? sql.literal(String(rows)) : rows,
       jsonText: (column) => sql`${sql(column)}`,
       bool,
-      // The aggregate sees the rows in the order of the subquery (an ORDER BY
+      // The aggregate sees the rows in the order they are read (an ORDER BY
       // inside it, SQLite 3.44, would sort them again: a fifth slower).
-      rowsAsJson: ({ columns, json, page }) =>
-        sql`SELECT json_group_array(json_array(${
-          sql.literal(columns.map((column) => column === json ? `json(${column})` : column).join(", "))
-        })) FROM (${page}) AS p`,
+      jsonArrays: (columns, json) =>
+        sql.literal(`json_group_array(json_array(${columns.map((column) => column === json ? `json(${column})` : column).join(", ")}))`),
       skipLocked: empty,
       collateC: empty,
       // STRICT: a value of the wrong type (a fractional timestamp) is an

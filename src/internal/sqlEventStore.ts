@@ -230,26 +230,34 @@ export const makeBackend = (
 
   // Where the dialect has it, the page as one JSON text, parsed once (on
   // SQLite the store reads 1.6x as many events a second as with a driver
-  // row each). A page SQLite cannot build (a stored payload that is not
+  // row each). It is read as the range of seqNrs `[from, from + limit)`,
+  // which is the page as long as the log has no gaps (SQLite reads a range
+  // a tenth faster than an ordered `LIMIT` subquery), with the log's last
+  // seqNr beside it: a short page of a log that goes on past the range
+  // (a gap, which only a writer other than the store makes) is read as rows
+  // instead. So is a page SQLite cannot build (a stored payload that is not
   // JSON, a text over its length limit), that does not parse, or whose
-  // seqNrs do not ascend is read as rows instead, whose error names the
-  // row at fault.
-  const rowsAsJson = dialect.rowsAsJson
+  // seqNrs do not ascend; the rows' error names the row at fault.
+  const jsonArrays = dialect.jsonArrays
   const pageReader = <A extends { readonly seqNr: number }>(shape: PageShape<A>) => {
     const rows = readRows(shape)
-    if (rowsAsJson === undefined) return rows
-    const columns = [...shape.before.split(", "), "payload", ...shape.after.split(", ")].map((column) =>
-      column.split(" AS ").pop()!
+    if (jsonArrays === undefined) return rows
+    const aggregate = jsonArrays(
+      [...shape.before.split(", "), "payload", ...shape.after.split(", ")].map((column) => column.split(" AS ")[0]!),
+      "payload"
     )
     return (machine: string, instanceId: string, from: number, limit: number) =>
-      dialect.readValues(sql<never>`${
-        rowsAsJson({ columns, json: "payload", page: pageQuery(shape, sql.literal("payload"), machine, instanceId, from, limit) })
-      }`).pipe(
+      dialect.readValues(
+        sql`SELECT ${aggregate}, (SELECT MAX(seq_nr) FROM ${E} WHERE machine = ${machine} AND instance_id = ${instanceId}) FROM ${E} WHERE machine = ${machine} AND instance_id = ${instanceId} AND seq_nr >= ${from} AND seq_nr < ${
+          from + limit
+        }`
+      ).pipe(
         Effect.flatMap((result) =>
           Effect.try(() => {
             const text = result[0]?.[0]
             const parsed: unknown = text === null || text === undefined ? [] : JSON.parse(text as string)
             if (!Array.isArray(parsed)) throw new Error("not an array")
+            if (parsed.length < limit && toNumber(result[0]?.[1] ?? 0) >= from + limit) throw new Error("a gap in the range")
             const records = parsed.map(shape.decode(machine, instanceId, parsedPayload))
             for (let i = 1; i < records.length; i++) {
               if (!(records[i]!.seqNr > records[i - 1]!.seqNr)) throw new Error("out of order")
