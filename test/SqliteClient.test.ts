@@ -56,6 +56,33 @@ const operations = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
     return count
   })
 
+/** What `measure` counts on a fresh store over this client and over `@effect/sql-sqlite-node`'s. */
+const onBothClients = <E>(measure: (store: EventStore.EventStore["Type"]) => Effect.Effect<number, E>) =>
+  Effect.gen(function*() {
+    const direct = yield* Effect.flatMap(storeOn(ours), ({ store }) => measure(store))
+    const usual = yield* Effect.flatMap(storeOn(upstream), ({ store }) => measure(store))
+    return { direct, usual }
+  })
+
+/**
+ * A transaction of `sql`'s on a fiber of its own that holds the connection
+ * (after `first`) until `release` is completed, then rolls back.
+ */
+const heldTransaction = <A, E>(sql: SqlClient.SqlClient, first: Effect.Effect<A, E>) =>
+  Effect.gen(function*() {
+    const inside = yield* Deferred.make<void>()
+    const release = yield* Deferred.make<void>()
+    const holder = yield* sql.withTransaction(
+      first.pipe(
+        Effect.zipRight(Deferred.succeed(inside, undefined)),
+        Effect.zipRight(Deferred.await(release)),
+        Effect.zipRight(Effect.fail("rolled back" as const))
+      )
+    ).pipe(Effect.fork)
+    yield* Deferred.await(inside)
+    return { holder, release: Deferred.succeed(release, undefined) }
+  })
+
 describe("SqliteEventStore.layerClient's client", () => {
   it.scoped("is @effect/sql-sqlite-node's SqliteClient service: export, backup and a failed loadExtension as SqlErrors", () =>
     Effect.gen(function*() {
@@ -97,9 +124,8 @@ describe("SqliteEventStore.layerClient's client", () => {
 
   it.scoped("a store commit outside any transaction runs in one synchronous step: under half the Effect operations of the same commit through @effect/sql-sqlite-node's client", () =>
     Effect.gen(function*() {
-      const count = (client: (filename: string) => Layer.Layer<SqlClient.SqlClient, unknown>) =>
+      const { direct, usual } = yield* onBothClients((store) =>
         Effect.gen(function*() {
-          const { store } = yield* storeOn(client)
           // Statements prepared, the store warmed up.
           yield* store.append(created("warm"))
           const ids = Array.from({ length: 20 }, (_, i) => `o${i}`)
@@ -107,8 +133,7 @@ describe("SqliteEventStore.layerClient's client", () => {
           expect(yield* store.highestSequenceNr(machine, "o19")).toBe(1)
           return ops / ids.length
         })
-      const direct = yield* count(ours)
-      const usual = yield* count(upstream)
+      )
       expect(direct).toBeLessThan(usual / 2)
     }))
 
@@ -116,22 +141,13 @@ describe("SqliteEventStore.layerClient's client", () => {
     Effect.gen(function*() {
       const { sql, store } = yield* storeOn(ours)
       yield* sql`CREATE TABLE mine (x INTEGER)`
-      const inside = yield* Deferred.make<void>()
-      const release = yield* Deferred.make<void>()
-      const caller = yield* sql.withTransaction(
-        sql`INSERT INTO mine VALUES (1)`.pipe(
-          Effect.zipRight(Deferred.succeed(inside, undefined)),
-          Effect.zipRight(Deferred.await(release)),
-          Effect.zipRight(Effect.fail("rolled back" as const))
-        )
-      ).pipe(Effect.fork)
-      yield* Deferred.await(inside)
+      const caller = yield* heldTransaction(sql, sql`INSERT INTO mine VALUES (1)`)
       const commit = yield* Effect.fork(store.append(created("o1")))
       // It waits for the connection while the caller's transaction is open.
       yield* Effect.yieldNow({ priority: 1 })
       expect(commit.unsafePoll()).toBeNull()
-      yield* Deferred.succeed(release, undefined)
-      expect(Exit.isFailure(yield* Fiber.await(caller))).toBe(true)
+      yield* caller.release
+      expect(Exit.isFailure(yield* Fiber.await(caller.holder))).toBe(true)
       expect(yield* Fiber.join(commit)).toEqual({ durable: true })
       expect(yield* sql`SELECT COUNT(*) AS n FROM mine`).toEqual([{ n: 0 }])
       expect(yield* store.highestSequenceNr(machine, "o1")).toBe(1)
@@ -139,9 +155,8 @@ describe("SqliteEventStore.layerClient's client", () => {
 
   it.scoped("store reads outside any transaction run in one synchronous step: under half the Effect operations of the same reads through @effect/sql-sqlite-node's client", () =>
     Effect.gen(function*() {
-      const count = (client: (filename: string) => Layer.Layer<SqlClient.SqlClient, unknown>) =>
+      const { direct, usual } = yield* onBothClients((store) =>
         Effect.gen(function*() {
-          const { store } = yield* storeOn(client)
           yield* store.append(created("o1"))
           const reads = Effect.all([
             store.highestSequenceNr(machine, "o1"),
@@ -157,24 +172,14 @@ describe("SqliteEventStore.layerClient's client", () => {
           expect([highest, page.length, replay.length]).toEqual([1, 1, 1])
           return ops
         })
-      const direct = yield* count(ours)
-      const usual = yield* count(upstream)
+      )
       expect(direct).toBeLessThan(usual / 2)
     }))
 
   it.scoped("a store read while another fiber's transaction holds the connection waits for it and does not see its writes", () =>
     Effect.gen(function*() {
       const { sql, store } = yield* storeOn(ours)
-      const inside = yield* Deferred.make<void>()
-      const release = yield* Deferred.make<void>()
-      const caller = yield* sql.withTransaction(
-        store.append(created("o1")).pipe(
-          Effect.zipRight(Deferred.succeed(inside, undefined)),
-          Effect.zipRight(Deferred.await(release)),
-          Effect.zipRight(Effect.fail("rolled back" as const))
-        )
-      ).pipe(Effect.fork)
-      yield* Deferred.await(inside)
+      const caller = yield* heldTransaction(sql, store.append(created("o1")))
       const reads = yield* Effect.fork(Effect.all([
         store.highestSequenceNr(machine, "o1"),
         store.replayPage(machine, "o1", 1, 10),
@@ -183,8 +188,8 @@ describe("SqliteEventStore.layerClient's client", () => {
       ]))
       yield* Effect.yieldNow({ priority: 1 })
       expect(reads.unsafePoll()).toBeNull()
-      yield* Deferred.succeed(release, undefined)
-      expect(Exit.isFailure(yield* Fiber.await(caller))).toBe(true)
+      yield* caller.release
+      expect(Exit.isFailure(yield* Fiber.await(caller.holder))).toBe(true)
       const [highest, replay, page, instance] = yield* Fiber.join(reads)
       expect([highest, replay, page, instance._tag]).toEqual([0, [], [], "None"])
     }))
