@@ -119,6 +119,20 @@ export interface EventRecord extends NewEvent {
  * correlation id, the node, the commit id itself, the schema version),
  * which a backend then need not read or decode.
  *
+ * @example
+ * ```ts
+ * const record: EventStore.ReplayRecord = {
+ *   seqNr: 2,
+ *   tag: "Paid",
+ *   payload: { _tag: "Paid", amount: 10 },
+ *   stateTag: "Paid",
+ *   timestamp: 1_700_000_000_000,
+ *   source: "user",
+ *   timer: null,
+ *   hasCommitId: true
+ * }
+ * ```
+ *
  * @since 0.1.0
  */
 export interface ReplayRecord {
@@ -137,7 +151,14 @@ export interface ReplayRecord {
 }
 
 /**
- * The `ReplayRecord` of a stored event.
+ * The `ReplayRecord` of a stored event: what a backend without its own
+ * `replayPage` answers, from `eventsPage`.
+ *
+ * @example
+ * ```ts
+ * const replayed = EventStore.replayRecord(record) // record: an EventRecord
+ * replayed.hasCommitId // record.metadata.commitId !== null
+ * ```
  *
  * @since 0.1.0
  */
@@ -361,7 +382,8 @@ export interface Backend {
   ) => Effect.Effect<ReadonlyArray<EventRecord>, PersistenceError>
   /**
    * `replayPage`, with the same arguments as `eventsPage`. Optional: a
-   * backend without it replays from `eventsPage`.
+   * backend without it replays from `eventsPage` (each record through
+   * `replayRecord`).
    */
   readonly replayPage?: (
     machine: string,
@@ -431,8 +453,16 @@ export class EventStore extends Context.Tag("effect-fsm/EventStore")<EventStore,
   ) => Effect.Effect<ReadonlyArray<EventRecord>, PersistenceError | InvalidInstanceId>
   /**
    * `eventsPage` as a replay reads it: the same events, each as its
-   * `ReplayRecord` (what the runtime folds when it recovers an instance).
-   * Same arguments and errors as `eventsPage`.
+   * `ReplayRecord`. The runtime recovers and catches up instances with it,
+   * not with `eventsPage`: a wrapper of the service that changes what is
+   * read (decrypts payloads, injects faults) wraps both. Same arguments and
+   * errors as `eventsPage`.
+   *
+   * @example
+   * ```ts
+   * const page = yield* store.replayPage("order", "o1", 1, 100)
+   * // page[0]: { seqNr: 1, tag: "@created", payload, stateTag, timestamp, source, timer, hasCommitId }
+   * ```
    */
   readonly replayPage: (
     machine: string,

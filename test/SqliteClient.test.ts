@@ -176,21 +176,48 @@ describe("SqliteEventStore.layerClient's client", () => {
       expect(direct).toBeLessThan(usual / 2)
     }))
 
+  it.scoped("a page of a log without gaps is one statement: fewer Effect operations than a page read again as rows", () =>
+    Effect.gen(function*() {
+      const { sql, store } = yield* storeOn(ours)
+      const events = (id: string) => ({
+        ...created(id),
+        events: Array.from({ length: 6 }, (_, i) => i === 0 ? created(id).events[0]! : { ...created(id).events[0]!, tag: `e${i}` })
+      })
+      yield* store.append(events("whole"))
+      yield* store.append(events("gap"))
+      yield* sql`DELETE FROM fsm_events WHERE instance_id = ${"gap"} AND seq_nr = 3`
+      const pageOps = (id: string) =>
+        Effect.gen(function*() {
+          // Statements prepared.
+          yield* store.replayPage(machine, id, 1, 4)
+          return yield* operations(store.replayPage(machine, id, 1, 4))
+        })
+      const whole = yield* pageOps("whole")
+      const gap = yield* pageOps("gap")
+      expect((yield* store.replayPage(machine, "gap", 1, 4)).map((r) => r.seqNr)).toEqual([1, 2, 4, 5])
+      expect(whole).toBeLessThan(gap)
+    }))
+
   it.scoped("a store read while another fiber's transaction holds the connection waits for it and does not see its writes", () =>
     Effect.gen(function*() {
       const { sql, store } = yield* storeOn(ours)
       const caller = yield* heldTransaction(sql, store.append(created("o1")))
-      const reads = yield* Effect.fork(Effect.all([
-        store.highestSequenceNr(machine, "o1"),
-        store.replayPage(machine, "o1", 1, 10),
-        store.eventsPage(machine, "o1", 1, 10),
-        store.instance(machine, "o1")
-      ]))
+      // Each read on a fiber of its own, so that each is the one waiting.
+      const highest = yield* Effect.fork(store.highestSequenceNr(machine, "o1"))
+      const replay = yield* Effect.fork(store.replayPage(machine, "o1", 1, 10))
+      const page = yield* Effect.fork(store.eventsPage(machine, "o1", 1, 10))
+      const snapshot = yield* Effect.fork(store.loadSnapshot(machine, "o1"))
+      const instance = yield* Effect.fork(store.instance(machine, "o1"))
       yield* Effect.yieldNow({ priority: 1 })
-      expect(reads.unsafePoll()).toBeNull()
+      expect([highest, replay, page, snapshot, instance].map((read) => read.unsafePoll())).toEqual([null, null, null, null, null])
       yield* caller.release
       expect(Exit.isFailure(yield* Fiber.await(caller.holder))).toBe(true)
-      const [highest, replay, page, instance] = yield* Fiber.join(reads)
-      expect([highest, replay, page, instance._tag]).toEqual([0, [], [], "None"])
+      expect([
+        yield* Fiber.join(highest),
+        yield* Fiber.join(replay),
+        yield* Fiber.join(page),
+        (yield* Fiber.join(snapshot))._tag,
+        (yield* Fiber.join(instance))._tag
+      ]).toEqual([0, [], [], "None", "None"])
     }))
 })

@@ -158,12 +158,6 @@ export interface Dialect {
   /** A boolean as the driver can bind it. */
   readonly bool: (value: boolean) => boolean | number
   /**
-   * A row limit (a whole number) for `LIMIT`: bound on PostgreSQL, written
-   * into the text on SQLite, where a bound `LIMIT` costs 4-10 us more per
-   * statement (a replay page, a one-event read: 12.7 against 2.5 us).
-   */
-  readonly limit: (rows: number) => Fragment | number
-  /**
    * Runs a read: its rows, or with `values` its rows as arrays. On the
    * store's own SQLite client in one synchronous step when nothing would
    * tell the difference (as the dialect's writes: no tracer installed, no
@@ -173,12 +167,14 @@ export interface Dialect {
   readonly read: <A extends object>(statement: Statement.Statement<A>) => Effect.Effect<ReadonlyArray<A>, SqlError>
   readonly readValues: (statement: Statement.Statement<any>) => Effect.Effect<ReadonlyArray<ReadonlyArray<unknown>>, SqlError>
   /**
-   * An aggregate of the rows a query reads as one JSON text: an array of
+   * Two aggregates of the rows a query reads: one JSON text, an array of
    * one array per row of `columns` (SQL expressions, the `json` one a
    * column of JSON text embedded as JSON), in the order the query reads
-   * the rows (the caller checks it); `[]` for no rows. One text and one
-   * `JSON.parse` instead of a driver row and a parse per row (SQLite), or
-   * `undefined` where rows read faster.
+   * the rows (the caller checks it), `[]` for no rows; then whether every
+   * `json` value is strict JSON (SQLite's `json()` also takes JSON5, such
+   * as `{a: Infinity}`, which the row query and the other backends refuse).
+   * One text and one `JSON.parse` instead of a driver row and a parse per
+   * row (SQLite), or `undefined` where rows read faster.
    */
   readonly jsonArrays: ((columns: ReadonlyArray<string>, json: string) => Fragment) | undefined
   /** Orders text by code points: `COLLATE "C"` on PostgreSQL, nothing on SQLite (BINARY already is). */
@@ -814,7 +810,6 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
       json,
       read: (statement) => statement,
       readValues: (statement) => statement.values,
-      limit: (rows) => rows,
       jsonText: (column) => sql`${sql(column)}::text`,
       bool,
       // json_agg on the server: a replay read 385k events a second against 507k with rows.
@@ -1208,13 +1203,16 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
       json,
       read: (statement) => readDirect(statement, false, statement),
       readValues: (statement) => readDirect(statement, true, statement.values),
-      limit: (rows) => Number.isSafeInteger(rows) ? sql.literal(String(rows)) : rows,
       jsonText: (column) => sql`${sql(column)}`,
       bool,
       // The aggregate sees the rows in the order they are read (an ORDER BY
       // inside it, SQLite 3.44, would sort them again: a fifth slower).
       jsonArrays: (columns, json) =>
-        sql.literal(`json_group_array(json_array(${columns.map((column) => column === json ? `json(${column})` : column).join(", ")}))`),
+        sql.literal(
+          `json_group_array(json_array(${
+            columns.map((column) => column === json ? `json(${column})` : column).join(", ")
+          })), COALESCE(MIN(json_valid(${json}, 1)), 1)`
+        ),
       skipLocked: empty,
       collateC: empty,
       // STRICT: a value of the wrong type (a fractional timestamp) is an

@@ -218,7 +218,7 @@ export const makeBackend = (
   ) =>
     sql`SELECT ${sql.literal(shape.before)}, ${payload} AS payload, ${
       sql.literal(shape.after)
-    } FROM ${E} WHERE machine = ${machine} AND instance_id = ${instanceId} AND seq_nr >= ${from} ORDER BY seq_nr LIMIT ${dialect.limit(limit)}`
+    } FROM ${E} WHERE machine = ${machine} AND instance_id = ${instanceId} AND seq_nr >= ${from} ORDER BY seq_nr LIMIT ${limit}`
 
   // Rows as arrays (`.values`): the drivers build no object with a key per
   // column per row, which was most of a replay's time on SQLite.
@@ -235,9 +235,13 @@ export const makeBackend = (
   // a tenth faster than an ordered `LIMIT` subquery), with the log's last
   // seqNr beside it: a short page of a log that goes on past the range
   // (a gap, which only a writer other than the store makes) is read as rows
-  // instead. So is a page SQLite cannot build (a stored payload that is not
-  // JSON, a text over its length limit), that does not parse, or whose
-  // seqNrs do not ascend; the rows' error names the row at fault.
+  // instead. So is a page with a payload that is not strict JSON (which
+  // SQLite's `json()` would take and rewrite), one SQLite cannot build (a
+  // payload that is not JSON at all; a text over better-sqlite3's 512 MiB,
+  // which a page of 4,000 events of over 130 KB each reaches, and which is
+  // then built and dropped before the rows are read), one that does not
+  // parse, or whose seqNrs do not ascend; the rows' error names the row at
+  // fault.
   const jsonArrays = dialect.jsonArrays
   const pageReader = <A extends { readonly seqNr: number }>(shape: PageShape<A>) => {
     const rows = readRows(shape)
@@ -254,10 +258,11 @@ export const makeBackend = (
       ).pipe(
         Effect.flatMap((result) =>
           Effect.try(() => {
-            const text = result[0]?.[0]
+            const [text, strict, last] = result[0] ?? []
+            if (toNumber(strict) !== 1) throw new Error("a payload that is not strict JSON")
             const parsed: unknown = text === null || text === undefined ? [] : JSON.parse(text as string)
             if (!Array.isArray(parsed)) throw new Error("not an array")
-            if (parsed.length < limit && toNumber(result[0]?.[1] ?? 0) >= from + limit) throw new Error("a gap in the range")
+            if (parsed.length < limit && toNumber(last ?? 0) >= from + limit) throw new Error("a gap in the range")
             const records = parsed.map(shape.decode(machine, instanceId, parsedPayload))
             for (let i = 1; i < records.length; i++) {
               if (!(records[i]!.seqNr > records[i - 1]!.seqNr)) throw new Error("out of order")
