@@ -158,13 +158,14 @@ export interface Dialect {
   /** A boolean as the driver can bind it. */
   readonly bool: (value: boolean) => boolean | number
   /**
-   * Runs a read: its rows, or with `values` its rows as arrays. On the
-   * store's own SQLite client in one synchronous step when nothing would
-   * tell the difference (as the dialect's writes: no tracer installed, no
-   * statement transformer, not inside a caller's transaction, no
-   * transaction holding the connection), else as `statement` runs.
+   * Runs a read and gives its rows. On the store's own SQLite client in one
+   * synchronous step when nothing would tell the difference (as the
+   * dialect's writes: no tracer installed, no statement transformer, not
+   * inside a caller's transaction, no transaction holding the connection),
+   * else as `statement` runs.
    */
   readonly read: <A extends object>(statement: Statement.Statement<A>) => Effect.Effect<ReadonlyArray<A>, SqlError>
+  /** `read`, with the rows as arrays (`statement.values`). */
   readonly readValues: (statement: Statement.Statement<any>) => Effect.Effect<ReadonlyArray<ReadonlyArray<unknown>>, SqlError>
   /**
    * Two aggregates of the rows a query reads: one JSON text, an array of

@@ -443,7 +443,6 @@ export const makeBackend = (
   const eventsPage = tracedPage("SqlEventStore.eventsPage", readPage)
   const replayPage = tracedPage("SqlEventStore.replayPage", readReplayPage)
 
-
   // Two reads for any number of instances: their snapshots, then one range
   // of each log (seqNrs are gapless, so `(from, from + limit]` is exactly the
   // first `limit` events after the snapshot), each an index range scan:

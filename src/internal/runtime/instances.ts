@@ -237,8 +237,8 @@ export const makeInstances = (options: {
    * batch of claimed timers), at most half the cache's size of them. Only
    * what recovers exactly as `load` would is cached: an instance whose
    * snapshot cannot be used, whose log does not replay or runs past
-   * `preloadTail` events, or that got cached meanwhile is left to `load`. Failures are
-   * ignored (it is a shortcut), and so are concurrent writers: an instance
+   * `preloadTail` events, or that got cached meanwhile is left to `load`.
+   * Failures are ignored (it is a shortcut), and so are concurrent writers: an instance
    * cached here is committed state, and a commit that moved it on since
    * makes the next command's commit conflict and catch up, as after any
    * other writer.
