@@ -125,6 +125,13 @@ const wrapStore = (
     return toFault(fault)
   })
   const blindSpots = new Set<string>()
+  /** `read`, unless it is the first read of the instance's log since a blind failure: that one fails too. */
+  const blindRead = <A, E>(operation: string, machine: string, instanceId: string, read: Effect.Effect<A, E>) =>
+    Effect.suspend((): Effect.Effect<A, E | Errors.PersistenceError> =>
+      blindSpots.delete(keyOf(machine, instanceId))
+        ? Effect.fail(new Errors.PersistenceError({ operation, reason: "injected fault: connection dropped" }))
+        : read
+    )
   return {
     ...faults.store,
     append: (commit) =>
@@ -139,17 +146,9 @@ const wrapStore = (
           : faults.store.events(machine, instanceId, fromSeqNr)
       ),
     eventsPage: (machine, instanceId, fromSeqNr, limit) =>
-      Effect.suspend(() =>
-        blindSpots.delete(keyOf(machine, instanceId))
-          ? Effect.fail(new Errors.PersistenceError({ operation: "eventsPage", reason: "injected fault: connection dropped" }))
-          : faults.store.eventsPage(machine, instanceId, fromSeqNr, limit)
-      ),
+      blindRead("eventsPage", machine, instanceId, faults.store.eventsPage(machine, instanceId, fromSeqNr, limit)),
     replayPage: (machine, instanceId, fromSeqNr, limit) =>
-      Effect.suspend(() =>
-        blindSpots.delete(keyOf(machine, instanceId))
-          ? Effect.fail(new Errors.PersistenceError({ operation: "replayPage", reason: "injected fault: connection dropped" }))
-          : faults.store.replayPage(machine, instanceId, fromSeqNr, limit)
-      )
+      blindRead("replayPage", machine, instanceId, faults.store.replayPage(machine, instanceId, fromSeqNr, limit))
   }
 }
 

@@ -84,8 +84,9 @@ const make = (options: Options): Effect.Effect<SqliteClient.SqliteClient, SqlErr
         statement.raw(false)
       }
     }
-    /** A statement of the store's own, synchronously (no bigints: the store reads numbers). */
-    const exec = (sql: string, params: ReadonlyArray<unknown>) => rows(prepared(sql).safeIntegers(false), params)
+    /** The prepared statement of one of the store's own statements (no bigints: the store reads numbers). */
+    const own = (sql: string) => prepared(sql).safeIntegers(false)
+    const exec = (sql: string, params: ReadonlyArray<unknown>) => rows(own(sql), params)
     const transactionSync = <A>(begin: string, steps: () => Steps<A>, rollback: (result: A) => boolean): A => {
       exec(begin, [])
       let result: A
@@ -159,25 +160,27 @@ const make = (options: Options): Effect.Effect<SqliteClient.SqliteClient, SqlErr
         connection
       )
     )
+    /**
+     * `run` in one synchronous step while no transaction holds the
+     * connection (`None` while one does); what it throws is `failure`'s.
+     */
+    const whileFree = <A>(run: () => A, failure: (error: unknown) => Effect.Effect<never, SqlError>) =>
+      semaphore.withPermitsIfAvailable(1)(Effect.suspend(() => {
+        try {
+          return Effect.succeed(run())
+        } catch (error) {
+          return failure(error)
+        }
+      }))
     const direct: Direct = {
       transaction: (begin, steps, rollback) =>
-        semaphore.withPermitsIfAvailable(1)(Effect.suspend(() => {
-          try {
-            return Effect.succeed(transactionSync(begin, steps, rollback))
-          } catch (error) {
-            return isDriverError(error) ? Effect.fail(fail(error)) : Effect.die(error)
-          }
-        })),
+        whileFree(
+          () => transactionSync(begin, steps, rollback),
+          (error) => isDriverError(error) ? Effect.fail(fail(error)) : Effect.die(error)
+        ),
       // As `execute` / `executeValues` with no SafeIntegers: a failure of any kind is the statement's SqlError.
       query: (sql, params, asValues) =>
-        semaphore.withPermitsIfAvailable(1)(Effect.suspend(() => {
-          try {
-            const statement = prepared(sql).safeIntegers(false)
-            return Effect.succeed(asValues ? values(statement, params) : rows(statement, params))
-          } catch (error) {
-            return Effect.fail(fail(error))
-          }
-        }))
+        whileFree(() => asValues ? values(own(sql), params) : rows(own(sql), params), (error) => Effect.fail(fail(error)))
     }
     const client = yield* Client.make({
       acquirer,
