@@ -655,6 +655,16 @@ const sqlSuite = (target: Target) =>
             }])
             expect((yield* Effect.flip(store.eventsPage(machine, "o1", 1, 10)))._tag).toBe("PersistenceError")
           }
+          // Payloads that are not JSON alone, but whose texts joined into one array of a page's payloads
+          // would parse, with as many elements as the page has rows: still refused, as each row alone is.
+          yield* store.append(commit("o3", 0, [event("@created"), event("e2")]))
+          yield* sql`UPDATE fsm_events SET payload = ${"1,[2"} WHERE instance_id = ${"o3"} AND seq_nr = 1`
+          yield* sql`UPDATE fsm_events SET payload = ${"3]"} WHERE instance_id = ${"o3"} AND seq_nr = 2`
+          expect(yield* Effect.flip(store.replayPage(machine, "o3", 1, 10))).toMatchObject({
+            _tag: "PersistenceError",
+            operation: "replayPage"
+          })
+          expect((yield* Effect.flip(store.eventsPage(machine, "o3", 1, 10)))._tag).toBe("PersistenceError")
         }
         yield* sql`DROP TABLE fsm_events`
         yield* sql`DROP TABLE fsm_timers`

@@ -168,16 +168,17 @@ export interface Dialect {
   /** `read`, with the rows as arrays (`statement.values`). */
   readonly readValues: (statement: Statement.Statement<any>) => Effect.Effect<ReadonlyArray<ReadonlyArray<unknown>>, SqlError>
   /**
-   * Two aggregates of the rows a query reads: one JSON text, an array of
-   * one array per row of `columns` (SQL expressions, the `json` one a
-   * column of JSON text embedded as JSON), in the order the query reads
-   * the rows (the caller checks it), `[]` for no rows; then whether every
-   * `json` value is strict JSON (SQLite's `json()` also takes JSON5, such
-   * as `{a: Infinity}`, which the row query and the other backends refuse).
-   * One text and one `JSON.parse` instead of a driver row and a parse per
-   * row (SQLite), or `undefined` where rows read faster.
+   * Aggregates of the rows a query reads, one per column of `columns` (SQL
+   * expressions), in order: each a JSON text of an array of that column's
+   * values in the order the query reads the rows (the caller checks it),
+   * the `json` column's values (JSON text) embedded as they are; then
+   * whether every `json` value is strict JSON, which is what makes
+   * embedding them as they are safe (a value that is not would break the
+   * array, or be read as something else). A column's array is `NULL` for
+   * no rows. One text and one `JSON.parse` a column instead of a driver row
+   * and a parse per row (SQLite), or `undefined` where rows read faster.
    */
-  readonly jsonArrays: ((columns: ReadonlyArray<string>, json: string) => Fragment) | undefined
+  readonly jsonColumns: ((columns: ReadonlyArray<string>, json: string) => Fragment) | undefined
   /** Orders text by code points: `COLLATE "C"` on PostgreSQL, nothing on SQLite (BINARY already is). */
   readonly collateC: Fragment
   /** `FOR UPDATE SKIP LOCKED` where the database has it. */
@@ -814,7 +815,7 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
       jsonText: (column) => sql`${sql(column)}::text`,
       bool,
       // json_agg on the server: a replay read 385k events a second against 507k with rows.
-      jsonArrays: undefined,
+      jsonColumns: undefined,
       skipLocked: sql.literal("FOR UPDATE SKIP LOCKED"),
       collateC: sql.literal('COLLATE "C"'),
       createTables: Effect.all([
@@ -1208,11 +1209,12 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
       bool,
       // The aggregate sees the rows in the order they are read (an ORDER BY
       // inside it, SQLite 3.44, would sort them again: a fifth slower).
-      jsonArrays: (columns, json) =>
+      jsonColumns: (columns, json) =>
         sql.literal(
-          `json_group_array(json_array(${
-            columns.map((column) => column === json ? `json(${column})` : column).join(", ")
-          })), COALESCE(MIN(json_valid(${json}, 1)), 1)`
+          `${
+            columns.map((column) => column === json ? `'[' || group_concat(${column}, ',') || ']'` : `json_group_array(${column})`)
+              .join(", ")
+          }, COALESCE(MIN(json_valid(${json}, 1)), 1)`
         ),
       skipLocked: empty,
       collateC: empty,

@@ -228,44 +228,55 @@ export const makeBackend = (
       Effect.flatMap((rows) => decodeRows(shape.operation, rows, shape.decode(machine, instanceId, parsePayload)))
     )
 
-  // Where the dialect has it, the page as one JSON text, parsed once (on
-  // SQLite the store reads 1.6x as many events a second as with a driver
-  // row each). It is read as the range of seqNrs `[from, from + limit)`,
+  // Where the dialect has it, the page as one JSON text a column, each
+  // parsed once (on SQLite the store reads about 1.8x as many events a
+  // second as with a driver row each: no row arrays, no per-row strings,
+  // no parse per payload, and the payloads go into their array as they are
+  // stored). It is read as the range of seqNrs `[from, from + limit)`,
   // which is the page as long as the log has no gaps (SQLite reads a range
   // a tenth faster than an ordered `LIMIT` subquery), with the log's last
   // seqNr beside it: a short page of a log that goes on past the range
   // (a gap, which only a writer other than the store makes) is read as rows
   // instead. So is a page with a payload that is not strict JSON (which
-  // SQLite's `json()` would take and rewrite), one SQLite cannot build (a
-  // payload that is not JSON at all; a text over better-sqlite3's 512 MiB,
-  // which a page of 4,000 events of over 130 KB each reaches, and which is
-  // then built and dropped before the rows are read), one that does not
-  // parse, or whose seqNrs do not ascend; the rows' error names the row at
-  // fault.
-  const jsonArrays = dialect.jsonArrays
+  // would not go into an array as it is), one SQLite cannot build (a text
+  // over better-sqlite3's 512 MiB, which a page of 4,000 events of over
+  // 130 KB each reaches, and which is then built and dropped before the
+  // rows are read), one that does not parse, or whose seqNrs do not
+  // ascend; the rows' error names the row at fault.
+  const jsonColumns = dialect.jsonColumns
   const pageReader = <A extends { readonly seqNr: number }>(shape: PageShape<A>) => {
     const rows = readRows(shape)
-    if (jsonArrays === undefined) return rows
-    const aggregate = jsonArrays(
-      [...shape.before.split(", "), "payload", ...shape.after.split(", ")].map((column) => column.split(" AS ")[0]!),
-      "payload"
-    )
+    if (jsonColumns === undefined) return rows
+    const columns = [...shape.before.split(", "), "payload", ...shape.after.split(", ")].map((column) => column.split(" AS ")[0]!)
+    const aggregates = jsonColumns(columns, "payload")
+    const width = columns.length
     return (machine: string, instanceId: string, from: number, limit: number) =>
       dialect.readValues(
-        sql`SELECT ${aggregate}, (SELECT MAX(seq_nr) FROM ${E} WHERE machine = ${machine} AND instance_id = ${instanceId}) FROM ${E} WHERE machine = ${machine} AND instance_id = ${instanceId} AND seq_nr >= ${from} AND seq_nr < ${
+        sql`SELECT ${aggregates}, (SELECT MAX(seq_nr) FROM ${E} WHERE machine = ${machine} AND instance_id = ${instanceId}) FROM ${E} WHERE machine = ${machine} AND instance_id = ${instanceId} AND seq_nr >= ${from} AND seq_nr < ${
           from + limit
         }`
       ).pipe(
         Effect.flatMap((result) =>
           Effect.try(() => {
-            const [text, strict, last] = result[0] ?? []
-            if (toNumber(strict) !== 1) throw new Error("a payload that is not strict JSON")
-            const parsed: unknown = text === null || text === undefined ? [] : JSON.parse(text as string)
-            if (!Array.isArray(parsed)) throw new Error("not an array")
-            if (parsed.length < limit && toNumber(last ?? 0) >= from + limit) throw new Error("a gap in the range")
-            const records = parsed.map(shape.decode(machine, instanceId, parsedPayload))
-            for (let i = 1; i < records.length; i++) {
-              if (!(records[i]!.seqNr > records[i - 1]!.seqNr)) throw new Error("out of order")
+            const row = result[0] ?? []
+            if (toNumber(row[width]) !== 1) throw new Error("a payload that is not strict JSON")
+            const values: Array<ReadonlyArray<unknown>> = []
+            for (let k = 0; k < width; k++) {
+              const text = row[k]
+              const parsed: unknown = text === null || text === undefined ? [] : JSON.parse(text as string)
+              if (!Array.isArray(parsed) || (k > 0 && parsed.length !== values[0]!.length)) throw new Error("not a column")
+              values.push(parsed)
+            }
+            const count = values[0]!.length
+            if (count < limit && toNumber(row[width + 1] ?? 0) >= from + limit) throw new Error("a gap in the range")
+            const decode = shape.decode(machine, instanceId, parsedPayload)
+            // One row of the columns at a time: `decode` keeps none of it.
+            const scratch = new Array<unknown>(width)
+            const records = new Array<A>(count)
+            for (let i = 0; i < count; i++) {
+              for (let k = 0; k < width; k++) scratch[k] = values[k]![i]
+              records[i] = decode(scratch)
+              if (i > 0 && !(records[i]!.seqNr > records[i - 1]!.seqNr)) throw new Error("out of order")
             }
             return records
           })
