@@ -124,6 +124,104 @@ interface GroupCheckRow {
   readonly cur_entered: unknown
 }
 
+type Cell = string | number | boolean | null | undefined
+
+const mustEscape = /["\\]/
+const escaped = /["\\]/g
+
+/**
+ * A PostgreSQL array literal of `values`, one array parameter of a
+ * group's `unnest` (`null` and `undefined` are `NULL`; numbers are the
+ * integers the store writes, which `String` writes in plain digits).
+ */
+const pgArray = (values: ReadonlyArray<Cell>): string => {
+  let text = "{"
+  for (let i = 0; i < values.length; i++) {
+    const value = values[i]
+    if (i > 0) text += ","
+    if (value === null || value === undefined) text += "NULL"
+    else if (typeof value === "string") text += mustEscape.test(value) ? `"${value.replace(escaped, "\\$&")}"` : `"${value}"`
+    else if (typeof value === "boolean") text += value ? "t" : "f"
+    else text += String(value)
+  }
+  return `${text}}`
+}
+
+/** A JSON array of JSON texts the store wrote (`jsonText`), `null` for none: a group's payloads, parsed once. */
+const jsonArray = (texts: ReadonlyArray<string | undefined>): string => {
+  let text = "["
+  for (let i = 0; i < texts.length; i++) text += `${i > 0 ? "," : ""}${texts[i] ?? "null"}`
+  return `${text}]`
+}
+
+/** One column of a group's rows: its name, its PostgreSQL type and its value per item. */
+interface GroupColumn<A> {
+  readonly name: string
+  readonly type: string
+  readonly value: (item: A) => Cell
+}
+
+/** The columns of a group's commits (the payload and snapshot state go as JSON beside them). */
+const groupInputColumns: ReadonlyArray<GroupColumn<EncodedCommit>> = [
+  { name: "machine", type: "text", value: (c) => c.machine },
+  { name: "instance_id", type: "text", value: (c) => c.instanceId },
+  { name: "expected", type: "bigint", value: (c) => c.expectedSeqNr },
+  { name: "seq_nr", type: "bigint", value: (c) => c.events[0]!.seqNr },
+  { name: "tag", type: "text", value: (c) => c.events[0]!.tag },
+  { name: "state_tag", type: "text", value: (c) => c.events[0]!.stateTag },
+  { name: "schema_version", type: "integer", value: (c) => c.events[0]!.schemaVersion },
+  { name: "ts", type: "bigint", value: (c) => c.events[0]!.timestamp },
+  { name: "source", type: "text", value: (c) => c.events[0]!.source },
+  { name: "correlation_id", type: "text", value: (c) => c.events[0]!.correlationId },
+  { name: "node", type: "text", value: (c) => c.events[0]!.node },
+  { name: "commit_id", type: "text", value: (c) => c.events[0]!.commitId },
+  { name: "timer", type: "text", value: (c) => c.events[0]!.timer },
+  { name: "fired_name", type: "text", value: (c) => c.fired?.name },
+  { name: "fired_gen", type: "bigint", value: (c) => c.fired?.generation },
+  { name: "fence_owner", type: "text", value: (c) => c.fence?.owner },
+  { name: "fence_token", type: "bigint", value: (c) => c.fence?.token },
+  { name: "c_machine", type: "text", value: (c) => c.complete?.machine },
+  { name: "c_instance", type: "text", value: (c) => c.complete?.instanceId },
+  { name: "c_seq", type: "bigint", value: (c) => c.complete?.seqNr },
+  { name: "c_idx", type: "integer", value: (c) => c.complete?.index },
+  { name: "cancel_all", type: "boolean", value: (c) => c.cancelAll },
+  { name: "snap_seq", type: "bigint", value: (c) => c.snapshot?.seqNr },
+  { name: "snap_stopped", type: "boolean", value: (c) => c.snapshot?.stopped },
+  { name: "snap_version", type: "integer", value: (c) => c.snapshot?.schemaVersion },
+  { name: "snap_ts", type: "bigint", value: (c) => c.snapshot?.timestamp },
+  { name: "cur_state", type: "text", value: (c) => c.current.stateTag },
+  { name: "cur_seq", type: "bigint", value: (c) => c.current.seqNr },
+  { name: "cur_entered", type: "bigint", value: (c) => c.current.enteredAt },
+  { name: "cur_updated", type: "bigint", value: (c) => c.current.updatedAt },
+  { name: "cur_stopped", type: "boolean", value: (c) => c.current.stopped },
+  { name: "cur_mode", type: "text", value: (c) => c.current.entered },
+  { name: "slot", type: "integer", value: (c) => countSlot(c.instanceId, pgCountSlots) }
+]
+
+/** The group's `input` columns from its `unnest`: the state tag compared as the current-state table's column is. */
+const groupInputSelect = groupInputColumns.map(({ name }) => name === "cur_state" ? `u.${name} COLLATE "C" AS ${name}` : `u.${name}`).join(", ")
+
+/** The timers a group schedules, by the index `k` of their commit (the payload goes as JSON beside them). */
+const scheduleColumns: ReadonlyArray<GroupColumn<{ readonly k: number; readonly timer: EncodedTimer }>> = [
+  { name: "k", type: "integer", value: ({ k }) => k },
+  { name: "name", type: "text", value: ({ timer }) => timer.name },
+  { name: "generation", type: "bigint", value: ({ timer }) => timer.generation },
+  { name: "state_tag", type: "text", value: ({ timer }) => timer.stateTag },
+  { name: "due_at", type: "bigint", value: ({ timer }) => timer.dueAt }
+]
+
+/** The outbox commands a group produces, by the index `k` of their commit (the payload goes as JSON beside them). */
+const commandColumns: ReadonlyArray<GroupColumn<{ readonly k: number; readonly command: EncodedCommand }>> = [
+  { name: "k", type: "integer", value: ({ k }) => k },
+  { name: "idx", type: "integer", value: ({ command }) => command.index },
+  { name: "kind", type: "text", value: ({ command }) => command.kind },
+  { name: "tag", type: "text", value: ({ command }) => command.tag },
+  { name: "target_machine", type: "text", value: ({ command }) => command.targetMachine },
+  { name: "target_instance_id", type: "text", value: ({ command }) => command.targetInstanceId },
+  { name: "correlation_id", type: "text", value: ({ command }) => command.correlationId },
+  { name: "fence_token", type: "bigint", value: ({ command }) => command.fenceToken }
+]
+
 /** A write the steps asked to roll back, carrying their result through the transaction's failure path. */
 class RolledBack<A> {
   constructor(readonly result: A) {}
@@ -666,21 +764,13 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
      * current-state writes. Rows are written in `(machine, instance_id)`
      * order (the caller sorts the group), so two groups meet in one order.
      */
+    /** `unnest(...) WITH ORDINALITY AS alias(..., ord)` of `items`: one array parameter a column, whatever the number of items. */
+    const unnest = <A>(items: ReadonlyArray<A>, columns: ReadonlyArray<GroupColumn<A>>, alias: string) =>
+      sql`unnest(${sql.csv(columns.map((column) => sql`${pgArray(items.map(column.value))}::${sql.literal(column.type)}[]`))}) WITH ORDINALITY AS ${
+        sql.literal(`${alias}(${columns.map((column) => column.name).join(", ")}, ord)`)
+      }`
+
     const groupStatement = (cs: ReadonlyArray<EncodedCommit>) => {
-      const input = sql.csv(cs.map((c, k) => {
-        const e = c.events[0]!
-        const s = c.snapshot
-        const cur = c.current
-        return sql`(${k}::integer, ${c.machine}::text, ${c.instanceId}::text, ${c.expectedSeqNr}::bigint, ${e.seqNr}::bigint, ${e.tag}::text, ${e.payload}::jsonb, ${e.stateTag}::text, ${e.schemaVersion}::integer, ${e.timestamp}::bigint, ${e.source}::text, ${e.correlationId}::text, ${e.node}::text, ${e.commitId}::text, ${e.timer}::text, ${
-          c.fired?.name ?? null
-        }::text, ${c.fired?.generation ?? null}::bigint, ${c.fence?.owner ?? null}::text, ${c.fence?.token ?? null}::bigint, ${
-          c.complete?.machine ?? null
-        }::text, ${c.complete?.instanceId ?? null}::text, ${c.complete?.seqNr ?? null}::bigint, ${c.complete?.index ?? null}::integer, ${c.cancelAll}::boolean, ${
-          s?.seqNr ?? null
-        }::bigint, ${s?.state ?? null}::jsonb, ${s?.stopped ?? null}::boolean, ${s?.schemaVersion ?? null}::integer, ${s?.timestamp ?? null}::bigint, ${cur.stateTag}::text COLLATE "C", ${cur.seqNr}::bigint, ${cur.enteredAt}::bigint, ${cur.updatedAt}::bigint, ${cur.stopped}::boolean, ${cur.entered}::text, ${
-          countSlot(c.instanceId, pgCountSlots)
-        }::integer)`
-      }))
       const anyFired = cs.some((c) => c.fired !== undefined)
       const anyFence = cs.some((c) => c.fence !== undefined)
       const anyComplete = cs.some((c) => c.complete !== undefined)
@@ -689,7 +779,11 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
       const schedules = cs.flatMap((c, k) => c.schedule.map((timer) => ({ k, timer })))
       const commands = cs.flatMap((c, k) => c.produce.map((command) => ({ k, command })))
       const ctes: Array<Fragment> = [
-        sql`input (k, machine, instance_id, expected, seq_nr, tag, payload, state_tag, schema_version, ts, source, correlation_id, node, commit_id, timer, fired_name, fired_gen, fence_owner, fence_token, c_machine, c_instance, c_seq, c_idx, cancel_all, snap_seq, snap_state, snap_stopped, snap_version, snap_ts, cur_state, cur_seq, cur_entered, cur_updated, cur_stopped, cur_mode, slot) AS (VALUES ${input})`,
+        sql`input AS (SELECT (u.ord - 1)::integer AS k, ${sql.literal(groupInputSelect)}, ${
+          jsonArray(cs.map((c) => c.events[0]!.payload))
+        }::jsonb -> (u.ord - 1)::integer AS payload, CASE WHEN u.snap_seq IS NULL THEN NULL ELSE ${
+          jsonArray(cs.map((c) => c.snapshot?.state))
+        }::jsonb -> (u.ord - 1)::integer END AS snap_state FROM ${unnest(cs, groupInputColumns, "u")})`,
         sql`guard AS (SELECT i.k, (SELECT COALESCE(MAX(x.seq_nr), 0) FROM ${E} x WHERE x.machine = i.machine AND x.instance_id = i.instance_id) AS actual FROM input i)`
       ]
       // Locked as a lone commit locks them (see `commitStatement`).
@@ -730,11 +824,9 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
       }
       if (schedules.length > 0) {
         ctes.push(
-          sql`sched (k, name, generation, state_tag, due_at, payload) AS (VALUES ${
-            sql.csv(schedules.map(({ k, timer }) =>
-              sql`(${k}::integer, ${timer.name}::text, ${timer.generation}::bigint, ${timer.stateTag}::text, ${timer.dueAt}::bigint, ${timer.payload}::jsonb)`
-            ))
-          })`
+          sql`sched AS (SELECT u.k, u.name, u.generation, u.state_tag, u.due_at, ${
+            jsonArray(schedules.map(({ timer }) => timer.payload))
+          }::jsonb -> (u.ord - 1)::integer AS payload FROM ${unnest(schedules, scheduleColumns, "u")})`
         )
       }
       if (anyDelete) {
@@ -759,10 +851,10 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
       }
       if (commands.length > 0) {
         ctes.push(
-          sql`cmd (k, idx, kind, tag, payload, target_machine, target_instance_id, correlation_id, fence_token) AS (VALUES ${
-            sql.csv(commands.map(({ command, k }) =>
-              sql`(${k}::integer, ${command.index}::integer, ${command.kind}::text, ${command.tag}::text, ${command.payload}::jsonb, ${command.targetMachine}::text, ${command.targetInstanceId}::text, ${command.correlationId}::text, ${command.fenceToken}::bigint)`
-            ))
+          sql`cmd AS (SELECT u.k, u.idx, u.kind, u.tag, ${
+            jsonArray(commands.map(({ command }) => command.payload))
+          }::jsonb -> (u.ord - 1)::integer AS payload, u.target_machine, u.target_instance_id, u.correlation_id, u.fence_token FROM ${
+            unnest(commands, commandColumns, "u")
           })`,
           sql`cmds AS (INSERT INTO ${O} (machine, instance_id, seq_nr, idx, kind, tag, payload, target_machine, target_instance_id, correlation_id, fence_token, created_at, due_at, attempts) SELECT d.machine, d.instance_id, d.seq_nr, c.idx, c.kind, c.tag, c.payload, c.target_machine, c.target_instance_id, c.correlation_id, c.fence_token, d.ts, d.ts, 0 FROM cmd c, done d WHERE d.k = c.k)`
         )
