@@ -414,9 +414,10 @@ export interface DurableOptions extends RetryOptions {
    * free, and does not wait for a full batch's deliveries: with a backlog,
    * one batch is claimed and its instances read while the batch before it
    * commits.
-   * Default 128: a claimed batch's instances are loaded with one read and
+   * Default 256: a claimed batch's instances are loaded with one read and
    * its commits share group commits, so larger batches cost fewer
-   * statements.
+   * statements (draining 10,000 due timers on PostgreSQL, 256 ran 14-21%
+   * more timers a second than 128).
    */
   readonly concurrency?: number
   /**
@@ -482,7 +483,7 @@ const resolveDurable = (options: DurableOptions): Effect.Effect<SweeperConfig, I
       return yield* invalid("jitter", `must be a number from 0 to 10, got ${describeValue(jitter)}`)
     }
     const batchSize = yield* countOption("batchSize", options.batchSize, 200, 1)
-    const concurrency = yield* countOption("concurrency", options.concurrency, 128, 1)
+    const concurrency = yield* countOption("concurrency", options.concurrency, 256, 1)
     const retry = yield* resolveRetry(options)
     const leaderOnly = options.leaderOnly ?? false
     let leader: SweeperConfig["leader"]

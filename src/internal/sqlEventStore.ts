@@ -140,14 +140,17 @@ const encodeCommit = (commit: EventStore.Commit): EncodedCommit | PersistenceErr
 const firstSeqNr = (fromSeqNr: number): number => Number.isNaN(fromSeqNr) ? 1 : Math.max(1, Math.floor(fromSeqNr))
 
 /**
- * The most commits one group commit writes: as many as the durable
- * sweeper delivers at once by default (its `concurrency`), so that a
+ * The most commits one group commit writes: more than the durable sweeper
+ * claims at once by default (`batchSize` 200, `concurrency` 256), so that a
  * claimed batch commits as one group. Draining 10,000 due timers in one
- * process (`bench/sweep-profile.ts`, pairs of runs), 128 against 64: on
- * PostgreSQL 4,587 / 5,531 against 3,967 / 5,195 timers/s and about a
- * fifth less CPU a timer, on SQLite 7,391 / 9,833 against 6,854 / 9,234.
+ * process (`bench/sweep-profile.ts`, pairs of runs on a noisy machine):
+ * PostgreSQL at 128 against 64, 4,587 / 5,531 against 3,967 / 5,195
+ * timers/s (about a fifth less CPU a timer); at 256 (groups of 200) against
+ * 128, 4,993 / 6,079 against 4,382 / 5,005. SQLite 7,391 / 9,833 against
+ * 6,854 / 9,234 (128 against 64), 8,403 / 8,718 against 7,680 / 8,666 (256
+ * against 128).
  */
-export const maxGroup = 128
+export const maxGroup = 256
 
 const commitKey = (c: EncodedCommit) => `${c.machine.length}:${c.machine}${c.instanceId}`
 
