@@ -130,14 +130,14 @@ const mustEscape = /["\\]/
 const escaped = /["\\]/g
 
 /**
- * A PostgreSQL array literal of `values`, one array parameter of a
+ * A PostgreSQL array literal of the `cell` of each item, one array parameter of a
  * group's `unnest` (`null` and `undefined` are `NULL`; numbers are the
  * integers the store writes, which `String` writes in plain digits).
  */
-const pgArray = (values: ReadonlyArray<Cell>): string => {
+const pgArray = <A>(items: ReadonlyArray<A>, cell: (item: A) => Cell): string => {
   let text = "{"
-  for (let i = 0; i < values.length; i++) {
-    const value = values[i]
+  for (let i = 0; i < items.length; i++) {
+    const value = cell(items[i]!)
     if (i > 0) text += ","
     if (value === null || value === undefined) text += "NULL"
     else if (typeof value === "string") text += mustEscape.test(value) ? `"${value.replace(escaped, "\\$&")}"` : `"${value}"`
@@ -766,7 +766,7 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
      */
     /** `unnest(...) WITH ORDINALITY AS alias(..., ord)` of `items`: one array parameter a column, whatever the number of items. */
     const unnest = <A>(items: ReadonlyArray<A>, columns: ReadonlyArray<GroupColumn<A>>, alias: string) =>
-      sql`unnest(${sql.csv(columns.map((column) => sql`${pgArray(items.map(column.value))}::${sql.literal(column.type)}[]`))}) WITH ORDINALITY AS ${
+      sql`unnest(${sql.csv(columns.map((column) => sql`${pgArray(items, column.value)}::${sql.literal(column.type)}[]`))}) WITH ORDINALITY AS ${
         sql.literal(`${alias}(${columns.map((column) => column.name).join(", ")}, ord)`)
       }`
 
