@@ -8,11 +8,13 @@
 import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Deferred, Effect, Exit, Fiber, Layer, Scheduler } from "effect"
-import { EventStore, SqlEventStore } from "effect-fsm"
+import { Context, Deferred, Effect, Exit, Fiber, Layer, Metric, Scheduler } from "effect"
+import { EventStore, Metrics, SqlEventStore } from "effect-fsm"
 import * as SqliteEventStore from "effect-fsm/SqliteEventStore"
 import * as fs from "node:fs"
 import * as path from "node:path"
+import Sqlite from "better-sqlite3"
+import { chunked } from "../src/internal/sqlDialect.js"
 import { tempDirectory } from "./utils/backends.js"
 
 const machine = "order"
@@ -221,3 +223,46 @@ describe("SqliteEventStore.layerClient's client", () => {
       ]).toEqual([0, [], [], "None", "None"])
     }))
 })
+
+describe("SQLite group commits: statements of a few texts whatever the group's size", () => {
+  it("chunked: chunks of powers of two, largest first, that are the items in order", () => {
+    for (let n = 0; n <= 300; n++) {
+      const items = Array.from({ length: n }, (_, i) => i)
+      const chunks = chunked(items)
+      expect(chunks.flat()).toEqual(items)
+      const sizes = chunks.map((chunk) => chunk.length)
+      for (const size of sizes) expect(Number.isInteger(Math.log2(size))).toBe(true)
+      expect([...sizes].sort((a, b) => b - a)).toEqual(sizes)
+      // The binary digits of n: no size twice.
+      expect(new Set(sizes).size).toBe(sizes.length)
+    }
+  })
+
+  it.scoped("groups of 1 to 40 commits prepare one event insert per power of two, not one per group size", () =>
+    Effect.gen(function*() {
+      const { store } = yield* storeOn(ours)
+      const texts = new Set<string>()
+      const prepare = Sqlite.prototype.prepare
+      yield* Effect.acquireRelease(
+        Effect.sync(() => {
+          Sqlite.prototype.prepare = function(this: Sqlite.Database, source: string) {
+            if (source.startsWith("INSERT INTO \"fsm_events\"")) texts.add(source)
+            return prepare.call(this, source)
+          } as typeof prepare
+        }),
+        () => Effect.sync(() => void (Sqlite.prototype.prepare = prepare))
+      )
+      const sizes = Effect.map(Metric.value(Metrics.commitGroupSize), (state) => state.max)
+      for (let n = 1; n <= 40; n++) {
+        yield* Effect.all(Array.from({ length: n }, (_, i) => store.append(created(`g${n}-${i}`))), {
+          concurrency: "unbounded",
+          discard: true
+        })
+      }
+      // Groups as large as 32 formed (else the count below proves nothing)...
+      expect(yield* sizes).toBeGreaterThanOrEqual(32)
+      // ... and their events went in by statements of 1, 2, 4, 8, 16 and 32 rows (and a lone commit's own).
+      expect(texts.size).toBeLessThanOrEqual(7)
+    }))
+})
+

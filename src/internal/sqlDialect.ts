@@ -124,6 +124,27 @@ interface GroupCheckRow {
   readonly cur_entered: unknown
 }
 
+/**
+ * `items` in chunks whose sizes are powers of two, largest first (the binary
+ * digits of its length): SQLite's group statements are written a chunk at a
+ * time, so that each has a few texts whatever the group's size, each
+ * prepared once (one text per group size filled the client's statement cache
+ * with programs of up to a group's rows, prepared again and again).
+ */
+export const chunked = <A>(items: ReadonlyArray<A>): Array<ReadonlyArray<A>> => {
+  const chunks: Array<ReadonlyArray<A>> = []
+  let at = 0
+  let size = 1
+  while (size * 2 <= items.length) size *= 2
+  for (; size >= 1; size /= 2) {
+    if (items.length - at >= size) {
+      chunks.push(at === 0 && size === items.length ? items : items.slice(at, at + size))
+      at += size
+    }
+  }
+  return chunks
+}
+
 type Cell = string | number | boolean | null | undefined
 
 const mustEscape = /["\\]/
@@ -1193,21 +1214,26 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
         )
       )
 
-    /**
-     * A group as one transaction that takes the write lock first (`BEGIN
-     * IMMEDIATE`): one read checks every commit (and reads the current-state
-     * rows it replaces), then each table gets one multi-row write for the
-     * commits that passed. Under the write lock nothing can change between
-     * the checks and the writes.
-     */
-    function* groupSteps(cs: ReadonlyArray<EncodedCommit>): Steps<ReadonlyArray<GroupCheck>> {
-      const rows: ReadonlyArray<GroupCheckRow> = yield sql`WITH v (k, m, i, fence_owner, fence_token, fired_name, fired_gen, c_machine, c_instance, c_seq, c_idx) AS (VALUES ${
-        sql.csv(cs.map((c, k) =>
+    /** The checks of a chunk of a group's commits, a row per commit, in order (see `groupSteps`). */
+    const checkRead = (chunk: ReadonlyArray<EncodedCommit>) =>
+      sql`WITH v (k, m, i, fence_owner, fence_token, fired_name, fired_gen, c_machine, c_instance, c_seq, c_idx) AS (VALUES ${
+        sql.csv(chunk.map((c, k) =>
           sql`(${k}, ${c.machine}, ${c.instanceId}, ${c.fence?.owner ?? null}, ${c.fence?.token ?? null}, ${c.fired?.name ?? null}, ${
             c.fired?.generation ?? null
           }, ${c.complete?.machine ?? null}, ${c.complete?.instanceId ?? null}, ${c.complete?.seqNr ?? null}, ${c.complete?.index ?? null})`
         ))
       }) SELECT (SELECT COALESCE(MAX(seq_nr), 0) FROM ${E} WHERE machine = v.m AND instance_id = v.i) AS actual, (v.fence_owner IS NULL OR EXISTS (SELECT 1 FROM ${L} WHERE machine = v.m AND instance_id = v.i AND owner = v.fence_owner AND token = v.fence_token)) AS fenced, (v.fired_name IS NULL OR EXISTS (SELECT 1 FROM ${T} WHERE machine = v.m AND instance_id = v.i AND name = v.fired_name AND generation = v.fired_gen)) AS fired_pending, (v.c_machine IS NULL OR EXISTS (SELECT 1 FROM ${O} WHERE machine = v.c_machine AND instance_id = v.c_instance AND seq_nr = v.c_seq AND idx = v.c_idx)) AS complete_pending, c.state_tag AS cur_tag, c.entered_at AS cur_entered FROM v LEFT JOIN ${I} c ON c.machine = v.m AND c.instance_id = v.i ORDER BY v.k`
+
+    /**
+     * A group as one transaction that takes the write lock first (`BEGIN
+     * IMMEDIATE`): a read checks the commits (and reads the current-state
+     * rows they replace), then each table gets multi-row writes for the
+     * commits that passed, each a chunk at a time (see `chunked`). Under the
+     * write lock nothing can change between the checks and the writes.
+     */
+    function* groupSteps(cs: ReadonlyArray<EncodedCommit>): Steps<ReadonlyArray<GroupCheck>> {
+      const rows: Array<GroupCheckRow> = []
+      for (const chunk of chunked(cs)) rows.push(...((yield checkRead(chunk)) as ReadonlyArray<GroupCheckRow>))
       const checks: Array<GroupCheck> = []
       const ok: Array<{ readonly c: EncodedCommit; readonly enteredAt: number }> = []
       for (let k = 0; k < cs.length; k++) {
@@ -1233,59 +1259,56 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
         ok.push({ c, enteredAt })
       }
       if (ok.length === 0) return checks
-      yield sql`INSERT INTO ${E} (${sql.literal(eventColumns)}) VALUES ${
-        sql.csv(ok.map(({ c }) => {
+      const okChunks = chunked(ok)
+      for (const chunk of okChunks) {
+        yield sql`INSERT INTO ${E} (${sql.literal(eventColumns)}) VALUES ${
+          sql.csv(chunk.map(({ c }) => {
           const e = c.events[0]!
-          return sql`(${c.machine}, ${c.instanceId}, ${e.seqNr}, ${e.tag}, ${e.payload}, ${e.stateTag}, ${e.schemaVersion}, ${e.timestamp}, ${e.source}, ${e.correlationId}, ${e.node}, ${e.commitId}, ${e.timer})`
-        }))
-      }`
-      const fired = ok.filter(({ c }) => c.fired !== undefined)
-      if (fired.length > 0) {
+            return sql`(${c.machine}, ${c.instanceId}, ${e.seqNr}, ${e.tag}, ${e.payload}, ${e.stateTag}, ${e.schemaVersion}, ${e.timestamp}, ${e.source}, ${e.correlationId}, ${e.node}, ${e.commitId}, ${e.timer})`
+          }))
+        }`
+      }
+      for (const chunk of chunked(ok.filter(({ c }) => c.fired !== undefined))) {
         yield sql`DELETE FROM ${T} WHERE (machine, instance_id, name, generation) IN (VALUES ${
-          sql.csv(fired.map(({ c }) => sql`(${c.machine}, ${c.instanceId}, ${c.fired!.name}, ${c.fired!.generation})`))
+          sql.csv(chunk.map(({ c }) => sql`(${c.machine}, ${c.instanceId}, ${c.fired!.name}, ${c.fired!.generation})`))
         })`
       }
-      const completing = ok.filter(({ c }) => c.complete !== undefined)
-      if (completing.length > 0) {
+      for (const chunk of chunked(ok.filter(({ c }) => c.complete !== undefined))) {
         yield sql`DELETE FROM ${O} WHERE (machine, instance_id, seq_nr, idx) IN (VALUES ${
-          sql.csv(completing.map(({ c }) => {
+          sql.csv(chunk.map(({ c }) => {
             const key = c.complete!
             return sql`(${key.machine}, ${key.instanceId}, ${key.seqNr}, ${key.index})`
           }))
         })`
       }
-      const produced = ok.flatMap(({ c }) => c.produce.map((command) => ({ c, command })))
-      if (produced.length > 0) {
-        yield sql`INSERT INTO ${O} ${
-          sql.insert(produced.map(({ c, command }) => outboxRow(c, command)))
-        }`
+      for (const chunk of chunked(ok.flatMap(({ c }) => c.produce.map((command) => ({ c, command }))))) {
+        yield sql`INSERT INTO ${O} ${sql.insert(chunk.map(({ c, command }) => outboxRow(c, command)))}`
       }
-      const cancelling = ok.filter(({ c }) => c.cancelAll)
-      if (cancelling.length > 0) {
+      for (const chunk of chunked(ok.filter(({ c }) => c.cancelAll))) {
         yield sql`DELETE FROM ${T} WHERE (machine, instance_id) IN (VALUES ${
-          sql.csv(cancelling.map(({ c }) => sql`(${c.machine}, ${c.instanceId})`))
+          sql.csv(chunk.map(({ c }) => sql`(${c.machine}, ${c.instanceId})`))
         })`
       }
-      const scheduled = ok.flatMap(({ c }) => c.schedule.map((timer) => ({ c, timer })))
-      if (scheduled.length > 0) {
-        yield scheduleTimers(scheduled)
+      for (const chunk of chunked(ok.flatMap(({ c }) => c.schedule.map((timer) => ({ c, timer }))))) {
+        yield scheduleTimers(chunk)
       }
-      const snapshots = ok.filter(({ c }) => c.snapshot !== undefined)
-      if (snapshots.length > 0) {
+      for (const chunk of chunked(ok.filter(({ c }) => c.snapshot !== undefined))) {
         yield sql`INSERT INTO ${S} (${sql.literal(snapshotColumns)}) VALUES ${
-          sql.csv(snapshots.map(({ c }) => {
+          sql.csv(chunk.map(({ c }) => {
             const s = c.snapshot!
             return sql`(${c.machine}, ${c.instanceId}, ${s.seqNr}, ${s.state}, ${bool(s.stopped)}, ${s.schemaVersion}, ${s.timestamp})`
           }))
         } ON CONFLICT (machine, instance_id) DO UPDATE SET ${sql.literal(snapshotUpdate)} WHERE ${S}.seq_nr < excluded.seq_nr`
       }
       // The counts per state follow by trigger (see `countsTriggers`).
-      yield sql`INSERT INTO ${I} (${sql.literal(instanceColumns)}) VALUES ${
-        sql.csv(ok.map(({ c, enteredAt }) => {
-          const cur = c.current
-          return sql`(${c.machine}, ${c.instanceId}, ${cur.stateTag}, ${cur.seqNr}, ${enteredAt}, ${cur.updatedAt}, ${bool(cur.stopped)})`
-        }))
-      } ON CONFLICT (machine, instance_id) DO UPDATE SET state_tag = excluded.state_tag, seq_nr = excluded.seq_nr, entered_at = excluded.entered_at, updated_at = excluded.updated_at, stopped = excluded.stopped`
+      for (const chunk of okChunks) {
+        yield sql`INSERT INTO ${I} (${sql.literal(instanceColumns)}) VALUES ${
+          sql.csv(chunk.map(({ c, enteredAt }) => {
+            const cur = c.current
+            return sql`(${c.machine}, ${c.instanceId}, ${cur.stateTag}, ${cur.seqNr}, ${enteredAt}, ${cur.updatedAt}, ${bool(cur.stopped)})`
+          }))
+        } ON CONFLICT (machine, instance_id) DO UPDATE SET state_tag = excluded.state_tag, seq_nr = excluded.seq_nr, entered_at = excluded.entered_at, updated_at = excluded.updated_at, stopped = excluded.stopped`
+      }
       return checks
     }
 

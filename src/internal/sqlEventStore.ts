@@ -140,17 +140,19 @@ const encodeCommit = (commit: EventStore.Commit): EncodedCommit | PersistenceErr
 const firstSeqNr = (fromSeqNr: number): number => Number.isNaN(fromSeqNr) ? 1 : Math.max(1, Math.floor(fromSeqNr))
 
 /**
- * The most commits one group commit writes: more than the durable sweeper
- * claims at once by default (`batchSize` 200, `concurrency` 256), so that a
- * claimed batch commits as one group. Draining 10,000 due timers in one
- * process (`bench/sweep-profile.ts`, pairs of runs on a noisy machine):
- * PostgreSQL at 128 against 64, 4,587 / 5,531 against 3,967 / 5,195
- * timers/s (about a fifth less CPU a timer); at 256 (groups of 200) against
- * 128, 4,993 / 6,079 against 4,382 / 5,005. SQLite 7,391 / 9,833 against
- * 6,854 / 9,234 (128 against 64), 8,403 / 8,718 against 7,680 / 8,666 (256
- * against 128).
+ * The most commits one group commit writes. On PostgreSQL more than the
+ * durable sweeper claims at once by default (`batchSize` 200, `concurrency`
+ * 256), so that a claimed batch commits as one group: draining 10,000 due
+ * timers in one process (`bench/sweep-profile.ts`, pairs of runs on a noisy
+ * machine), 128 against 64 gave 4,587 / 5,531 against 3,967 / 5,195
+ * timers/s (about a fifth less CPU a timer), 256 (groups of 200) against
+ * 128 gave 4,993 / 6,079 against 4,382 / 5,005. On SQLite 128 (7,391 /
+ * 9,833 against 6,854 / 9,234 timers/s at 64): groups of 256 made the
+ * million-instance run of `bench/memory.ts` peak at 336-413 MB of RSS
+ * against 168-184 MB at 64 or 128 (a cause not found yet: not the
+ * statements' texts, which `chunked` bounds).
  */
-export const maxGroup = 256
+export const maxGroup = (dialect: Dialect): number => dialect.name === "pg" ? 256 : 128
 
 const commitKey = (c: EncodedCommit) => `${c.machine.length}:${c.machine}${c.instanceId}`
 
@@ -381,7 +383,7 @@ export const makeBackend = (
    */
   const group = makeGroupCommit<EncodedCommit, void, AppendFailure>({
     key: commitKey,
-    maxBatch: maxGroup,
+    maxBatch: maxGroup(dialect),
     // One at a time, on both: SQLite's one connection writes one transaction
     // at a time, and on PostgreSQL (2 cores, bench/durable-send) four flushes
     // in flight made smaller groups and cost more than they overlapped:
