@@ -16,7 +16,7 @@
  * metrics, and no timer row may be left.
  * Baseline, same run: raw single-row insert-and-commit (the bare cost of
  * the one commit each firing needs) at the sweepers' delivery concurrency
- * (128 per node, the default) through pools sized like the nodes' (the pg
+ * (256 per node, the default) through pools sized like the nodes' (the pg
  * default of 10 connections per node; SQLite's one connection).
  *
  * lateness: one runtime with `layerDurable()` (defaults) creates
@@ -253,7 +253,7 @@ interface Flags {
 }
 
 /** Default delivery concurrency and pg pool size of one node, for the baseline. */
-const sweeperConcurrency = 128
+const sweeperConcurrency = 256
 const pgDefaultPool = 10
 
 const measureFired = (backend: Backend, nodes: number, flags: Flags) =>
