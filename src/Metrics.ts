@@ -248,13 +248,14 @@ export const outboxLatency = Metric.histogram(
 
 /**
  * `fsm_commit_group_size`: how many commits each flush of a SQL store's
- * group commit wrote together (1 for a lone writer; up to 64 when many
- * instances commit at once). See `SqlEventStore.Options.groupCommit`.
+ * group commit wrote together (1 for a lone writer; up to 256 on
+ * PostgreSQL and 128 on SQLite when many instances commit at once). See
+ * `SqlEventStore.Options.groupCommit`.
  *
  * @since 0.1.0
  */
 export const commitGroupSize = Metric.histogram(
   "fsm_commit_group_size",
-  MetricBoundaries.exponential({ start: 1, factor: 2, count: 8 }),
+  MetricBoundaries.exponential({ start: 1, factor: 2, count: 9 }),
   "commits written together by one group commit of a SQL store"
 )

@@ -15,6 +15,8 @@ interface Item {
 /** A queue whose flushes are recorded, wait for `gate` when one is given, and answer each item as `answer` says. */
 const recorded = (options: {
   readonly maxBatch?: number
+  /** Weighs an item by its value. */
+  readonly maxWeight?: number
   readonly answer?: (item: Item) => Either.Either<number, string>
   readonly gate?: Deferred.Deferred<void>
   readonly flush?: (items: ReadonlyArray<Item>) => Effect.Effect<ReadonlyArray<Either.Either<number, string>>, string>
@@ -24,6 +26,7 @@ const recorded = (options: {
     key: (item) => item.key,
     maxBatch: options.maxBatch ?? 64,
     maxInFlight: 1,
+    ...(options.maxWeight === undefined ? {} : { weight: (item: Item) => item.value, maxWeight: options.maxWeight }),
     flush: (items) =>
       Effect.suspend(() => {
         batches.push(items.map((item) => `${item.key}:${item.value}`))
@@ -77,6 +80,34 @@ describe("group commit", () => {
       yield* Fiber.join(first)
       expect(yield* Fiber.join(rest)).toEqual(others.map((item) => item.value * 10))
       expect(batches).toEqual([["x:0"], ["x:1", "a:2", "b0:0", "b1:1"], ["x:3", "b2:2", "b3:3"]])
+    }))
+
+  it.effect("a batch holds items of maxWeight in all, or one heavier item alone; the others wait for the next", () =>
+    Effect.gen(function*() {
+      const gate = yield* Deferred.make<void>()
+      const { batches, queue } = recorded({ gate, maxWeight: 10 })
+      const first = yield* Effect.fork(queue.submit({ key: "lead", value: 0 }))
+      yield* Effect.yieldNow()
+      yield* Effect.yieldNow()
+      const others = [{ key: "a", value: 4 }, { key: "b", value: 5 }, { key: "c", value: 3 }, { key: "d", value: 1 }, {
+        key: "big",
+        value: 25
+      }, { key: "e", value: 2 }]
+      const rest = yield* Effect.fork(Effect.all(others.map((item) => queue.submit(item)), { concurrency: "unbounded" }))
+      yield* Effect.yieldNow()
+      yield* Deferred.succeed(gate, undefined)
+      yield* Fiber.join(first)
+      expect(yield* Fiber.join(rest)).toEqual(others.map((item) => item.value * 10))
+      expect(batches).toEqual([["lead:0"], ["a:4", "b:5", "d:1"], ["c:3", "e:2"], ["big:25"]])
+    }))
+
+  it.effect("a leader heavier than maxWeight takes none of the items queued behind it", () =>
+    Effect.gen(function*() {
+      const { batches, queue } = recorded({ maxWeight: 10 })
+      // The leader yields once before it flushes: the light items queue meanwhile.
+      const all = [{ key: "heavy", value: 30 }, ...items(3, "l")]
+      expect(yield* Effect.all(all.map((item) => queue.submit(item)), { concurrency: "unbounded" })).toEqual(all.map((item) => item.value * 10))
+      expect(batches).toEqual([["heavy:30"], ["l0:0", "l1:1", "l2:2"]])
     }))
 
   it.effect("a failed flush is every item's failure; a flush that throws is a defect of its batch only; the queue goes on", () =>

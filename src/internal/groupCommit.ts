@@ -9,8 +9,9 @@
  * nothing else runs while a flush does) it flushes its own item with
  * whatever queued, on its own fiber; a lone writer pays that yield and
  * nothing else. Otherwise it queues, and what queued is flushed, as one
- * batch, as soon as a place frees. A batch holds at most `maxBatch` items
- * and at most one per `key`, so it never holds two writes of one instance.
+ * batch, as soon as a place frees. A batch holds at most `maxBatch` items,
+ * at most `maxWeight` of them by `weight` (or one item of any weight), and
+ * at most one per `key`, so it never holds two writes of one instance.
  * Each caller gets its own outcome once the flush that carried its item has
  * ended; flushes are uninterruptible, so a caller interrupted while it
  * waits leaves its batch alone (its item is written or not, as if it had
@@ -32,6 +33,7 @@ export interface GroupCommit<I, A, E> {
 interface Entry<I, A, E> {
   readonly item: I
   readonly key: string
+  readonly weight: number
   readonly done: Signal.Signal<A, E>
 }
 
@@ -44,6 +46,12 @@ export const make = <I, A, E>(options: {
   /** Flushes running at once, at most. */
   readonly maxInFlight: number
   /**
+   * The size of an item (0 without): a batch holds items of `maxWeight` in
+   * all at most, or a single item of any size.
+   */
+  readonly weight?: ((item: I) => number) | undefined
+  readonly maxWeight?: number | undefined
+  /**
    * Writes a batch and returns one outcome per item, in order; a failure of
    * the whole flush is every item's outcome.
    */
@@ -52,8 +60,15 @@ export const make = <I, A, E>(options: {
   let queue: Array<Entry<I, A, E>> = []
   let inFlight = 0
 
-  /** The next batch: queued items in arrival order, one per key, up to `max`, none of key `taken`. */
-  const take = (max: number, taken?: string): Array<Entry<I, A, E>> => {
+  const weightOf = options.weight ?? (() => 0)
+  const maxWeight = options.maxWeight ?? Number.POSITIVE_INFINITY
+
+  /**
+   * The next batch: queued items in arrival order, one per key, up to `max`
+   * and `maxWeight` (`used` of it taken by the leader's own item), none of
+   * key `taken`; a first item of any weight.
+   */
+  const take = (max: number, taken?: string, used = 0): Array<Entry<I, A, E>> => {
     if (queue.length <= 1 && taken === undefined) {
       const all = queue
       queue = []
@@ -63,10 +78,13 @@ export const make = <I, A, E>(options: {
     const rest: Array<Entry<I, A, E>> = []
     const keys = new Set<string>()
     if (taken !== undefined) keys.add(taken)
+    let weight = used
     for (const entry of queue) {
-      if (batch.length < max && !keys.has(entry.key)) {
+      const first = batch.length === 0 && taken === undefined
+      if (batch.length < max && !keys.has(entry.key) && (first || weight + entry.weight <= maxWeight)) {
         keys.add(entry.key)
         batch.push(entry)
+        weight += entry.weight
       } else {
         rest.push(entry)
       }
@@ -130,7 +148,7 @@ export const make = <I, A, E>(options: {
   /** The leader's flush: its own item with up to `maxBatch - 1` queued ones (none of its key). */
   const lead = (item: I, key: string): Effect.Effect<Outcomes<A, E>, E> =>
     Effect.suspend(() => {
-      const batch = take(options.maxBatch - 1, key)
+      const batch = take(options.maxBatch - 1, key, weightOf(item))
       if (batch.length === 0) {
         // Alone: nobody else to tell.
         return Effect.ensuring(Effect.suspend(() => options.flush([item])), release)
@@ -153,7 +171,7 @@ export const make = <I, A, E>(options: {
           )
         }
         const done = Signal.make<A, E>()
-        queue.push({ item, key: options.key(item), done })
+        queue.push({ item, key: options.key(item), weight: weightOf(item), done })
         // A place may have freed while this fiber was queueing.
         // Interruptible: an interrupted caller stops waiting, its item stays in its batch.
         return Effect.zipRight(drain, restore(Signal.wait(done)))

@@ -293,8 +293,8 @@ export interface Dialect {
    * the `json` column's values (JSON text) embedded as they are; then
    * whether every `json` value is strict JSON, which is what makes
    * embedding them as they are safe (a value that is not would break the
-   * array, or be read as something else). A column's array is `NULL` for
-   * no rows. One text and one `JSON.parse` a column instead of a driver row
+   * array, or be read as something else). With no rows the `json` column's
+   * aggregate is `NULL`, the others' `[]`. One text and one `JSON.parse` a column instead of a driver row
    * and a parse per row (SQLite), or `undefined` where rows read faster.
    */
   readonly jsonColumns: ((columns: ReadonlyArray<string>, json: string) => Fragment) | undefined

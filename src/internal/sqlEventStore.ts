@@ -154,6 +154,15 @@ const firstSeqNr = (fromSeqNr: number): number => Number.isNaN(fromSeqNr) ? 1 : 
  */
 export const maxGroup = (dialect: Dialect): number => dialect.name === "pg" ? 256 : 128
 
+/** The characters of JSON text a commit writes (its group's budget, see `maxWeight`). */
+const commitWeight = (c: EncodedCommit): number => {
+  let weight = (c.snapshot?.state.length ?? 0)
+  for (const event of c.events) weight += event.payload.length
+  for (const timer of c.schedule) weight += timer.payload.length
+  for (const command of c.produce) weight += command.payload.length
+  return weight
+}
+
 const commitKey = (c: EncodedCommit) => `${c.machine.length}:${c.machine}${c.instanceId}`
 
 export const makeBackend = (
@@ -384,6 +393,12 @@ export const makeBackend = (
   const group = makeGroupCommit<EncodedCommit, void, AppendFailure>({
     key: commitKey,
     maxBatch: maxGroup(dialect),
+    // PostgreSQL takes a group's payloads, snapshot states, timer payloads
+    // and outbox payloads as one JSON value each (at most 255 MB): a group
+    // holds JSON texts of 32 Mi characters (at most 96 MB of UTF-8) in all,
+    // or one commit of any size.
+    weight: commitWeight,
+    maxWeight: 32 * 1024 * 1024,
     // One at a time, on both: SQLite's one connection writes one transaction
     // at a time, and on PostgreSQL (2 cores, bench/durable-send) four flushes
     // in flight made smaller groups and cost more than they overlapped:
