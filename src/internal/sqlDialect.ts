@@ -294,8 +294,9 @@ export interface Dialect {
    * whether every `json` value is strict JSON, which is what makes
    * embedding them as they are safe (a value that is not would break the
    * array, or be read as something else). With no rows the `json` column's
-   * aggregate is `NULL`, the others' `[]`. One text and one `JSON.parse` a column instead of a driver row
-   * and a parse per row (SQLite), or `undefined` where rows read faster.
+   * aggregate is `NULL`, the others' `[]`. One text and one `JSON.parse` a
+   * column instead of a driver row and a parse per row (SQLite), or
+   * `undefined` where rows read faster.
    */
   readonly jsonColumns: ((columns: ReadonlyArray<string>, json: string) => Fragment) | undefined
   /** Orders text by code points: `COLLATE "C"` on PostgreSQL, nothing on SQLite (BINARY already is). */
@@ -775,6 +776,12 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
       return onSequenceKeyViolation(c, inPlace)
     }
 
+    /** `unnest(...) WITH ORDINALITY AS u(..., ord)` of `items`: one array parameter a column, whatever the number of items. */
+    const unnest = <A>(items: ReadonlyArray<A>, columns: ReadonlyArray<GroupColumn<A>>) =>
+      sql`unnest(${sql.csv(columns.map((column) => sql`${pgArray(items, column.value)}::${sql.literal(column.type)}[]`))}) WITH ORDINALITY AS ${
+        sql.literal(`u(${columns.map((column) => column.name).join(", ")}, ord)`)
+      }`
+
     /**
      * A group as one statement. `input` holds one row per commit (`k` is
      * its index); the checks read the statement's snapshot as a lone
@@ -785,12 +792,6 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
      * current-state writes. Rows are written in `(machine, instance_id)`
      * order (the caller sorts the group), so two groups meet in one order.
      */
-    /** `unnest(...) WITH ORDINALITY AS alias(..., ord)` of `items`: one array parameter a column, whatever the number of items. */
-    const unnest = <A>(items: ReadonlyArray<A>, columns: ReadonlyArray<GroupColumn<A>>, alias: string) =>
-      sql`unnest(${sql.csv(columns.map((column) => sql`${pgArray(items, column.value)}::${sql.literal(column.type)}[]`))}) WITH ORDINALITY AS ${
-        sql.literal(`${alias}(${columns.map((column) => column.name).join(", ")}, ord)`)
-      }`
-
     const groupStatement = (cs: ReadonlyArray<EncodedCommit>) => {
       const anyFired = cs.some((c) => c.fired !== undefined)
       const anyFence = cs.some((c) => c.fence !== undefined)
@@ -804,7 +805,7 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           jsonArray(cs.map((c) => c.events[0]!.payload))
         }::jsonb -> (u.ord - 1)::integer AS payload, CASE WHEN u.snap_seq IS NULL THEN NULL ELSE ${
           jsonArray(cs.map((c) => c.snapshot?.state))
-        }::jsonb -> (u.ord - 1)::integer END AS snap_state FROM ${unnest(cs, groupInputColumns, "u")})`,
+        }::jsonb -> (u.ord - 1)::integer END AS snap_state FROM ${unnest(cs, groupInputColumns)})`,
         sql`guard AS (SELECT i.k, (SELECT COALESCE(MAX(x.seq_nr), 0) FROM ${E} x WHERE x.machine = i.machine AND x.instance_id = i.instance_id) AS actual FROM input i)`
       ]
       // Locked as a lone commit locks them (see `commitStatement`).
@@ -847,7 +848,7 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
         ctes.push(
           sql`sched AS (SELECT u.k, u.name, u.generation, u.state_tag, u.due_at, ${
             jsonArray(schedules.map(({ timer }) => timer.payload))
-          }::jsonb -> (u.ord - 1)::integer AS payload FROM ${unnest(schedules, scheduleColumns, "u")})`
+          }::jsonb -> (u.ord - 1)::integer AS payload FROM ${unnest(schedules, scheduleColumns)})`
         )
       }
       if (anyDelete) {
@@ -875,7 +876,7 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
           sql`cmd AS (SELECT u.k, u.idx, u.kind, u.tag, ${
             jsonArray(commands.map(({ command }) => command.payload))
           }::jsonb -> (u.ord - 1)::integer AS payload, u.target_machine, u.target_instance_id, u.correlation_id, u.fence_token FROM ${
-            unnest(commands, commandColumns, "u")
+            unnest(commands, commandColumns)
           })`,
           sql`cmds AS (INSERT INTO ${O} (machine, instance_id, seq_nr, idx, kind, tag, payload, target_machine, target_instance_id, correlation_id, fence_token, created_at, due_at, attempts) SELECT d.machine, d.instance_id, d.seq_nr, c.idx, c.kind, c.tag, c.payload, c.target_machine, c.target_instance_id, c.correlation_id, c.fence_token, d.ts, d.ts, 0 FROM cmd c, done d WHERE d.k = c.k)`
         )
@@ -1263,7 +1264,7 @@ export const makeDialect = (sql: SqlClient.SqlClient, t: Tables): Effect.Effect<
       for (const chunk of okChunks) {
         yield sql`INSERT INTO ${E} (${sql.literal(eventColumns)}) VALUES ${
           sql.csv(chunk.map(({ c }) => {
-          const e = c.events[0]!
+            const e = c.events[0]!
             return sql`(${c.machine}, ${c.instanceId}, ${e.seqNr}, ${e.tag}, ${e.payload}, ${e.stateTag}, ${e.schemaVersion}, ${e.timestamp}, ${e.source}, ${e.correlationId}, ${e.node}, ${e.commitId}, ${e.timer})`
           }))
         }`

@@ -156,7 +156,7 @@ export const maxGroup = (dialect: Dialect): number => dialect.name === "pg" ? 25
 
 /** The characters of JSON text a commit writes (its group's budget, see `maxWeight`). */
 const commitWeight = (c: EncodedCommit): number => {
-  let weight = (c.snapshot?.state.length ?? 0)
+  let weight = c.snapshot?.state.length ?? 0
   for (const event of c.events) weight += event.payload.length
   for (const timer of c.schedule) weight += timer.payload.length
   for (const command of c.produce) weight += command.payload.length
